@@ -1,0 +1,216 @@
+"""The `monitor` command: infrastructure, worker, reference, producers, alerts, state, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+import orjson
+from rich.console import Console
+
+from monitor.errors import MonitorError
+from monitor.settings import Settings, get_settings
+
+# Piped output (CI logs, `| less`) gets a wide table rather than rich's 80-column default.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 180)
+
+
+def _run(coro):
+    try:
+        return asyncio.run(coro)
+    except MonitorError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Streaming monitor for credit scoring models (Kafka + faust + Redis).
+
+    Settings come from MONITOR_* environment variables (see README).
+    """
+
+
+# ---- infra ----------------------------------------------------------------------------------
+@main.group()
+def infra() -> None:
+    """Local broker (Tansu) and redis-server on loopback, without Docker."""
+
+
+@infra.command("up")
+def infra_up() -> None:
+    """Start the broker and Redis (if not running) and create the topics."""
+    from monitor import infra as infra_mod
+
+    try:
+        for line in infra_mod.up(get_settings()):
+            console.print(line)
+    except MonitorError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@infra.command("down")
+def infra_down() -> None:
+    """Stop what `infra up` started (the broker's topics are in memory and go with it)."""
+    from monitor import infra as infra_mod
+
+    for line in infra_mod.down(get_settings()):
+        console.print(line)
+
+
+@infra.command("status")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+def infra_status(as_json: bool) -> None:
+    """Show each service, its address, PID and whether it listens."""
+    from monitor import infra as infra_mod
+
+    rows = infra_mod.status(get_settings())
+    if as_json:
+        click.echo(orjson.dumps(rows).decode())
+        return
+    for row in rows:
+        state = "[green]up[/]" if row["listening"] and row["running"] else (
+            "[yellow]listening (not started by us)[/]" if row["listening"] else "[red]down[/]")
+        console.print(f"{row['service']:7} {row['address']:22} pid={row['pid'] or '-':<8} {state}  log {row['log']}")
+
+
+# ---- worker ---------------------------------------------------------------------------------
+@main.command()
+@click.option("--loglevel", default="info", show_default=True)
+def worker(loglevel: str) -> None:
+    """Run the faust worker: fold records into Redis, compute metrics, emit alerts."""
+    import faust
+
+    from monitor.app import create_app
+
+    app = create_app(get_settings())
+    faust.Worker(app, loglevel=loglevel).execute_from_commandline()
+
+
+# ---- reference ------------------------------------------------------------------------------
+@main.group()
+def reference() -> None:
+    """The model's reference (test-set) scores."""
+
+
+@reference.command("load")
+@click.option("--model", required=True)
+@click.option("--version", "version", default="1", show_default=True)
+@click.option("--file", "path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--score-column", default="score", show_default=True)
+def reference_load(model: str, version: str, path: Path, score_column: str) -> None:
+    """Store the reference score histogram of a CSV, CSV.gz or JSON file in Redis."""
+    from monitor.reference import load_reference_file
+
+    card = _run(load_reference_file(get_settings(), model, version, path, score_column))
+    console.print(f"reference of {model}:{version}: {card['n']} scores from {path}"
+                  + (f", AUC {float(card['auc']):.4f}" if card.get("auc") else ""))
+
+
+# ---- produce --------------------------------------------------------------------------------
+@main.command()
+@click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path), help="CSV, CSV.gz or JSON list.")
+@click.option("--synthetic", type=str, help="A synthetic scenario name (producers.synthetic.SCENARIOS).")
+@click.option("--model", help="Model name (required with --file).")
+@click.option("--version", "version", default="1", show_default=True)
+@click.option("--score-column", default="score", show_default=True)
+@click.option("--rate", type=float, help="Records per second (default: as fast as possible).")
+@click.option("--batch", "per_message", default=1, show_default=True, help="Records per Kafka message.")
+def produce(path, synthetic, model, version, score_column, rate, per_message) -> None:
+    """Publish records to the records topic."""
+    from producers import sources
+    from producers.publish import publish
+
+    if bool(path) == bool(synthetic):
+        raise click.UsageError("give exactly one of --file or --synthetic")
+    try:
+        records, total = sources.open_source(path=path, synthetic=synthetic, model=model, version=version,
+                                             score_column=score_column)
+    except MonitorError as exc:
+        raise click.ClickException(str(exc)) from None
+    settings = get_settings()
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=False) as progress:
+        task = progress.add_task(f"publishing to {settings.records_topic}", total=total)
+        sent = _run(publish(records, settings, per_message=per_message, rate=rate,
+                            on_progress=lambda n: progress.advance(task, n)))
+    console.print(f"published {sent} records")
+
+
+# ---- alerts ---------------------------------------------------------------------------------
+@main.command()
+@click.option("--follow", is_flag=True, help="Subscribe to the alerts topic and print events as they come.")
+@click.option("--from-beginning", is_flag=True, help="With --follow: start at the topic's first event.")
+@click.option("--history", "history", is_flag=True, help="Print the alert history kept in Redis.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--limit", default=50, show_default=True, help="With --history: how many, newest first.")
+def alerts(follow: bool, from_beginning: bool, history: bool, as_json: bool, limit: int) -> None:
+    """Alert events: firing alerts now (default), the history, or a live subscription."""
+    from monitor import follow as follow_mod
+
+    settings = get_settings()
+
+    def show(event: dict) -> None:
+        if as_json:
+            click.echo(orjson.dumps(event).decode())
+        else:
+            from monitor.views import alert_line
+
+            console.print(alert_line(event))
+
+    if follow:
+        try:
+            _run(follow_mod.follow_alerts(settings, show, from_beginning=from_beginning))
+        except KeyboardInterrupt:
+            pass
+        return
+    events = _run(follow_mod.alert_history(settings, limit)) if history else _run(follow_mod.firing_now(settings))
+    for event in events:
+        show(event)
+    if not events and not as_json:
+        console.print("no alerts" if history else "no firing alerts")
+
+
+# ---- state ----------------------------------------------------------------------------------
+@main.command()
+@click.option("--model", help="Only this model.")
+@click.option("--window", type=click.Choice(["month", "rolling", "cumulative"]), default="month", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON for machines (every window).")
+def state(model: str | None, window: str, as_json: bool) -> None:
+    """Per model/version/month: counts, AUC, Gini, KS, KS adherence, PSI and firing alerts."""
+    from monitor.store import Store
+    from monitor.views import collect_state, print_state
+
+    async def go():
+        store = Store.connect(get_settings())
+        try:
+            return await collect_state(store, model)
+        finally:
+            await store.close()
+
+    rows = _run(go())
+    if as_json:
+        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print_state(rows, console, window)
+
+
+# ---- demo -----------------------------------------------------------------------------------
+@main.command()
+@click.option("--keep", is_flag=True, help="Leave the broker, Redis and the worker running.")
+@click.option("--scenario", default="demo", show_default=True)
+def demo(keep: bool, scenario: str) -> None:
+    """Live demo: infra up, reference, worker, replay a drifting stream, alerts live, state table."""
+    from monitor.demo import run_demo
+
+    try:
+        ok = run_demo(get_settings(), console, scenario=scenario, keep=keep)
+    except MonitorError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

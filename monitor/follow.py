@@ -1,0 +1,62 @@
+"""Read alerts: subscribe to the alerts topic, or read the history and firing states in Redis."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from monitor.settings import Settings
+from monitor.store import Store
+
+
+async def follow_alerts(settings: Settings, on_event: Callable[[dict], None], *, from_beginning: bool = False,
+                        stop_after: int | None = None) -> None:
+    """Print alert events as they arrive (a throwaway consumer group: every follower sees all)."""
+    consumer = AIOKafkaConsumer(
+        settings.alerts_topic, bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"monitor-alerts-follow-{uuid.uuid4().hex[:8]}", enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
+        heartbeat_interval_ms=max(int(settings.broker_session_timeout_s * 1000 / 3), 300))
+    await consumer.start()
+    seen = 0
+    try:
+        async for msg in consumer:
+            on_event(orjson.loads(msg.value))
+            seen += 1
+            if stop_after is not None and seen >= stop_after:
+                return
+    finally:
+        await consumer.stop()
+
+
+async def alert_history(settings: Settings, limit: int = 50) -> list[dict]:
+    store = Store.connect(settings)
+    try:
+        return [orjson.loads(raw) for raw in await store.redis.lrange(store.history_key(), 0, limit - 1)]
+    finally:
+        await store.close()
+
+
+async def firing_now(settings: Settings) -> list[dict]:
+    """The latest firing event of every alert whose state is firing."""
+    store = Store.connect(settings)
+    try:
+        firing_ids = set()
+        for model, version in await store.models():
+            raw = await store.redis.hgetall(f"{store.base(model, version)}:alerts")
+            for key, state in raw.items():
+                if orjson.loads(state)["status"] == "firing":
+                    rule, window, month = key.decode().split("|")
+                    firing_ids.add(f"{model}:{version}:{window}:{month}:{rule}")
+        latest: dict[str, dict] = {}
+        for raw in await store.redis.lrange(store.history_key(), 0, -1):
+            event = orjson.loads(raw)
+            if event["alert_id"] in firing_ids and event["alert_id"] not in latest:
+                latest[event["alert_id"]] = event
+        return sorted(latest.values(), key=lambda e: e["alert_id"])
+    finally:
+        await store.close()

@@ -1,0 +1,104 @@
+"""One frozen settings object for every part of the monitor.
+
+Each field reads the environment variable ``MONITOR_<FIELD NAME IN CAPITALS>``
+(e.g. ``MONITOR_KAFKA_BOOTSTRAP``); the default is what a local ``monitor infra up``
+starts. Nothing else in the package reads the environment.
+
+>>> s = Settings(kafka_bootstrap="localhost:19092")
+>>> s.kafka_bootstrap, s.records_topic, s.rolling_months
+('localhost:19092', 'credit-records', 3)
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MONITOR_", frozen=True, extra="ignore")
+
+    # --- Kafka -------------------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:19092", description="Kafka bootstrap servers. Env MONITOR_KAFKA_BOOTSTRAP."
+    )
+    records_topic: str = Field(
+        "credit-records", description="Scored records topic. Env MONITOR_RECORDS_TOPIC."
+    )
+    outcomes_topic: str = Field(
+        "credit-outcomes", description="Delayed labels topic. Env MONITOR_OUTCOMES_TOPIC."
+    )
+    alerts_topic: str = Field("credit-alerts", description="Alert events. Env MONITOR_ALERTS_TOPIC.")
+    dead_letter_topic: str = Field(
+        "credit-dead-letter",
+        description="Invalid messages with the reason. Env MONITOR_DEAD_LETTER_TOPIC.",
+    )
+    partitions: int = Field(
+        4, ge=1, description="Partitions of the topics `infra up` creates. Env MONITOR_PARTITIONS."
+    )
+    consumer_group: str = Field(
+        "credit-monitor", description="Worker consumer group (faust app id). Env MONITOR_CONSUMER_GROUP."
+    )
+    broker_session_timeout_s: float = Field(
+        3.0, gt=0,
+        description="Consumer group session timeout. 3 s makes the local broker's group joins fast; "
+        "Apache Kafka refuses less than its group.min.session.timeout.ms (6 s by default), so "
+        "docker-compose sets 10. Env MONITOR_BROKER_SESSION_TIMEOUT_S.",
+    )
+    batch_size: int = Field(
+        2000, ge=1, description="Max records the worker folds per Redis round trip. Env MONITOR_BATCH_SIZE."
+    )
+    batch_within_s: float = Field(
+        0.05, gt=0, description="Max seconds the worker waits to fill a batch. Env MONITOR_BATCH_WITHIN_S."
+    )
+
+    # --- Redis -------------------------------------------------------------------------
+    redis_url: str = Field(
+        "redis://127.0.0.1:16379/0", description="Redis URL (redis:// or rediss://). Env MONITOR_REDIS_URL."
+    )
+    key_prefix: str = Field(
+        "cm", description="Prefix of every Redis key this monitor writes. Env MONITOR_KEY_PREFIX."
+    )
+
+    # --- Statistics ----------------------------------------------------------------------
+    resolution: float = Field(
+        1e-4, gt=0, le=0.1,
+        description="Score histogram bin width; a score is stored as the nearest multiple. Env MONITOR_RESOLUTION.",
+    )
+    rolling_months: int = Field(
+        3, ge=1, description="Months in the rolling window (this month and the N-1 before). Env MONITOR_ROLLING_MONTHS."
+    )
+    metrics_interval_s: float = Field(
+        1.0, gt=0, description="Seconds between metric recomputations of changed months. Env MONITOR_METRICS_INTERVAL_S."
+    )
+
+    # --- Basic alert thresholds (the alert engine refines these) --------------------------
+    ks_warning: float = Field(0.10, description="KS adherence D for a warning. Env MONITOR_KS_WARNING.")
+    ks_critical: float = Field(0.20, description="KS adherence D for critical. Env MONITOR_KS_CRITICAL.")
+    ks_alpha: float = Field(0.05, description="KS p-value must be below this. Env MONITOR_KS_ALPHA.")
+    psi_warning: float = Field(0.10, description="PSI for a warning. Env MONITOR_PSI_WARNING.")
+    psi_critical: float = Field(0.25, description="PSI for critical. Env MONITOR_PSI_CRITICAL.")
+    auc_floor: float = Field(0.60, description="AUC below this fires. Env MONITOR_AUC_FLOOR.")
+    min_records: int = Field(
+        500, ge=1, description="Records a window needs before AUC, KS or PSI are judged. Env MONITOR_MIN_RECORDS."
+    )
+    min_class_records: int = Field(
+        30, ge=1, description="Records of each class a window needs before AUC is judged. Env MONITOR_MIN_CLASS_RECORDS."
+    )
+
+    # --- Local infrastructure (`monitor infra`) -----------------------------------------------
+    run_dir: Path = Field(
+        Path(".run"), description="PIDs, logs and data of `monitor infra up`. Env MONITOR_RUN_DIR."
+    )
+    data_dir: Path = Field(
+        Path("."), description="Root that file paths given to the CLI/API must stay inside. Env MONITOR_DATA_DIR."
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

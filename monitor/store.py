@@ -1,0 +1,239 @@
+"""The Redis state: key schema, the atomic batch update, and reads for metrics and the CLI.
+
+Every key of one (model, version) carries the hash tag ``{model:version}``, so a Redis Cluster
+keeps them in one slot and the batch script may touch them together. With prefix ``cm``:
+
+====================================================  ======  ==========================================
+key                                                   type    holds
+====================================================  ======  ==========================================
+``cm:models``                                         set     ``model:version`` of every model seen
+``cm:{m:v}:months``                                   set     ``YYYY-MM`` of every month seen
+``cm:{m:v}:count:YYYY-MM``                            hash    ``n``, ``bad``, ``good``, ``unlabeled``,
+                                                              ``rev`` (bumped by every change)
+``cm:{m:v}:hist:YYYY-MM:bad|good|unlabeled``          hash    score bin -> count (bin = round(score/res))
+``cm:{m:v}:offsets``                                  hash    ``topic:partition`` -> last offset applied
+``cm:{m:v}:ref`` / ``cm:{m:v}:ref:meta``              hash    reference (test-set) histogram / its card
+``cm:{m:v}:metrics``                                  hash    ``YYYY-MM`` -> JSON of the month's metrics
+``cm:{m:v}:alerts``                                   hash    ``rule|window|YYYY-MM`` -> JSON alert state
+``cm:alerts:history``                                 list    latest alert events, newest first (capped)
+``cm:worker``                                         hash    worker counters (records, dead_lettered...)
+====================================================  ======  ==========================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import orjson
+import redis.asyncio as aioredis
+
+from monitor.settings import Settings
+from monitor.stats import LabelledHistograms, ScoreHistogram
+
+LABELS = ("bad", "good", "unlabeled")
+"""Histogram names by label: target 1, target 0, no target yet."""
+
+ALERT_HISTORY_CAP = 10_000
+
+# Applies one batch of one (model, version) and moves its offsets, atomically. The offsets
+# make the update idempotent: a batch whose offsets were already applied changes nothing,
+# and a worker whose view of the offsets is stale (another worker moved them) is told so.
+# KEYS: offsets, months, then per month: count, hist bad, hist good, hist unlabeled.
+# ARGV: k, then k x (offset field, expected stored offset or "", new offset),
+#       then per month: month, n bad, n good, n unlabeled, len bad, len good, len unlabeled,
+#       then (bin, count) pairs of bad, good, unlabeled.
+APPLY_BATCH_LUA = """
+local k = tonumber(ARGV[1])
+for i = 0, k - 1 do
+  local stored = redis.call('HGET', KEYS[1], ARGV[2 + 3*i])
+  local expected = ARGV[3 + 3*i]
+  if (stored or '') ~= expected then
+    return {-1, ARGV[2 + 3*i], stored or ''}
+  end
+end
+for i = 0, k - 1 do
+  redis.call('HSET', KEYS[1], ARGV[2 + 3*i], ARGV[4 + 3*i])
+end
+local a = 2 + 3*k
+local key = 3
+while a <= #ARGV do
+  local month = ARGV[a]
+  local nb, ng, nu = tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3])
+  local lens = {tonumber(ARGV[a+4]), tonumber(ARGV[a+5]), tonumber(ARGV[a+6])}
+  redis.call('SADD', KEYS[2], month)
+  local count = KEYS[key]
+  redis.call('HINCRBY', count, 'n', nb + ng + nu)
+  if nb > 0 then redis.call('HINCRBY', count, 'bad', nb) end
+  if ng > 0 then redis.call('HINCRBY', count, 'good', ng) end
+  if nu > 0 then redis.call('HINCRBY', count, 'unlabeled', nu) end
+  redis.call('HINCRBY', count, 'rev', 1)
+  a = a + 7
+  for h = 1, 3 do
+    local hist = KEYS[key + h]
+    for j = 1, lens[h] do
+      redis.call('HINCRBY', hist, ARGV[a], ARGV[a+1])
+      a = a + 2
+    end
+  end
+  key = key + 4
+end
+return {1, '', ''}
+"""
+
+
+@dataclass
+class MonthIncrements:
+    """What one batch adds to one month of one model: bin counts per label."""
+
+    bins: dict[str, dict[int, int]] = field(default_factory=lambda: {label: {} for label in LABELS})
+
+    def add(self, label: str, score_bin: int, count: int = 1) -> None:
+        hist = self.bins[label]
+        hist[score_bin] = hist.get(score_bin, 0) + count
+
+    def count(self, label: str) -> int:
+        return sum(self.bins[label].values())
+
+
+class OffsetConflict(Exception):
+    """Another worker moved this model's offsets since we read them (a rebalance)."""
+
+
+class Store:
+    """Async access to the monitor's Redis state for one deployment (one key prefix)."""
+
+    def __init__(self, redis: aioredis.Redis, settings: Settings):
+        self.redis = redis
+        self.settings = settings
+        self.prefix = settings.key_prefix
+        self._apply = redis.register_script(APPLY_BATCH_LUA)
+
+    @classmethod
+    def connect(cls, settings: Settings) -> "Store":
+        client = aioredis.Redis.from_url(settings.redis_url, decode_responses=False,
+                                         health_check_interval=30, socket_keepalive=True)
+        return cls(client, settings)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    # ---- keys ----------------------------------------------------------------------------
+    def base(self, model: str, version: str) -> str:
+        return f"{self.prefix}:{{{model}:{version}}}"
+
+    def models_key(self) -> str:
+        return f"{self.prefix}:models"
+
+    def worker_key(self) -> str:
+        return f"{self.prefix}:worker"
+
+    def history_key(self) -> str:
+        return f"{self.prefix}:alerts:history"
+
+    def hist_key(self, model: str, version: str, month: str, label: str) -> str:
+        return f"{self.base(model, version)}:hist:{month}:{label}"
+
+    def count_key(self, model: str, version: str, month: str) -> str:
+        return f"{self.base(model, version)}:count:{month}"
+
+    # ---- writes ----------------------------------------------------------------------------
+    async def stored_offsets(self, model: str, version: str, fields: Iterable[str]) -> dict[str, int | None]:
+        fields = list(fields)
+        values = await self.redis.hmget(f"{self.base(model, version)}:offsets", fields)
+        return {f: (int(v) if v is not None else None) for f, v in zip(fields, values)}
+
+    async def apply_batch(self, model: str, version: str, offsets: Mapping[str, tuple[int | None, int]],
+                          months: Mapping[str, MonthIncrements]) -> None:
+        """Add the increments and move offsets ``field -> (expected stored, new)`` in one step.
+
+        Raises OffsetConflict when a stored offset is not the expected one; nothing is written then.
+        """
+        base = self.base(model, version)
+        keys = [f"{base}:offsets", f"{base}:months"]
+        args: list = [len(offsets)]
+        for offset_field, (expected, new) in offsets.items():
+            args += [offset_field, "" if expected is None else str(expected), str(new)]
+        for month, inc in months.items():
+            keys.append(self.count_key(model, version, month))
+            keys += [self.hist_key(model, version, month, label) for label in LABELS]
+            args += [month, *(inc.count(label) for label in LABELS), *(len(inc.bins[label]) for label in LABELS)]
+            for label in LABELS:
+                for score_bin, count in inc.bins[label].items():
+                    args += (score_bin, count)
+        status, offset_field, stored = await self._apply(keys=keys, args=args)
+        if status == -1:
+            raise OffsetConflict(f"{model}:{version} {offset_field.decode()} is at {stored.decode() or 'none'}")
+        await self.redis.sadd(self.models_key(), f"{model}:{version}")
+
+    async def incr_worker_counters(self, **counters: int) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for name, value in counters.items():
+            if value:
+                pipe.hincrby(self.worker_key(), name, value)
+        await pipe.execute()
+
+    async def save_reference(self, model: str, version: str, hist: ScoreHistogram, meta: Mapping[str, object]) -> None:
+        base = self.base(model, version)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(f"{base}:ref", f"{base}:ref:meta")
+        fields = hist.to_redis_fields()
+        if fields:
+            pipe.hset(f"{base}:ref", mapping=fields)
+        pipe.hset(f"{base}:ref:meta", mapping={k: str(v) for k, v in meta.items()})
+        pipe.sadd(self.models_key(), f"{model}:{version}")
+        # A new reference changes every month's adherence: make the metrics recompute.
+        for month in await self.months(model, version):
+            pipe.hincrby(self.count_key(model, version, month), "rev", 1)
+        await pipe.execute()
+
+    async def save_metrics(self, model: str, version: str, metrics_by_month: Mapping[str, dict]) -> None:
+        if metrics_by_month:
+            await self.redis.hset(f"{self.base(model, version)}:metrics",
+                                  mapping={m: orjson.dumps(v) for m, v in metrics_by_month.items()})
+
+    # ---- reads -----------------------------------------------------------------------------
+    async def models(self) -> list[tuple[str, str]]:
+        members = await self.redis.smembers(self.models_key())
+        return sorted(tuple(m.decode().split(":", 1)) for m in members)  # type: ignore[misc]
+
+    async def months(self, model: str, version: str) -> list[str]:
+        return sorted(m.decode() for m in await self.redis.smembers(f"{self.base(model, version)}:months"))
+
+    async def month_revisions(self, model: str, version: str, months: list[str]) -> dict[str, int]:
+        pipe = self.redis.pipeline(transaction=False)
+        for month in months:
+            pipe.hget(self.count_key(model, version, month), "rev")
+        return {m: int(r or 0) for m, r in zip(months, await pipe.execute())}
+
+    async def counts(self, model: str, version: str, month: str) -> dict[str, int]:
+        raw = await self.redis.hgetall(self.count_key(model, version, month))
+        return {label: int(raw.get(label.encode(), 0)) for label in ("n", *LABELS)}
+
+    async def histograms(self, model: str, version: str, months: list[str]) -> dict[str, LabelledHistograms]:
+        pipe = self.redis.pipeline(transaction=False)
+        for month in months:
+            for label in LABELS:
+                pipe.hgetall(self.hist_key(model, version, month, label))
+        raw = await pipe.execute()
+        res = self.settings.resolution
+        out = {}
+        for i, month in enumerate(months):
+            bad, good, unl = (ScoreHistogram.from_redis_fields(raw[3 * i + j], res) for j in range(3))
+            out[month] = LabelledHistograms(pos=bad, neg=good, unlabeled=unl)
+        return out
+
+    async def reference(self, model: str, version: str) -> tuple[ScoreHistogram | None, dict[str, str]]:
+        base = self.base(model, version)
+        fields, meta = await self.redis.hgetall(f"{base}:ref"), await self.redis.hgetall(f"{base}:ref:meta")
+        meta = {k.decode(): v.decode() for k, v in meta.items()}
+        if not fields:
+            return None, meta
+        return ScoreHistogram.from_redis_fields(fields, float(meta.get("resolution", self.settings.resolution))), meta
+
+    async def metrics(self, model: str, version: str) -> dict[str, dict]:
+        raw = await self.redis.hgetall(f"{self.base(model, version)}:metrics")
+        return {k.decode(): orjson.loads(v) for k, v in sorted(raw.items())}
+
+    async def worker_counters(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in (await self.redis.hgetall(self.worker_key())).items()}

@@ -1,0 +1,75 @@
+"""Read the state for people (rich tables) and machines (JSON): shared by the CLI and the demo."""
+
+from __future__ import annotations
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from monitor.store import LABELS, Store
+
+
+async def collect_state(store: Store, model: str | None = None) -> list[dict]:
+    """One entry per (model, version, month): exact counts, the last computed metrics, firing alerts."""
+    rows = []
+    for m, v in await store.models():
+        if model is not None and m != model:
+            continue
+        metrics = await store.metrics(m, v)
+        alert_states = await store.redis.hgetall(f"{store.base(m, v)}:alerts")
+        firing: dict[str, list[str]] = {}
+        for key, raw in alert_states.items():
+            state = orjson.loads(raw)
+            if state["status"] == "firing":
+                rule, window, month = key.decode().split("|")
+                firing.setdefault(month, []).append(f"{rule}:{state['severity']}" + ("" if window == "month" else f"@{window}"))
+        for month in await store.months(m, v):
+            computed = metrics.get(month, {})
+            rows.append({
+                "model": m, "model_version": v, "month": month,
+                "counts": await store.counts(m, v, month),
+                "metrics": computed.get("windows"),
+                "computed_at": computed.get("computed_at"),
+                "reference_n": computed.get("reference_n"),
+                "firing_alerts": sorted(firing.get(month, [])),
+            })
+    return rows
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def state_table(rows: list[dict], window: str = "month") -> Table:
+    table = Table(title=f"credit-monitor state ({window} window)", header_style="bold")
+    for col in ("model", "ver", "month", "n", "labelled", "bad rate", "AUC (±bound)", "Gini", "KS g/b",
+                "KS adh. D", "p-value", "PSI", "firing alerts"):
+        table.add_column(col, justify="left" if col in ("model", "ver", "month", "firing alerts") else "right")
+    for row in rows:
+        c = row["counts"]
+        m = (row["metrics"] or {}).get(window) or {}
+        auc = m.get("auc")
+        auc_text = "-" if auc is None else f"{auc:.4f} ±{m['auc_bound']:.1e}"
+        table.add_row(row["model"], row["model_version"], row["month"], str(c["n"]), str(c[LABELS[0]] + c[LABELS[1]]),
+                      _fmt(m.get("bad_rate")), auc_text, _fmt(m.get("gini")), _fmt(m.get("ks_good_bad")),
+                      _fmt(m.get("ks_d")), _fmt(m.get("ks_pvalue"), 2), _fmt(m.get("psi")),
+                      ", ".join(row["firing_alerts"]) or "-",
+                      style="red" if row["firing_alerts"] else None)
+    return table
+
+
+def print_state(rows: list[dict], console: Console | None = None, window: str = "month") -> None:
+    (console or Console()).print(state_table(rows, window))
+
+
+def alert_line(event: dict) -> str:
+    colour = "red" if event["status"] == "firing" and event["severity"] == "critical" else \
+        "yellow" if event["status"] == "firing" else "green"
+    value = "-" if event.get("value") is None else f"{event['value']:.4f}"
+    return (f"[{colour}]{event['status'].upper():8}[/] {event['severity']:8} {event['model']}:{event['model_version']} "
+            f"{event['month']} {event['rule']:13} value={value} threshold={event['threshold']} n={event['n']} "
+            f"— {event['message']}")
