@@ -19,12 +19,16 @@ import math
 from typing import Any, Literal
 
 import orjson
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr,
+                      TypeAdapter, ValidationError, field_validator)
 
 from monitor.errors import InvalidRecord
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 """A larger message is dead-lettered unread: no legitimate batch of records comes near it."""
+
+
+FeatureValue = StrictStr | StrictBool | StrictInt | StrictFloat | None
 
 
 class ScoredRecord(BaseModel):
@@ -38,7 +42,9 @@ class ScoredRecord(BaseModel):
     ref_date: dt.date = Field(validation_alias=AliasChoices("ref_date", "REF_DATE"))
     score: float = Field(ge=0.0, le=1.0, description="Probability of class 1 (bad).")
     target: Literal[0, 1] | None = Field(None, validation_alias=AliasChoices("target", "TARGET"))
-    features: dict[str, Any] | None = None
+    # Flat scalars only: credit features are numbers and categories, and a nested payload
+    # would only carry risk (deep recursion, unbounded size) into every later consumer.
+    features: dict[str, FeatureValue] | None = Field(None, max_length=2000)
 
     @field_validator("model_version", mode="before")
     @classmethod

@@ -1,0 +1,105 @@
+"""The Redis side on a real redis-server: exactly-once batches and alert transitions."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from monitor.alerts import AlertEvaluator
+from monitor.pipeline import BatchProcessor, RawMessage
+from monitor.stats import ScoreHistogram
+from monitor.store import Store
+
+pytestmark = pytest.mark.integration
+
+
+def message(offset: int, partition: int = 0, **fields) -> RawMessage:
+    record = {"record_id": f"r{offset}", "model": "m", "ref_date": "2024-05-10", "score": 0.1 + (offset % 9) / 10,
+              "target": offset % 2, **fields}
+    return RawMessage("records", partition, offset, orjson.dumps(record))
+
+
+class DeadLetters(list):
+    async def __call__(self, msg: RawMessage, reason: str) -> None:
+        self.append((msg.offset, reason))
+
+
+async def test_a_batch_applied_twice_counts_once(settings):
+    store = Store.connect(settings)
+    try:
+        dead = DeadLetters()
+        processor = BatchProcessor(store, dead)
+        batch = [message(i) for i in range(100)] + [RawMessage("records", 0, 100, b"{broken")]
+        first = await processor.process(batch)
+        again = await processor.process(batch)
+        assert (first.records, first.dead_lettered, again.records, again.duplicates_skipped) == (100, 1, 0, 100)
+        assert [r for _, r in dead][0].startswith("not JSON")
+
+        # A fresh processor (a restarted worker) reads the offsets from Redis and skips too.
+        restarted = await BatchProcessor(store, dead).process(batch[50:100] + [message(101)])
+        assert (restarted.records, restarted.duplicates_skipped) == (1, 50)
+        counts = await store.counts("m", "1", "2024-05")
+        assert counts == {"n": 101, "bad": 51, "good": 50, "unlabeled": 0}
+        hists = (await store.histograms("m", "1", ["2024-05"]))["2024-05"]
+        scores = [0.1 + (i % 9) / 10 for i in range(102) if i != 100]
+        assert hists.all() == ScoreHistogram.from_scores(scores)
+    finally:
+        await store.close()
+
+
+async def test_two_workers_with_stale_views_never_double_count(settings):
+    store = Store.connect(settings)
+    try:
+        a, b = BatchProcessor(store, DeadLetters()), BatchProcessor(store, DeadLetters())
+        await a.process([message(i) for i in range(10)])
+        await b.process([message(i) for i in range(10, 20)])   # b learns offset 9, applies 10..19
+        # a still believes offset 9 is the last applied: its script call conflicts, it rereads
+        # Redis and applies only what is new.
+        result = await a.process([message(i) for i in range(15, 25)])
+        assert (result.records, result.duplicates_skipped) == (5, 5)
+        assert (await store.counts("m", "1", "2024-05"))["n"] == 25
+    finally:
+        await store.close()
+
+
+async def test_offsets_are_per_partition_and_per_model(settings):
+    store = Store.connect(settings)
+    try:
+        processor = BatchProcessor(store, DeadLetters())
+        await processor.process([message(5, partition=0), message(5, partition=1), message(5, model="other")])
+        assert await store.stored_offsets("m", "1", ["records:0", "records:1"]) == {"records:0": 5, "records:1": 5}
+        assert (await store.counts("other", "1", "2024-05"))["n"] == 1
+        assert await store.models() == [("m", "1"), ("other", "1")]
+    finally:
+        await store.close()
+
+
+def month_metrics(**overrides) -> dict:
+    base = {"n": 1000, "n_labelled": 1000, "n_pos": 100, "n_neg": 900, "auc": 0.75, "ks_d": 0.02,
+            "ks_pvalue": 0.8, "psi": 0.01}
+    return {**base, **overrides}
+
+
+async def test_alert_lifecycle_emits_each_transition_once(settings):
+    store = Store.connect(settings)
+    try:
+        evaluator = AlertEvaluator(store, settings)
+        other_worker = AlertEvaluator(store, settings)
+
+        async def judge(ev, **m):
+            return [(e.rule, e.status, e.severity) for e in await ev.evaluate("m", "1", "2024-05", "month",
+                                                                              month_metrics(**m), 5000)]
+
+        assert await judge(evaluator) == []                                   # ok and never fired: silence
+        assert await judge(evaluator, psi=0.12) == [("psi", "firing", "warning")]
+        assert await judge(other_worker, psi=0.12) == []                      # same state: nothing twice
+        assert await judge(evaluator, psi=0.30) == [("psi", "firing", "critical")]  # severity change
+        assert await judge(evaluator, psi=0.30, n=10) == []                   # too few records: not judged
+        assert await judge(other_worker, psi=0.05) == [("psi", "resolved", "warning")]
+        assert await judge(evaluator, psi=0.05) == []
+        history = [orjson.loads(x) for x in await store.redis.lrange(store.history_key(), 0, -1)]
+        assert [(h["status"], h["severity"]) for h in reversed(history)] == [
+            ("firing", "warning"), ("firing", "critical"), ("resolved", "warning")]
+        assert {h["alert_id"] for h in history} == {"m:1:month:2024-05:psi"}
+    finally:
+        await store.close()
