@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 import faust
+import orjson
 
 from monitor.engine import MetricsUpdater
 from monitor.pipeline import BatchProcessor, RawMessage
@@ -55,12 +56,16 @@ def register(app: faust.App, settings: Settings) -> None:
                 RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.value, e.message.key)
                 for e in events])
 
+    async def publish_alert(raw_event: bytes) -> None:
+        event = orjson.loads(raw_event)
+        delivery = await alerts_topic.send(key=event["alert_id"].encode(), value=raw_event)
+        await delivery  # on the broker before the outbox lets it go
+        log.info("alert %s %s %s (%s)", event["status"], event["severity"], event["alert_id"], event["month"])
+
     @app.timer(settings.metrics_interval_s)
     async def recompute_metrics():
         worker.ensure_started(dead_letter)
-        for event in await worker.updater.run_once():
-            await alerts_topic.send(key=event.alert_id.encode(), value=event.model_dump_json().encode())
-            log.info("alert %s %s %s", event.status, event.severity, event.alert_id)
+        await worker.updater.run_once(publish_alert)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs):

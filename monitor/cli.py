@@ -112,21 +112,24 @@ def reference_load(model: str, version: str, path: Path, score_column: str) -> N
 @main.command()
 @click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path), help="CSV, CSV.gz or JSON list.")
 @click.option("--synthetic", type=str, help="A synthetic scenario name (producers.synthetic.SCENARIOS).")
-@click.option("--model", help="Model name (required with --file).")
-@click.option("--version", "version", default="1", show_default=True)
+@click.option("--dataset", type=str, help="A bundled dataset (datasets.DATASETS), scored by the registered --model.")
+@click.option("--model", help="Model name (required with --file and --dataset; a registered model scores a file without score).")
+@click.option("--version", "version", default=None, help="Published version [default: 1; the latest registered one when a model scores].")
 @click.option("--score-column", default="score", show_default=True)
+@click.option("--labels", type=click.Choice(["inline", "none", "separate"]), default="inline", show_default=True,
+              help="separate: records without target, then the outcomes on the outcomes topic.")
 @click.option("--rate", type=float, help="Records per second (default: as fast as possible).")
 @click.option("--batch", "per_message", default=1, show_default=True, help="Records per Kafka message.")
-def produce(path, synthetic, model, version, score_column, rate, per_message) -> None:
+def produce(path, synthetic, dataset, model, version, score_column, labels, rate, per_message) -> None:
     """Publish records to the records topic."""
     from producers import sources
     from producers.publish import publish
 
-    if bool(path) == bool(synthetic):
-        raise click.UsageError("give exactly one of --file or --synthetic")
+    if sum(map(bool, (path, synthetic, dataset))) != 1:
+        raise click.UsageError("give exactly one of --file, --synthetic or --dataset")
     try:
-        records, total = sources.open_source(path=path, synthetic=synthetic, model=model, version=version,
-                                             score_column=score_column)
+        records, total = sources.open_source(path=path, synthetic=synthetic, dataset=dataset, model=model,
+                                             version=version, score_column=score_column, labels=labels)
     except MonitorError as exc:
         raise click.ClickException(str(exc)) from None
     settings = get_settings()
@@ -137,6 +140,12 @@ def produce(path, synthetic, model, version, score_column, rate, per_message) ->
         sent = _run(publish(records, settings, per_message=per_message, rate=rate,
                             on_progress=lambda n: progress.advance(task, n)))
     console.print(f"published {sent} records")
+    if getattr(records, "report", None) is not None:
+        console.print(f"scored with {records.model}:{records.version}: {records.report.summary()}")
+    if labels == "separate":
+        outcomes = records.outcome_records()
+        sent = _run(publish(outcomes, settings, topic=settings.outcomes_topic, per_message=per_message, rate=rate))
+        console.print(f"published {sent} outcomes to {settings.outcomes_topic}")
 
 
 # ---- alerts ---------------------------------------------------------------------------------
@@ -210,6 +219,11 @@ def demo(keep: bool, scenario: str) -> None:
     except MonitorError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(0 if ok else 1)
+
+
+from models.cli import models_group  # noqa: E402
+
+main.add_command(models_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,84 +1,139 @@
-"""Recompute the metrics of the months that changed, for every window, then judge the alerts.
+"""Recompute the metrics of the months that changed, judge the alert rules, publish transitions.
 
-Runs on a short timer rather than per record: a month's ``rev`` counter in Redis says whether
-it changed since the last pass. Month histograms are cached in memory between passes, so a
-pass reads only the months that changed. A change to month m also changes the rolling and
-cumulative windows of every later month, so those are recomputed too.
+Runs on a short timer rather than per record. Per model, one worker at a time holds a lease
+in Redis and does the work, so with several workers nothing is computed or judged twice.
+A month's ``rev`` counter says whether it changed since the last pass; month histograms are
+cached in memory between passes, so a pass reads only the months that changed. A change to
+month m also changes the rolling and cumulative windows of every later month, so those are
+recomputed too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
+from collections.abc import Awaitable, Callable
 
-from monitor.alerts import AlertEvaluator, AlertEvent
+from monitor.alerts import SCORE_RULES, AlertEvaluator, closed_months, judge_volume
+from monitor.rules import AlertConfig, load_alert_config
 from monitor.settings import Settings
 from monitor.stats import LabelledHistograms, compute_metrics
 from monitor.stats.windows import previous_months
 from monitor.store import Store
 
-WINDOWS = ("month", "rolling", "cumulative")
+OUTBOX_CHUNK = 500
+
+# Take the lease if it is free, keep it if it is ours. KEYS[1] lease; ARGV: owner, ttl ms.
+LEASE_LUA = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+if holder then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
 
 
 class MetricsUpdater:
-    def __init__(self, store: Store, settings: Settings):
+    def __init__(self, store: Store, settings: Settings, config: AlertConfig | None = None):
         self.store = store
         self.settings = settings
-        self.alerts = AlertEvaluator(store, settings)
+        self.config = config or load_alert_config(settings)
+        self.alerts = AlertEvaluator(store)
+        self.owner = uuid.uuid4().hex
+        self.lease_ms = int(max(10.0, 5 * settings.metrics_interval_s) * 1000)
+        self._lease = store.redis.register_script(LEASE_LUA)
         self._revisions: dict[tuple[str, str], dict[str, int]] = {}
         self._histograms: dict[tuple[str, str], dict[str, LabelledHistograms]] = {}
 
-    async def run_once(self) -> list[AlertEvent]:
-        """One pass over every model; returns the alert transitions to publish."""
-        events: list[AlertEvent] = []
+    async def run_once(self, send: Callable[[bytes], Awaitable[None]] | None = None) -> int:
+        """One pass over every model whose lease we hold; returns the alert events published."""
+        published = 0
         for model, version in await self.store.models():
-            events += await self.update_model(model, version)
-        return events
+            if not await self._lease(keys=[f"{self.store.base(model, version)}:lease"],
+                                     args=[self.owner, self.lease_ms]):
+                self._forget(model, version)  # another worker computes it: our cache will go stale
+                continue
+            await self.update_model(model, version)
+            if send is not None:
+                published += await self.publish_outbox(model, version, send)
+        return published
 
-    async def update_model(self, model: str, version: str) -> list[AlertEvent]:
+    def _forget(self, model: str, version: str) -> None:
+        self._revisions.pop((model, version), None)
+        self._histograms.pop((model, version), None)
+
+    async def update_model(self, model: str, version: str) -> None:
         key = (model, version)
         months = await self.store.months(model, version)
         if not months:
-            return []
+            return
         revisions = await self.store.month_revisions(model, version, months)
         known = self._revisions.setdefault(key, {})
         changed = [m for m in months if revisions[m] != known.get(m)]
         if not changed:
-            return []
+            return
         cache = self._histograms.setdefault(key, {})
         cache.update(await self.store.histograms(model, version, changed))
         reference, ref_meta = await self.store.reference(model, version)
+        reference_n = reference.n if reference is not None else None
+        reference_auc = float(ref_meta["auc"]) if ref_meta.get("auc") else None
         first_changed = min(changed)
         results: dict[str, dict] = {}
-        events: list[AlertEvent] = []
-        cumulative = self._empty()
+        cumulative = LabelledHistograms.empty(self.settings.resolution)
         for month in months:
             cumulative += cache[month]
             if month < first_changed:
                 continue
             windows = self.windows_of(month, cache, cumulative)
-            metrics = {name: compute_metrics(h, reference).to_dict() for name, h in windows.items()}
             results[month] = {
                 "model": model, "model_version": version, "month": month,
                 "computed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
                 "rolling_months": previous_months(month, self.settings.rolling_months),
-                "reference_n": reference.n if reference is not None else None,
-                "reference_auc": float(ref_meta["auc"]) if ref_meta.get("auc") else None,
+                "reference_n": reference_n, "reference_auc": reference_auc,
                 "resolution": self.settings.resolution,
-                "windows": metrics,
+                "windows": {name: compute_metrics(h, reference).to_dict() for name, h in windows.items()},
             }
-            events += await self.alerts.evaluate(model, version, month, "month", metrics["month"],
-                                                 reference.n if reference is not None else None)
         await self.store.save_metrics(model, version, results)
+        await self.judge(model, version, results[months[-1]], {m: cache[m].n for m in months},
+                         reference_n, reference_auc)
         known.update({m: revisions[m] for m in changed})
-        return events
+
+    async def judge(self, model: str, version: str, latest: dict, counts: dict[str, int],
+                    reference_n: int | None, reference_auc: float | None) -> None:
+        rules = self.config.rules_for(model, version)
+        watermark = await self.store.watermark(model, version)
+        for window in rules.windows:
+            metrics = latest["windows"][window]
+            for rule, judge in SCORE_RULES.items():
+                verdict = judge(metrics, rules, reference_auc)
+                if verdict is not None:
+                    await self.alerts.apply(model, version, rule, window, latest["month"], verdict,
+                                            reference_n, watermark)
+        if watermark is not None:
+            judged = judge_volume(counts, closed_months(min(counts), watermark, rules.grace_days), rules)
+            if judged is not None:
+                month, verdict = judged
+                await self.alerts.apply(model, version, "volume", "month", month, verdict, reference_n, watermark)
 
     def windows_of(self, month: str, cache: dict[str, LabelledHistograms],
                    cumulative: LabelledHistograms) -> dict[str, LabelledHistograms]:
-        rolling = self._empty()
+        rolling = LabelledHistograms.empty(self.settings.resolution)
         for m in previous_months(month, self.settings.rolling_months):
             if m in cache:
                 rolling += cache[m]
         return {"month": cache[month], "rolling": rolling, "cumulative": cumulative.copy()}
 
-    def _empty(self) -> LabelledHistograms:
-        return LabelledHistograms.empty(self.settings.resolution)
+    async def publish_outbox(self, model: str, version: str, send: Callable[[bytes], Awaitable[None]]) -> int:
+        """Send the model's pending alert events in order, then drop them from the outbox.
+
+        A crash between the send and the trim sends those events again (same event_id): the
+        outbox makes delivery at-least-once, never lossy.
+        """
+        outbox = f"{self.store.base(model, version)}:outbox"
+        sent = 0
+        while events := await self.store.redis.lrange(outbox, 0, OUTBOX_CHUNK - 1):
+            for raw in events:
+                await send(raw)
+            await self.store.redis.ltrim(outbox, len(events), -1)
+            sent += len(events)
+        return sent

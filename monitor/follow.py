@@ -45,18 +45,12 @@ async def firing_now(settings: Settings) -> list[dict]:
     """The latest firing event of every alert whose state is firing."""
     store = Store.connect(settings)
     try:
-        firing_ids = set()
+        firing_events = set()
         for model, version in await store.models():
-            raw = await store.redis.hgetall(f"{store.base(model, version)}:alerts")
-            for key, state in raw.items():
-                if orjson.loads(state)["status"] == "firing":
-                    rule, window, month = key.decode().split("|")
-                    firing_ids.add(f"{model}:{version}:{window}:{month}:{rule}")
-        latest: dict[str, dict] = {}
-        for raw in await store.redis.lrange(store.history_key(), 0, -1):
-            event = orjson.loads(raw)
-            if event["alert_id"] in firing_ids and event["alert_id"] not in latest:
-                latest[event["alert_id"]] = event
-        return sorted(latest.values(), key=lambda e: e["alert_id"])
+            for state in (await store.alert_states(model, version)).values():
+                if state["status"] == "firing":
+                    firing_events.add(state["event_id"])
+        events = [orjson.loads(raw) for raw in await store.redis.lrange(store.history_key(), 0, -1)]
+        return sorted((e for e in events if e["event_id"] in firing_events), key=lambda e: e["alert_id"])
     finally:
         await store.close()

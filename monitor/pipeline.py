@@ -101,6 +101,7 @@ class BatchProcessor:
                 known.update(await self.store.stored_offsets(model, version, missing))
             months: dict[str, MonthIncrements] = {}
             new_offsets: dict[str, int] = {}
+            latest = ""
             result = BatchResult()
             for msg, record in items:
                 stored = known[msg.offset_field]
@@ -110,12 +111,13 @@ class BatchProcessor:
                 inc = months.get(record.month) or months.setdefault(record.month, MonthIncrements())
                 inc.add(label_name(record.target), score_bin(record.score, self.resolution))
                 new_offsets[msg.offset_field] = max(new_offsets.get(msg.offset_field, -1), msg.offset)
+                latest = max(latest, record.ref_date.isoformat())
                 result.records += 1
             if not new_offsets:
                 return result
             try:
                 await self.store.apply_batch(
-                    model, version, {f: (known[f], new) for f, new in new_offsets.items()}, months)
+                    model, version, {f: (known[f], new) for f, new in new_offsets.items()}, months, latest)
             except OffsetConflict:
                 # Another worker applied some of these offsets: reread them and filter again.
                 self._applied.pop(key, None)

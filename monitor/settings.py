@@ -89,6 +89,14 @@ class Settings(BaseSettings):
         30, ge=1, description="Records of each class a window needs before AUC is judged. Env MONITOR_MIN_CLASS_RECORDS."
     )
 
+    alert_rules_file: Path | None = Field(
+        None, description="YAML or TOML file of alert rules and per-model overrides (monitor/rules.py). "
+        "Env MONITOR_ALERT_RULES_FILE.",
+    )
+    models_dir: Path = Field(
+        Path(".run/models"), description="The model registry on disk. Env MONITOR_MODELS_DIR."
+    )
+
     # --- Local infrastructure (`monitor infra`) -----------------------------------------------
     run_dir: Path = Field(
         Path(".run"), description="PIDs, logs and data of `monitor infra up`. Env MONITOR_RUN_DIR."

@@ -10,11 +10,17 @@ key                                                   type    holds
 ``cm:{m:v}:months``                                   set     ``YYYY-MM`` of every month seen
 ``cm:{m:v}:count:YYYY-MM``                            hash    ``n``, ``bad``, ``good``, ``unlabeled``,
                                                               ``rev`` (bumped by every change)
-``cm:{m:v}:hist:YYYY-MM:bad|good|unlabeled``          hash    score bin -> count (bin = round(score/res))
+``cm:{m:v}:hist:YYYY-MM:bad|good|unlabeled``          string  one int64 per score bin, big-endian
+                                                              (``BITFIELD key GET i64 #<bin>``,
+                                                              bin = round(score / resolution))
 ``cm:{m:v}:offsets``                                  hash    ``topic:partition`` -> last offset applied
-``cm:{m:v}:ref`` / ``cm:{m:v}:ref:meta``              hash    reference (test-set) histogram / its card
+``cm:{m:v}:watermark``                                string  latest ref_date seen (ISO date)
+``cm:{m:v}:ref`` / ``cm:{m:v}:ref:meta``              string  reference (test-set) histogram, same layout
+                                                      / hash  / its card (n, resolution, source, AUC)
 ``cm:{m:v}:metrics``                                  hash    ``YYYY-MM`` -> JSON of the month's metrics
-``cm:{m:v}:alerts``                                   hash    ``rule|window|YYYY-MM`` -> JSON alert state
+``cm:{m:v}:alerts``                                   hash    ``rule|window`` -> JSON alert state
+``cm:{m:v}:outbox``                                   list    alert events not yet on the alerts topic
+``cm:{m:v}:lease``                                    string  the worker that computes this model now
 ``cm:alerts:history``                                 list    latest alert events, newest first (capped)
 ``cm:worker``                                         hash    worker counters (records, dead_lettered...)
 ====================================================  ======  ==========================================
@@ -39,24 +45,26 @@ ALERT_HISTORY_CAP = 10_000
 # Applies one batch of one (model, version) and moves its offsets, atomically. The offsets
 # make the update idempotent: a batch whose offsets were already applied changes nothing,
 # and a worker whose view of the offsets is stale (another worker moved them) is told so.
-# KEYS: offsets, months, then per month: count, hist bad, hist good, hist unlabeled.
-# ARGV: k, then k x (offset field, expected stored offset or "", new offset),
+# KEYS: offsets, months, watermark, then per month: count, hist bad, hist good, hist unlabeled.
+# ARGV: k, latest ref_date of the batch, then k x (offset field, expected stored offset or "", new offset),
 #       then per month: month, n bad, n good, n unlabeled, len bad, len good, len unlabeled,
 #       then (bin, count) pairs of bad, good, unlabeled.
 APPLY_BATCH_LUA = """
 local k = tonumber(ARGV[1])
 for i = 0, k - 1 do
-  local stored = redis.call('HGET', KEYS[1], ARGV[2 + 3*i])
-  local expected = ARGV[3 + 3*i]
+  local stored = redis.call('HGET', KEYS[1], ARGV[3 + 3*i])
+  local expected = ARGV[4 + 3*i]
   if (stored or '') ~= expected then
-    return {-1, ARGV[2 + 3*i], stored or ''}
+    return {-1, ARGV[3 + 3*i], stored or ''}
   end
 end
 for i = 0, k - 1 do
-  redis.call('HSET', KEYS[1], ARGV[2 + 3*i], ARGV[4 + 3*i])
+  redis.call('HSET', KEYS[1], ARGV[3 + 3*i], ARGV[5 + 3*i])
 end
-local a = 2 + 3*k
-local key = 3
+local watermark = redis.call('GET', KEYS[3])
+if (not watermark) or ARGV[2] > watermark then redis.call('SET', KEYS[3], ARGV[2]) end
+local a = 3 + 3*k
+local key = 4
 while a <= #ARGV do
   local month = ARGV[a]
   local nb, ng, nu = tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3])
@@ -72,7 +80,7 @@ while a <= #ARGV do
   for h = 1, 3 do
     local hist = KEYS[key + h]
     for j = 1, lens[h] do
-      redis.call('HINCRBY', hist, ARGV[a], ARGV[a+1])
+      redis.call('BITFIELD', hist, 'INCRBY', 'i64', '#' .. ARGV[a], ARGV[a+1])
       a = a + 2
     end
   end
@@ -144,14 +152,14 @@ class Store:
         return {f: (int(v) if v is not None else None) for f, v in zip(fields, values)}
 
     async def apply_batch(self, model: str, version: str, offsets: Mapping[str, tuple[int | None, int]],
-                          months: Mapping[str, MonthIncrements]) -> None:
+                          months: Mapping[str, MonthIncrements], latest_ref_date: str) -> None:
         """Add the increments and move offsets ``field -> (expected stored, new)`` in one step.
 
         Raises OffsetConflict when a stored offset is not the expected one; nothing is written then.
         """
         base = self.base(model, version)
-        keys = [f"{base}:offsets", f"{base}:months"]
-        args: list = [len(offsets)]
+        keys = [f"{base}:offsets", f"{base}:months", f"{base}:watermark"]
+        args: list = [len(offsets), latest_ref_date]
         for offset_field, (expected, new) in offsets.items():
             args += [offset_field, "" if expected is None else str(expected), str(new)]
         for month, inc in months.items():
@@ -176,10 +184,8 @@ class Store:
     async def save_reference(self, model: str, version: str, hist: ScoreHistogram, meta: Mapping[str, object]) -> None:
         base = self.base(model, version)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(f"{base}:ref", f"{base}:ref:meta")
-        fields = hist.to_redis_fields()
-        if fields:
-            pipe.hset(f"{base}:ref", mapping=fields)
+        pipe.delete(f"{base}:ref:meta")
+        pipe.set(f"{base}:ref", hist.to_dense_bytes())
         pipe.hset(f"{base}:ref:meta", mapping={k: str(v) for k, v in meta.items()})
         pipe.sadd(self.models_key(), f"{model}:{version}")
         # A new reference changes every month's adherence: make the metrics recompute.
@@ -214,22 +220,33 @@ class Store:
         pipe = self.redis.pipeline(transaction=False)
         for month in months:
             for label in LABELS:
-                pipe.hgetall(self.hist_key(model, version, month, label))
+                pipe.get(self.hist_key(model, version, month, label))
         raw = await pipe.execute()
         res = self.settings.resolution
         out = {}
         for i, month in enumerate(months):
-            bad, good, unl = (ScoreHistogram.from_redis_fields(raw[3 * i + j], res) for j in range(3))
+            bad, good, unl = (ScoreHistogram.from_dense_bytes(raw[3 * i + j], res) for j in range(3))
             out[month] = LabelledHistograms(pos=bad, neg=good, unlabeled=unl)
         return out
 
     async def reference(self, model: str, version: str) -> tuple[ScoreHistogram | None, dict[str, str]]:
         base = self.base(model, version)
-        fields, meta = await self.redis.hgetall(f"{base}:ref"), await self.redis.hgetall(f"{base}:ref:meta")
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(f"{base}:ref")
+        pipe.hgetall(f"{base}:ref:meta")
+        dense, meta = await pipe.execute()
         meta = {k.decode(): v.decode() for k, v in meta.items()}
-        if not fields:
+        if not dense:
             return None, meta
-        return ScoreHistogram.from_redis_fields(fields, float(meta.get("resolution", self.settings.resolution))), meta
+        return ScoreHistogram.from_dense_bytes(dense, float(meta.get("resolution", self.settings.resolution))), meta
+
+    async def watermark(self, model: str, version: str) -> str | None:
+        raw = await self.redis.get(f"{self.base(model, version)}:watermark")
+        return raw.decode() if raw else None
+
+    async def alert_states(self, model: str, version: str) -> dict[str, dict]:
+        raw = await self.redis.hgetall(f"{self.base(model, version)}:alerts")
+        return {k.decode(): orjson.loads(v) for k, v in raw.items()}
 
     async def metrics(self, model: str, version: str) -> dict[str, dict]:
         raw = await self.redis.hgetall(f"{self.base(model, version)}:metrics")

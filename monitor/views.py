@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import orjson
 from rich.console import Console
 from rich.table import Table
 
@@ -16,13 +15,12 @@ async def collect_state(store: Store, model: str | None = None) -> list[dict]:
         if model is not None and m != model:
             continue
         metrics = await store.metrics(m, v)
-        alert_states = await store.redis.hgetall(f"{store.base(m, v)}:alerts")
         firing: dict[str, list[str]] = {}
-        for key, raw in alert_states.items():
-            state = orjson.loads(raw)
+        for key, state in (await store.alert_states(m, v)).items():
             if state["status"] == "firing":
-                rule, window, month = key.decode().split("|")
-                firing.setdefault(month, []).append(f"{rule}:{state['severity']}" + ("" if window == "month" else f"@{window}"))
+                rule, window = key.split("|")
+                firing.setdefault(state["month"], []).append(
+                    f"{rule}:{state['severity']}" + ("" if window == "month" else f"@{window}"))
         for month in await store.months(m, v):
             computed = metrics.get(month, {})
             rows.append({
@@ -71,5 +69,5 @@ def alert_line(event: dict) -> str:
         "yellow" if event["status"] == "firing" else "green"
     value = "-" if event.get("value") is None else f"{event['value']:.4f}"
     return (f"[{colour}]{event['status'].upper():8}[/] {event['severity']:8} {event['model']}:{event['model_version']} "
-            f"{event['month']} {event['rule']:13} value={value} threshold={event['threshold']} n={event['n']} "
+            f"{event['month']} {event['window']:8} {event['rule']:12} value={value} threshold={event['threshold']} n={event['n']} "
             f"— {event['message']}")

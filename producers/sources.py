@@ -1,4 +1,9 @@
-"""Where `monitor produce` takes its records from: a file or a synthetic scenario."""
+"""Where `monitor produce` takes its records from: a file, a synthetic scenario or a bundled dataset.
+
+A file with a score column is published as it is. A file without one, or a dataset, is scored by
+a registered model (`producers.scoring`): the one named by ``scored_with``, else ``model`` when a
+model of that name is registered.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,28 @@ from pathlib import Path
 from monitor.errors import MonitorError
 
 
-def open_source(*, path: Path | None = None, synthetic: str | None = None, model: str | None = None,
-                version: str = "1", score_column: str = "score") -> tuple[Iterator[dict], int]:
-    """Records to publish and how many there are."""
+def open_source(*, path: Path | None = None, synthetic: str | None = None, dataset: str | None = None,
+                model: str | None = None, version: str | None = "1", score_column: str = "score",
+                scored_with: str | None = None, labels: str = "inline") -> tuple[Iterator[dict], int]:
+    """Records to publish and how many there are.
+
+    The iterator is a :class:`producers.scoring.RecordStream`: after publishing, its ``report``
+    (scoring report, when a model scored) and, with ``labels="separate"``, its
+    ``outcome_records()`` are what the producer reports and publishes on the outcomes topic.
+    ``version`` is the published version of a file's or scenario's records (``None``: ``"1"``) and
+    the registered version that scores (``None``: the latest).
+    """
+    from producers.scoring import RecordStream, has_registered_model, scored_records
+
+    if dataset:
+        from datasets import load
+
+        name = scored_with or model
+        if not name:
+            raise MonitorError("--model is required with --dataset: the registered model that scores it")
+        frame, _card = load(dataset)
+        stream = scored_records(frame, name, version, labels=labels, source=dataset)
+        return stream, len(stream)
     if synthetic:
         from dataclasses import replace
 
@@ -20,11 +44,26 @@ def open_source(*, path: Path | None = None, synthetic: str | None = None, model
             raise MonitorError(f"unknown scenario {synthetic!r}; choose one of {', '.join(SCENARIOS)}")
         scenario = SCENARIOS[synthetic]
         if model:
-            scenario = replace(scenario, model=model, model_version=version)
-        return generate(scenario), sum(monthly_counts(scenario).values())
-    if not model:
+            scenario = replace(scenario, model=model, model_version=version or "1")
+        total = sum(monthly_counts(scenario).values())
+        return RecordStream(generate(scenario), total, labels=labels), total
+    if not (model or scored_with):
         raise MonitorError("--model is required with --file")
     from producers.files import read_frame, records_from_frame
 
     frame = read_frame(path)
-    return records_from_frame(frame, model, version, score_column, source=Path(path).stem), len(frame)
+    if scored_with is None and score_column not in frame.columns:
+        if not has_registered_model(model):
+            from models.registry import models_dir
+            from monitor.settings import get_settings
+
+            raise MonitorError(f"{path}: no score column {score_column!r} and no registered model {model!r} in "
+                               f"{models_dir(get_settings())} to score it (train one with `monitor models train`, "
+                               f"or name the score column with --score-column)")
+        scored_with = model
+    if scored_with:
+        frame = frame.drop(columns=[score_column], errors="ignore")
+        stream = scored_records(frame, scored_with, version, labels=labels, source=Path(path).stem)
+        return stream, len(stream)
+    records = records_from_frame(frame, model, version or "1", score_column, source=Path(path).stem)
+    return RecordStream(records, len(frame), labels=labels), len(frame)

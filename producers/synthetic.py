@@ -144,6 +144,7 @@ class Scenario:
     bad_rate: float = 0.08  # approximate, at month 0
     seed: int = 7
     drift_start: int | None = None  # month index from which drift applies (None = no drift)
+    drift_end: int | None = None  # first month index back to normal (None = drift to the end)
     score_shift: float = 0.0  # added to the model's logit only
     population_shift: float = 0.0  # std units, in the risky direction, of drifted_features
     drifted_features: tuple[str, ...] = ("utilization",)
@@ -169,6 +170,8 @@ class Scenario:
             int(self.drift_start) != self.drift_start or self.drift_start < 0
         ):
             bad(f"drift_start must be None or a non-negative month index, got {self.drift_start!r}")
+        if self.drift_end is not None and (self.drift_start is None or self.drift_end <= self.drift_start):
+            bad(f"drift_end must come after drift_start, got {self.drift_end!r} <= {self.drift_start!r}")
         for name in ("score_shift", "population_shift"):
             if not math.isfinite(getattr(self, name)):
                 bad(f"{name} must be finite, got {getattr(self, name)!r}")
@@ -200,8 +203,11 @@ class Scenario:
 
         >>> Scenario(drift_start=2).drifted(1), Scenario(drift_start=2).drifted(2)
         (False, True)
+        >>> [Scenario(drift_start=1, drift_end=3).drifted(k) for k in range(4)]
+        [False, True, True, False]
         """
-        return self.drift_start is not None and k >= self.drift_start
+        return (self.drift_start is not None and k >= self.drift_start
+                and (self.drift_end is None or k < self.drift_end))
 
     def volume(self, k: int) -> int:
         """Records drawn in month index ``k``.

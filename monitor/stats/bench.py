@@ -1,10 +1,11 @@
 """Benchmark: time to compute every metric of one (model, month) read from Redis.
 
 ``python -m monitor.stats.bench [--redis-url URL]`` writes one month of histograms
-(pos / neg / unlabeled hashes, about 10,000 fields in total) and a reference hash,
-then times HGETALL (one pipelined round trip, redis-py + hiredis) + parsing +
-``compute_metrics``, and a raw-array baseline (sklearn roc_auc_score + scipy ks_2samp)
-in the same run. Without ``--redis-url`` it starts a throwaway ``redis-server`` on a
+(pos / neg / unlabeled, about 10,000 distinct bins in total) and a reference in the store's
+layout (one dense big-endian int64 string per histogram, see monitor/store.py), then times
+the read (one pipelined round trip of GETs, redis-py + hiredis) + parsing +
+``compute_metrics``; for comparison the same data as Redis hashes (HGETALL), and a raw-array
+baseline (sklearn roc_auc_score + scipy ks_2samp) in the same run. Without ``--redis-url`` it starts a throwaway ``redis-server`` on a
 free local port and stops it at the end. Keys carry a uuid prefix and are deleted.
 The figures are printed only; no test asserts a timing.
 """
@@ -132,16 +133,16 @@ def _run_scenario(client, name: str, month, reference, repetitions: int, baselin
     hists = [month.pos, month.neg, month.unlabeled, reference]
     try:
         for key, h in zip(keys, hists):
-            client.hset(key, mapping=h.to_redis_fields())
+            client.set(key, h.to_dense_bytes())
 
         def read_and_compute():
             pipe = client.pipeline(transaction=False)
             for key in keys:
-                pipe.hgetall(key)
+                pipe.get(key)
             t0 = time.perf_counter()
             raw = pipe.execute()
             t1 = time.perf_counter()
-            parsed = [ScoreHistogram.from_redis_fields(fields, resolution) for fields in raw]
+            parsed = [ScoreHistogram.from_dense_bytes(blob, resolution) for blob in raw]
             window = LabelledHistograms(*parsed[:3])
             t2 = time.perf_counter()
             metrics = compute_metrics(window, parsed[3])
@@ -154,29 +155,26 @@ def _run_scenario(client, name: str, month, reference, repetitions: int, baselin
             raise RuntimeError("metrics read back from Redis differ from the in-memory ones")
         timings = [read_and_compute()[1] for _ in range(repetitions)]
 
-        # For comparison only: the same histograms stored packed (one GET of int64 arrays).
+        # For comparison only: the same histograms as Redis hashes (field = bin, value = count).
         for key, h in zip(keys, hists):
-            client.set(f"{key}:packed", np.concatenate([h.bins, h.counts]).astype("<i8").tobytes())
+            client.hset(f"{key}:hash", mapping=h.to_redis_fields())
 
-        def read_packed_and_compute():
+        def read_hashes_and_compute():
             pipe = client.pipeline(transaction=False)
             for key in keys:
-                pipe.get(f"{key}:packed")
+                pipe.hgetall(f"{key}:hash")
             t0 = time.perf_counter()
-            parsed = []
-            for blob in pipe.execute():
-                arrays = np.frombuffer(blob, dtype="<i8").reshape(2, -1)
-                h = ScoreHistogram(resolution)
-                h.add_bins(arrays[0], arrays[1])
-                parsed.append(h)
+            parsed = [ScoreHistogram.from_redis_fields(fields, resolution) for fields in pipe.execute()]
             metrics = compute_metrics(LabelledHistograms(*parsed[:3]), parsed[3])
             return metrics, time.perf_counter() - t0
 
-        if read_packed_and_compute()[0] != expected:
-            raise RuntimeError("metrics read back from the packed copy differ")
-        packed = [read_packed_and_compute()[1] for _ in range(repetitions)]
+        if read_hashes_and_compute()[0] != expected:
+            raise RuntimeError("metrics read back from the hashes differ")
+        hashes = [read_hashes_and_compute()[1] for _ in range(repetitions)]
+        memory = {"dense": sum(client.memory_usage(k) for k in keys[:3]),
+                  "hash": sum(client.memory_usage(f"{k}:hash") for k in keys[:3])}
     finally:
-        client.delete(*keys, *(f"{key}:packed" for key in keys))
+        client.delete(*keys, *(f"{key}:hash" for key in keys))
 
     # Baseline: the same metrics from raw (quantized) score arrays, as without histograms.
     bads, goods = (np.repeat(h.values(), h.counts) for h in (month.pos, month.neg))
@@ -201,7 +199,8 @@ def _run_scenario(client, name: str, month, reference, repetitions: int, baselin
         "parse": _percentiles(columns[1]),
         "metrics": _percentiles(columns[2]),
         "total": _percentiles(columns[3]),
-        "packed": _percentiles(packed),
+        "hashes": _percentiles(hashes),
+        "memory": memory,
         "baseline": _percentiles(baseline),
         "ks_pvalue": expected.ks_pvalue,
     }
@@ -216,8 +215,10 @@ def _report(r: dict) -> None:
     print(f"  TOTAL    median {median:7.3f} ms   p95 {p95:7.3f} ms   "
           f"target <= {TARGET_MS} ms: {'MET' if median <= TARGET_MS else 'NOT MET'} (median), "
           f"{'MET' if p95 <= TARGET_MS else 'NOT MET'} (p95)")
-    print(f"  (comparison, not the worker's layout: same data as 4 packed int64 strings, GET + metrics: "
-          f"median {r['packed'][0]:.3f} ms, p95 {r['packed'][1]:.3f} ms)")
+    print(f"  (comparison, not the store's layout: same data as 4 Redis hashes, HGETALL + metrics: "
+          f"median {r['hashes'][0]:.3f} ms, p95 {r['hashes'][1]:.3f} ms)")
+    print(f"  Redis memory of the month's 3 histograms: dense {r['memory']['dense'] / 1024:.0f} KiB, "
+          f"as hashes {r['memory']['hash'] / 1024:.0f} KiB")
     base = r["baseline"][0]
     print(f"  baseline sklearn roc_auc_score + 2x scipy ks_2samp on raw arrays: median {base:.3f} ms "
           f"(x{base / median:.1f} the histogram path, which also reads Redis)")

@@ -336,6 +336,42 @@ class ScoreHistogram:
         h.add_bins(bins, counts)
         return h
 
+    def to_dense_bytes(self) -> bytes:
+        """One big-endian int64 counter per bin, bin 0 first: the layout of Redis ``BITFIELD i64 #bin``.
+
+        The live store keeps histograms this way: 8 bytes a bin whatever the volume
+        (80 KB at resolution 1e-4, against ~530 KB for a full hash), one GET to read. Exact.
+
+        >>> ScoreHistogram.from_scores([0.2, 0.2], resolution=0.1).to_dense_bytes()[16:24].hex()
+        '0000000000000002'
+        """
+        dense = np.zeros(self.max_bin + 1, dtype=">i8")
+        dense[self.bins] = self.counts
+        return dense.tobytes()
+
+    @classmethod
+    def from_dense_bytes(cls, raw: bytes | None, resolution: float = DEFAULT_RESOLUTION) -> ScoreHistogram:
+        """Read :meth:`to_dense_bytes` (or a Redis BITFIELD string, which may stop short); exact.
+
+        >>> h = ScoreHistogram.from_scores([0.1, 0.9, 0.9], resolution=0.1)
+        >>> ScoreHistogram.from_dense_bytes(h.to_dense_bytes(), 0.1) == h
+        True
+        >>> ScoreHistogram.from_dense_bytes(None, 0.1).n
+        0
+        """
+        h = cls(resolution)
+        if raw:
+            usable = len(raw) - len(raw) % 8  # BITFIELD grows a string byte by byte: ignore a ragged tail
+            dense = np.frombuffer(raw[:usable], dtype=">i8")
+            if dense.size > h.max_bin + 1:
+                raise StatsError(f"dense histogram of {dense.size} bins exceeds {h.max_bin + 1} at resolution {resolution}")
+            bins = np.flatnonzero(dense)
+            counts = dense[bins].astype(np.int64)
+            if np.any(counts < 0):
+                raise StatsError("a dense histogram holds a negative count")
+            h.bins, h.counts = bins.astype(np.int64), counts
+        return h
+
     def to_dict(self) -> dict:
         """Plain JSON-serialisable state; exact round trip with :meth:`from_dict`.
 

@@ -1,8 +1,13 @@
 """Kolmogorov-Smirnov D between two score histograms, with scipy's p-value and a quantization bound.
 
 D is evaluated at every non-empty bin, as ``scipy.stats.ks_2samp`` evaluates it at every
-data point, with exact integer arithmetic. Rounding scores to the resolution never
-reverses their order, which gives an exact bound on the distance to D on raw scores.
+data point, with exact integer arithmetic.
+
+Bound on raw scores: rounding never reverses two scores, so the quantized CDFs are the
+raw CDFs read at bin edges, hence D_q <= D_raw; and a raw x inside bin k lies above all
+lower bins and below all higher ones, so F_a(x) - F_b(x) <= F_a(k) - F_b(k-1) (and the
+mirror), hence D_raw <= max_k of those = D_q + ``bound``. The bound is 0 unless both
+samples share a bin, and never exceeds the largest single-bin share of either sample.
 """
 
 from __future__ import annotations
@@ -140,8 +145,9 @@ def ks_adherence(live: ScoreHistogram, reference: ScoreHistogram) -> KSResult | 
 def ks_critical_value(n: int, m: int, alpha: float = 0.05) -> float | None:
     """Large-sample critical D at level alpha: c(alpha) * sqrt((n+m)/(n*m)), c = sqrt(-ln(alpha/2)/2).
 
-    The asymptotic (Smirnov) value; for samples of a few dozen it is a few percent off
-    the exact critical value. None if a sample is empty.
+    The asymptotic (Smirnov) value: c(alpha) is within 3e-5 (relative) of the Kolmogorov limit's
+    quantile for alpha <= 0.1, but for samples of a few dozen the exact critical value is
+    a few percent off. None if a sample is empty.
 
     >>> round(ks_critical_value(1000, 1000), 4)
     0.0607

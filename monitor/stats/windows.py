@@ -96,5 +96,7 @@ def cumulative(hists_by_month: Mapping[str, H], month: str, empty: H | None = No
     2
     """
     _parse_month(month)
-    parts = [h for m, h in sorted(hists_by_month.items()) if _parse_month(m) and m <= month]
+    for key in hists_by_month:
+        _parse_month(key)  # 'YYYY-MM' keys compare as strings in calendar order
+    parts = [h for m, h in sorted(hists_by_month.items()) if m <= month]
     return _sum(parts, empty, f"the months up to {month}")

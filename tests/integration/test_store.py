@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
-from monitor.alerts import AlertEvaluator
+from monitor.alerts import AlertEvaluator, judge_psi
 from monitor.pipeline import BatchProcessor, RawMessage
+from monitor.rules import RuleSet
 from monitor.stats import ScoreHistogram
 from monitor.store import Store
 
@@ -75,31 +78,49 @@ async def test_offsets_are_per_partition_and_per_model(settings):
 
 
 def month_metrics(**overrides) -> dict:
-    base = {"n": 1000, "n_labelled": 1000, "n_pos": 100, "n_neg": 900, "auc": 0.75, "ks_d": 0.02,
-            "ks_pvalue": 0.8, "psi": 0.01}
+    base = {"n": 1000, "n_labelled": 1000, "n_pos": 100, "n_neg": 900, "auc": 0.75, "auc_se": 0.02,
+            "ks_d": 0.02, "ks_pvalue": 0.8, "psi": 0.01}
     return {**base, **overrides}
 
 
 async def test_alert_lifecycle_emits_each_transition_once(settings):
     store = Store.connect(settings)
     try:
-        evaluator = AlertEvaluator(store, settings)
-        other_worker = AlertEvaluator(store, settings)
+        evaluator, other_worker = AlertEvaluator(store), AlertEvaluator(store)
+        rules = RuleSet()
 
         async def judge(ev, **m):
-            return [(e.rule, e.status, e.severity) for e in await ev.evaluate("m", "1", "2024-05", "month",
-                                                                              month_metrics(**m), 5000)]
+            verdict = judge_psi(month_metrics(**m), rules)
+            if verdict is None:
+                return []
+            event = await ev.apply("m", "1", "psi", "month", "2024-05", verdict, 5000, "2024-05-20")
+            return [] if event is None else [(event.rule, event.status, event.severity, event.previous_severity)]
 
         assert await judge(evaluator) == []                                   # ok and never fired: silence
-        assert await judge(evaluator, psi=0.12) == [("psi", "firing", "warning")]
+        assert await judge(evaluator, psi=0.12) == [("psi", "firing", "warning", None)]
         assert await judge(other_worker, psi=0.12) == []                      # same state: nothing twice
-        assert await judge(evaluator, psi=0.30) == [("psi", "firing", "critical")]  # severity change
+        assert await judge(evaluator, psi=0.30) == [("psi", "firing", "critical", "warning")]
         assert await judge(evaluator, psi=0.30, n=10) == []                   # too few records: not judged
-        assert await judge(other_worker, psi=0.05) == [("psi", "resolved", "warning")]
+        assert await judge(other_worker, psi=0.05) == [("psi", "resolved", "critical", "critical")]
         assert await judge(evaluator, psi=0.05) == []
         history = [orjson.loads(x) for x in await store.redis.lrange(store.history_key(), 0, -1)]
         assert [(h["status"], h["severity"]) for h in reversed(history)] == [
-            ("firing", "warning"), ("firing", "critical"), ("resolved", "warning")]
-        assert {h["alert_id"] for h in history} == {"m:1:month:2024-05:psi"}
+            ("firing", "warning"), ("firing", "critical"), ("resolved", "critical")]
+        assert {h["alert_id"] for h in history} == {"m:1:month:psi"}
+        outbox = [orjson.loads(x) for x in await store.redis.lrange(f"{store.base('m', '1')}:outbox", 0, -1)]
+        assert [e["event_id"] for e in outbox] == [h["event_id"] for h in reversed(history)]
+    finally:
+        await store.close()
+
+
+async def test_a_stale_state_loses_the_compare_and_set(settings):
+    """Two workers that read the same old state: only the first write of the transition lands."""
+    store = Store.connect(settings)
+    try:
+        verdict = judge_psi(month_metrics(psi=0.5), RuleSet())
+        results = await asyncio.gather(*(AlertEvaluator(store).apply("m", "1", "psi", "rolling", "2024-05", verdict,
+                                                                       None, None) for _ in range(8)))
+        assert sum(r is not None for r in results) == 1
+        assert await store.redis.llen(f"{store.base('m', '1')}:outbox") == 1
     finally:
         await store.close()

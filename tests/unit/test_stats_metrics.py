@@ -149,7 +149,7 @@ def test_bounds_hold_on_raw_unquantized_scores(resolution, n):
         (raw, ref_raw, ks_adherence(ScoreHistogram.from_scores(raw, resolution),
                                     ScoreHistogram.from_scores(ref_raw, resolution))),
     ]:
-        d_raw = stats.ks_2samp(a, b).statistic
+        d_raw = scipy_ks(a, b).statistic
         assert ours.d <= d_raw + 1e-12  # quantized D never exceeds raw D
         assert d_raw <= ours.d + ours.bound + 1e-12
     if resolution == 0.1:  # coarse bins: the bounds are not vacuous zeros
@@ -167,7 +167,7 @@ def test_bounds_property(a, b, resolution):
     auc_raw = roc_auc_score(y, np.r_[a, b])
     assert abs(roc_auc(ha, hb) - auc_raw) <= auc_quantization_bound(ha, hb) + 1e-12
     r = ks_good_bad(ha, hb)
-    d_raw = stats.ks_2samp(a, b).statistic
+    d_raw = scipy_ks(a, b).statistic
     assert r.d <= d_raw + 1e-12 <= r.d + r.bound + 2e-12
     # The KS bound is at most the largest single-bin share of either sample.
     biggest = max(ha.counts.max() / ha.n, hb.counts.max() / hb.n)
@@ -292,8 +292,10 @@ def test_hanley_mcneil_equals_mann_whitney_null_variance_at_half():
 
 
 def test_critical_values():
-    # c(0.05) = sqrt(-ln(0.025)/2) = 1.35810..., the Kolmogorov limit's 95% point.
-    assert ks_critical_value(1, 1) == pytest.approx(stats.kstwobign.isf(0.05) * math.sqrt(2), rel=1e-6)
+    # c(alpha) = sqrt(-ln(alpha/2)/2) is the first term of the Kolmogorov limit's upper quantile.
+    for alpha in (0.01, 0.05, 0.1):
+        limit = stats.kstwobign.isf(alpha) * math.sqrt(2)
+        assert ks_critical_value(1, 1, alpha) == pytest.approx(limit, rel=1e-4)
     assert ks_critical_value(400, 100, alpha=0.01) == pytest.approx(
         math.sqrt(-math.log(0.005) / 2) * math.sqrt(500 / 40000), rel=1e-15)
     assert psi_critical_value(1000, 1000) == pytest.approx(16.918977604620448 * 0.002, rel=1e-12)

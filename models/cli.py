@@ -1,0 +1,174 @@
+"""`monitor models`: train, list, show registered models and load their reference into Redis.
+
+Registered in monitor/cli.py with ``main.add_command(models_group)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from monitor.errors import MonitorError
+
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 180)
+
+
+def _settings():
+    from monitor.settings import get_settings
+
+    return get_settings()
+
+
+def _registry():
+    from models.registry import Registry, models_dir
+
+    return Registry(models_dir(_settings()))
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "-" if value is None else f"{float(value):.{digits}f}"
+
+
+def _metrics_line(label: str, m: dict | None, months: list[str] | None = None) -> str:
+    if not m:
+        return f"  {label:5} -"
+    where = f"{', '.join(months)}, " if months else ""
+    return (f"  {label:5} ({where}n={m['n']}, bads={m['bads']}): AUC {_fmt(m.get('auc'))}  "
+            f"Gini {_fmt(m.get('gini'))}  KS {_fmt(m.get('ks'))}")
+
+
+def _load_reference_hint(card) -> str:
+    return f"monitor models load-reference {card.name} --version {card.version}"
+
+
+def _load_reference(card) -> dict:
+    from models.registry import load_reference
+
+    return asyncio.run(load_reference(_settings(), card))
+
+
+@click.group("models")
+def models_group() -> None:
+    """Registered scoring models: train on a bundled dataset, list, show, load the reference."""
+
+
+@models_group.command("train")
+@click.option("--dataset", required=True, help="A bundled dataset (datasets.DATASETS): lendingclub, lending_club, credit_data.")
+@click.option("--kind", type=click.Choice(["default", "enhanced"]), default="default", show_default=True,
+              help="default: logistic regression; enhanced: gradient boosting.")
+@click.option("--name", help="Model name (default <dataset>_<kind>); the version is the next integer.")
+@click.option("--no-redis", is_flag=True, help="Do not load the reference histogram into Redis.")
+@click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
+def train_cmd(dataset: str, kind: str, name: str | None, no_redis: bool, as_json: bool) -> None:
+    """Train a model, record its test metrics and register it (its reference goes to Redis)."""
+    from datasets import DATASETS, MISSING_DATASETS
+    from models.train import train
+
+    if dataset not in DATASETS:
+        why = MISSING_DATASETS.get(dataset, f"choose one of {', '.join(sorted(DATASETS))}")
+        raise click.BadParameter(f"no dataset {dataset!r}: {why}", param_hint="--dataset")
+    registry = _registry()
+    try:
+        card = train(dataset, kind, name, registry=registry)
+    except MonitorError as exc:
+        raise click.ClickException(str(exc)) from None
+    loaded, reason = None, "--no-redis"
+    if not no_redis:
+        try:
+            loaded = _load_reference(card)
+        except MonitorError as exc:
+            reason = str(exc)
+    if as_json:
+        click.echo(orjson.dumps({"card": card.model_dump(), "reference_loaded": loaded is not None},
+                                option=orjson.OPT_INDENT_2).decode())
+        return
+    split, metrics = card.get("split"), card.get("metrics")
+    console.print(f"trained [bold]{card.name}[/] version [bold]{card.version}[/] "
+                  f"({card.get('estimator')} on {dataset}, {card.get('training_seconds')} s)")
+    console.print(_metrics_line("train", metrics.get("train"), split.get("train_months")))
+    console.print(_metrics_line("test", metrics.get("test"), split.get("test_months")))
+    if metrics.get("oot"):
+        console.print(_metrics_line("oot", metrics.get("oot"), split.get("oot_months")))
+    console.print(f"  registered in {registry.path(card.name, card.version)}  sha256 {card.sha256}")
+    if loaded is not None:
+        console.print(f"  reference: {loaded['n']} test-split scores loaded into Redis for {card.name}:{card.version}")
+    else:
+        console.print(f"  reference NOT loaded into Redis ({reason}); load it later with: {_load_reference_hint(card)}")
+
+
+@models_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def list_cmd(as_json: bool) -> None:
+    """Every registered model version: name, version, dataset, kind, created, test AUC."""
+    registry = _registry()
+    try:
+        cards = registry.cards()
+    except MonitorError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(orjson.dumps([{"name": c.name, "version": c.version, "dataset": c.get("dataset"),
+                                  "kind": c.get("kind"), "created": c.created,
+                                  "test_auc": c.metric("test", "auc")} for c in cards],
+                                option=orjson.OPT_INDENT_2).decode())
+        return
+    if not cards:
+        console.print(f"no models in {registry.root} (train one: monitor models train --dataset lendingclub)")
+        return
+    table = Table(title=f"models in {registry.root}", header_style="bold")
+    for col in ("name", "version", "dataset", "kind", "created", "test AUC", "oot AUC"):
+        table.add_column(col, justify="right" if "AUC" in col or col == "version" else "left")
+    for c in cards:
+        table.add_row(c.name, c.version, str(c.get("dataset")), str(c.get("kind")), c.created,
+                      _fmt(c.metric("test", "auc")), _fmt(c.metric("oot", "auc")))
+    console.print(table)
+
+
+@models_group.command("show")
+@click.argument("name")
+@click.option("--version", "version", help="Default: the latest.")
+@click.option("--json", "as_json", is_flag=True, help="The whole card (with the reference histogram).")
+def show_cmd(name: str, version: str | None, as_json: bool) -> None:
+    """A model's card: dataset, split, test (and out-of-time) AUC, Gini, KS, features, sha256."""
+    try:
+        card = _registry().card(name, version)
+    except MonitorError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(orjson.dumps(card.model_dump(), option=orjson.OPT_INDENT_2).decode())
+        return
+    split, metrics, features = card.get("split") or {}, card.get("metrics") or {}, card.get("features") or {}
+    ref = card.get("reference") or {}
+    console.print(f"[bold]{card.name}[/] version {card.version}  created {card.created}")
+    console.print(f"  dataset    {card.get('dataset')} ({(card.get('dataset_card') or {}).get('source', '')})")
+    console.print(f"  estimator  {card.get('estimator')} (kind {card.get('kind')})")
+    console.print(f"  target     {card.get('target')}")
+    console.print(f"  split      {split.get('method')}: "
+                  + ", ".join(f"{k[2:]} {v}" for k, v in split.items() if k.startswith("n_")))
+    for part in ("train", "test", "oot"):
+        if metrics.get(part):
+            console.print(_metrics_line(part, metrics[part], split.get(f"{part}_months")))
+    console.print(f"  reference  {ref.get('n')} test scores at resolution {ref.get('resolution')}"
+                  + (f", AUC on quantized scores {_fmt(ref.get('auc'))}" if ref.get("auc") is not None else ""))
+    console.print(f"  numeric    ({len(features.get('numeric', []))}) {', '.join(features.get('numeric', []))}")
+    console.print(f"  categorical ({len(features.get('categorical', []))}) {', '.join(features.get('categorical', []))}")
+    console.print(f"  libraries  {', '.join(f'{k} {v}' for k, v in card.libraries.items())}")
+    console.print(f"  artifact   {card.artifact.get('file')} {card.artifact.get('bytes')} bytes  sha256 {card.sha256}")
+
+
+@models_group.command("load-reference")
+@click.argument("name")
+@click.option("--version", "version", help="Default: the latest.")
+def load_reference_cmd(name: str, version: str | None) -> None:
+    """Store a registered model's reference (test-split) histogram in Redis."""
+    try:
+        card = _registry().card(name, version)
+        meta = _load_reference(card)
+    except MonitorError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"reference of {card.name}:{card.version}: {meta['n']} test-split scores loaded into Redis"
+                  + (f", AUC {float(meta['auc']):.4f}" if meta.get("auc") is not None else ""))
