@@ -55,8 +55,10 @@ class IntegrityError(RegistryError):
 
 
 def models_dir(settings: Any = None) -> Path:
-    """The registry directory: ``settings.models_dir`` once Settings has that field, else the
-    environment variable ``MONITOR_MODELS_DIR``, else ``.run/models`` (relative to the working directory).
+    """The registry directory: ``settings.models_dir`` (env ``MONITOR_MODELS_DIR``, default ``.run/models``).
+
+    Without settings, or with a settings object that has no such field, the environment
+    variable is read here, else ``.run/models`` (relative to the working directory).
 
     >>> class S: models_dir = Path("/srv/models")
     >>> models_dir(S())
@@ -65,7 +67,6 @@ def models_dir(settings: Any = None) -> Path:
     configured = getattr(settings, "models_dir", None) if settings is not None else None
     if configured:
         return Path(configured)
-    # Until monitor.settings.Settings has `models_dir`, the environment is read here.
     env = os.environ.get(MODELS_DIR_ENV)
     return Path(env) if env else DEFAULT_MODELS_DIR
 
