@@ -1,20 +1,25 @@
 """The worker's agents, kept thin: decode -> store -> stats -> alerts.
 
 ``fold_records`` folds batches of records into Redis (monitor.pipeline); a timer recomputes the
-metrics of changed months and publishes alert transitions (monitor.engine).
+metrics of changed months and publishes alert transitions (monitor.engine). When Redis loses
+the state the worker wrote, the worker restarts itself in place (exec) so that it rebuilds
+the state from the topic (see monitor.store.state_epoch).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 import faust
 import orjson
 
 from monitor.engine import MetricsUpdater
-from monitor.pipeline import BatchProcessor, RawMessage
+from monitor.errors import StateLost
+from monitor.pipeline import TRANSIENT, BatchProcessor, RawMessage
 from monitor.settings import Settings
-from monitor.store import Store
+from monitor.store import Store, epoch_key
 
 log = logging.getLogger("monitor.worker")
 
@@ -22,39 +27,53 @@ log = logging.getLogger("monitor.worker")
 class Worker:
     """Per-process services, created inside the event loop on first use."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, epoch: str):
         self.settings = settings
-        self._store: Store | None = None
+        self.epoch = epoch
+        self.store: Store | None = None
         self.processor: BatchProcessor | None = None
         self.updater: MetricsUpdater | None = None
 
     def ensure_started(self, dead_letter) -> None:
-        if self._store is None:
-            self._store = Store.connect(self.settings)
-            self.processor = BatchProcessor(self._store, dead_letter)
-            self.updater = MetricsUpdater(self._store, self.settings)
+        if self.store is None:
+            self.store = Store.connect(self.settings)
+            self.processor = BatchProcessor(self.store, dead_letter, self.epoch)
+            self.updater = MetricsUpdater(self.store, self.settings)
+
+    async def restart_to_rebuild(self, lost: StateLost) -> None:
+        """Exec this worker anew: it rejoins under the current (or a new) epoch's group."""
+        log.critical("Redis lost this worker's state (%s); restarting to rebuild it from the topic", lost)
+        if lost.rebuild:
+            await self.store.redis.delete(epoch_key(self.settings))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "monitor", *sys.argv[1:]])
 
 
-def register(app: faust.App, settings: Settings) -> None:
+def register(app: faust.App, settings: Settings, epoch: str) -> None:
     raw = {"value_serializer": "raw", "key_serializer": "raw"}
     records_topic = app.topic(settings.records_topic, **raw)
     dead_letter_topic = app.topic(settings.dead_letter_topic, **raw)
     alerts_topic = app.topic(settings.alerts_topic, **raw)
-    worker = Worker(settings)
+    worker = Worker(settings, epoch)
 
     async def dead_letter(msg: RawMessage, reason: str) -> None:
         headers = [("dlq.reason", reason.encode()), ("dlq.topic", msg.topic.encode()),
                    ("dlq.partition", str(msg.partition).encode()), ("dlq.offset", str(msg.offset).encode())]
-        await dead_letter_topic.send(key=msg.key, value=msg.value or b"", headers=headers)
+        delivery = await dead_letter_topic.send(key=msg.key, value=msg.value or b"", headers=headers)
+        await delivery  # on the broker before the record's offset can be committed
         log.warning("dead-lettered %s:%s@%s: %s", msg.topic, msg.partition, msg.offset, reason)
 
     @app.agent(records_topic, name="fold_records")
     async def fold_records(stream):
         worker.ensure_started(dead_letter)
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            await worker.processor.process([
-                RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.value, e.message.key)
-                for e in events])
+            try:
+                await worker.processor.process([
+                    RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.value,
+                               e.message.key) for e in events])
+            except StateLost as lost:
+                await worker.restart_to_rebuild(lost)
 
     async def publish_alert(raw_event: bytes) -> None:
         event = orjson.loads(raw_event)
@@ -65,7 +84,12 @@ def register(app: faust.App, settings: Settings) -> None:
     @app.timer(settings.metrics_interval_s)
     async def recompute_metrics():
         worker.ensure_started(dead_letter)
-        await worker.updater.run_once(publish_alert)
+        try:
+            if await worker.store.current_epoch() != worker.epoch:
+                await worker.restart_to_rebuild(StateLost(f"the state epoch {worker.epoch} is gone", rebuild=False))
+            await worker.updater.run_once(publish_alert)
+        except TRANSIENT as exc:
+            log.warning("metrics pass skipped: Redis unavailable (%s)", exc)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs):

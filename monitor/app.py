@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import faust
 
+from monitor.security import faust_credentials
 from monitor.settings import Settings
 
 
 def create_app(settings: Settings) -> faust.App:
+    """The worker's app. Its consumer group is ``<consumer_group>.<state epoch>``: a Redis that
+    lost the state gets a new epoch, so the group starts from the earliest offsets and rebuilds it."""
+    from monitor.store import state_epoch
+
+    epoch = state_epoch(settings)
     session = settings.broker_session_timeout_s
     app = faust.App(
-        settings.consumer_group,
+        f"{settings.consumer_group}.{epoch}",
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
         store="memory://",  # state lives in Redis, not in faust tables
+        datadir=str(settings.run_dir / "faust"),
         web_enabled=False,
         topic_disable_leader=True,
         topic_allow_declare=False,  # topics are created by `monitor infra up` / the deployment
@@ -22,8 +29,9 @@ def create_app(settings: Settings) -> faust.App:
         broker_rebalance_timeout=session,
         stream_wait_empty=False,
         producer_acks=-1,
+        broker_credentials=faust_credentials(settings),
     )
     from monitor import agents
 
-    agents.register(app, settings)
+    agents.register(app, settings, epoch)
     return app

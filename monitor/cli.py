@@ -17,6 +17,16 @@ from monitor.settings import Settings, get_settings
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 180)
 
 
+def _user_file(path: Path, settings: Settings) -> Path:
+    """A file named on the command line (relative to the current directory), inside MONITOR_DATA_DIR."""
+    from monitor.paths import confine
+
+    try:
+        return confine(Path(path).resolve(), settings.data_dir)
+    except MonitorError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _run(coro):
     try:
         return asyncio.run(coro)
@@ -103,7 +113,9 @@ def reference_load(model: str, version: str, path: Path, score_column: str) -> N
     """Store the reference score histogram of a CSV, CSV.gz or JSON file in Redis."""
     from monitor.reference import load_reference_file
 
-    card = _run(load_reference_file(get_settings(), model, version, path, score_column))
+    settings = get_settings()
+    path = _user_file(path, settings)
+    card = _run(load_reference_file(settings, model, version, path, score_column))
     console.print(f"reference of {model}:{version}: {card['n']} scores from {path}"
                   + (f", AUC {float(card['auc']):.4f}" if card.get("auc") else ""))
 
@@ -125,6 +137,8 @@ def produce(path, synthetic, dataset, model, version, score_column, labels, rate
     from producers import sources
     from producers.publish import publish
 
+    if path is not None:
+        path = _user_file(path, get_settings())
     if sum(map(bool, (path, synthetic, dataset))) != 1:
         raise click.UsageError("give exactly one of --file, --synthetic or --dataset")
     try:
@@ -204,6 +218,31 @@ def state(model: str | None, window: str, as_json: bool) -> None:
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
     else:
         print_state(rows, console, window)
+
+
+# ---- api ----------------------------------------------------------------------------------
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="TCP port.")
+def api(host: str, port: int) -> None:
+    """Serve the HTTP API, Prometheus /metrics and the web dashboard at / (uvicorn)."""
+    from monitor.api.app import serve
+
+    serve(get_settings(), host=host, port=port)
+
+
+# ---- faults ---------------------------------------------------------------------------------
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def faults(args) -> None:
+    """Fault runs on a throwaway broker + Redis: kill -9, takeover, Redis restart/flush, broker restart.
+
+    Options: --scenario kills|takeover|redis-restart|redis-flush|broker-restart|all, --records N
+    (default 200000), --kills K (5), --malformed M (10000). Prints input, final, lost and double-counted.
+    """
+    from monitor.faults import main as faults_main
+
+    sys.exit(faults_main(list(args)))
 
 
 # ---- demo -----------------------------------------------------------------------------------

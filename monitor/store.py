@@ -15,6 +15,7 @@ key                                                   type    holds
                                                               bin = round(score / resolution))
 ``cm:{m:v}:offsets``                                  hash    ``topic:partition`` -> last offset applied
 ``cm:{m:v}:watermark``                                string  latest ref_date seen (ISO date)
+``cm:{m:v}:epoch``                                    string  the state epoch this model's counts belong to
 ``cm:{m:v}:ref`` / ``cm:{m:v}:ref:meta``              string  reference (test-set) histogram, same layout
                                                       / hash  / its card (n, resolution, source, AUC)
 ``cm:{m:v}:metrics``                                  hash    ``YYYY-MM`` -> JSON of the month's metrics
@@ -23,6 +24,7 @@ key                                                   type    holds
 ``cm:{m:v}:lease``                                    string  the worker that computes this model now
 ``cm:alerts:history``                                 list    latest alert events, newest first (capped)
 ``cm:worker``                                         hash    worker counters (records, dead_lettered...)
+``cm:epoch``                                          string  id of this state's lifetime (in the group name)
 ====================================================  ======  ==========================================
 """
 
@@ -31,9 +33,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import logging
+
 import orjson
 import redis.asyncio as aioredis
 
+from monitor.security import redis_options
 from monitor.settings import Settings
 from monitor.stats import LabelledHistograms, ScoreHistogram
 
@@ -41,30 +46,40 @@ LABELS = ("bad", "good", "unlabeled")
 """Histogram names by label: target 1, target 0, no target yet."""
 
 ALERT_HISTORY_CAP = 10_000
+log = logging.getLogger("monitor.store")
 
 # Applies one batch of one (model, version) and moves its offsets, atomically. The offsets
 # make the update idempotent: a batch whose offsets were already applied changes nothing,
 # and a worker whose view of the offsets is stale (another worker moved them) is told so.
-# KEYS: offsets, months, watermark, then per month: count, hist bad, hist good, hist unlabeled.
-# ARGV: k, latest ref_date of the batch, then k x (offset field, expected stored offset or "", new offset),
+# The model's copy of the state epoch guards against writing into a state from another
+# lifetime (see state_epoch). KEYS: offsets, months, watermark, epoch copy, then per month:
+# count, hist bad, hist good, hist unlabeled.
+# ARGV: k, latest ref_date of the batch, epoch, then k x (offset field, expected stored offset or "",
+# new offset),
 #       then per month: month, n bad, n good, n unlabeled, len bad, len good, len unlabeled,
 #       then (bin, count) pairs of bad, good, unlabeled.
 APPLY_BATCH_LUA = """
+local copy = redis.call('GET', KEYS[4])
+if copy and copy ~= ARGV[3] then
+  return {-2, 'epoch', copy}
+end
 local k = tonumber(ARGV[1])
 for i = 0, k - 1 do
-  local stored = redis.call('HGET', KEYS[1], ARGV[3 + 3*i])
-  local expected = ARGV[4 + 3*i]
+  local stored = redis.call('HGET', KEYS[1], ARGV[4 + 3*i])
+  local expected = ARGV[5 + 3*i]
   if (stored or '') ~= expected then
-    return {-1, ARGV[3 + 3*i], stored or ''}
+    return {-1, ARGV[4 + 3*i], stored or ''}
   end
 end
+-- Checks done: from here on it writes (a script is not rolled back, so no return below).
+if not copy then redis.call('SET', KEYS[4], ARGV[3]) end
 for i = 0, k - 1 do
-  redis.call('HSET', KEYS[1], ARGV[3 + 3*i], ARGV[5 + 3*i])
+  redis.call('HSET', KEYS[1], ARGV[4 + 3*i], ARGV[6 + 3*i])
 end
 local watermark = redis.call('GET', KEYS[3])
 if (not watermark) or ARGV[2] > watermark then redis.call('SET', KEYS[3], ARGV[2]) end
-local a = 3 + 3*k
-local key = 4
+local a = 4 + 3*k
+local key = 5
 while a <= #ARGV do
   local month = ARGV[a]
   local nb, ng, nu = tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3])
@@ -105,7 +120,69 @@ class MonthIncrements:
 
 
 class OffsetConflict(Exception):
-    """Another worker moved this model's offsets since we read them (a rebalance)."""
+    """A stored offset is not the one the worker expected: another worker moved it (a
+    rebalance), or Redis lost it (then ``stored`` is behind what the worker wrote)."""
+
+    def __init__(self, model: str, version: str, offset_field: str, stored: int | None):
+        super().__init__(f"{model}:{version} {offset_field} is at {stored if stored is not None else 'none'}")
+        self.offset_field = offset_field
+        self.stored = stored
+
+
+class EpochMismatch(Exception):
+    """The model's state was written in another lifetime of the Redis state than the worker's."""
+
+    def __init__(self, model: str, version: str, found: str):
+        super().__init__(f"{model}:{version} state belongs to epoch {found}")
+        self.found = found
+
+
+# After a state loss, the first worker of the new epoch to touch a model drops what was written
+# into it since the loss (partial, and replayed from the topic anyway) and adopts it.
+# KEYS: epoch copy, months. ARGV: the epoch found, the new epoch, the model's key base.
+ADOPT_EPOCH_LUA = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local base = ARGV[3]
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  redis.call('DEL', base .. ':count:' .. m, base .. ':hist:' .. m .. ':bad', base .. ':hist:' .. m .. ':good',
+             base .. ':hist:' .. m .. ':unlabeled')
+end
+redis.call('DEL', KEYS[2], base .. ':offsets', base .. ':watermark', base .. ':metrics')
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+def epoch_key(settings: Settings) -> str:
+    return f"{settings.key_prefix}:epoch"
+
+
+def state_epoch(settings: Settings, attempts: int = 60) -> str:
+    """The id of this Redis state's lifetime, created by the first worker that starts.
+
+    The consumer group's name carries it: after Redis loses the state (a flush), workers get a
+    new epoch, hence a new group with no committed offsets, and rebuild the state from the
+    earliest offset of every partition.
+    """
+    import time
+    import uuid
+
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, **redis_options(settings))
+    try:
+        for attempt in range(attempts):
+            try:
+                client.set(epoch_key(settings), uuid.uuid4().hex[:12], nx=True)
+                return client.get(epoch_key(settings)).decode()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if attempt == attempts - 1:
+                    raise
+                log.warning("Redis not reachable at start (%s); retrying", exc)
+                time.sleep(min(5.0, 0.2 * 2 ** attempt))
+    finally:
+        client.close()
+    raise AssertionError("unreachable")
 
 
 class Store:
@@ -116,10 +193,11 @@ class Store:
         self.settings = settings
         self.prefix = settings.key_prefix
         self._apply = redis.register_script(APPLY_BATCH_LUA)
+        self._adopt = redis.register_script(ADOPT_EPOCH_LUA)
 
     @classmethod
     def connect(cls, settings: Settings) -> "Store":
-        client = aioredis.Redis.from_url(settings.redis_url, decode_responses=False,
+        client = aioredis.Redis.from_url(settings.redis_url, decode_responses=False, **redis_options(settings),
                                          health_check_interval=30, socket_keepalive=True)
         return cls(client, settings)
 
@@ -146,20 +224,24 @@ class Store:
         return f"{self.base(model, version)}:count:{month}"
 
     # ---- writes ----------------------------------------------------------------------------
-    async def stored_offsets(self, model: str, version: str, fields: Iterable[str]) -> dict[str, int | None]:
+    async def stored_offsets(self, model: str, version: str, fields: Iterable[str]) -> tuple[str | None, dict[str, int | None]]:
+        """The model's state epoch and its last applied offsets for these fields."""
         fields = list(fields)
-        values = await self.redis.hmget(f"{self.base(model, version)}:offsets", fields)
-        return {f: (int(v) if v is not None else None) for f, v in zip(fields, values)}
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(f"{self.base(model, version)}:epoch")
+        pipe.hmget(f"{self.base(model, version)}:offsets", fields)
+        epoch, values = await pipe.execute()
+        return (epoch.decode() if epoch else None), {f: (int(v) if v is not None else None) for f, v in zip(fields, values)}
 
     async def apply_batch(self, model: str, version: str, offsets: Mapping[str, tuple[int | None, int]],
-                          months: Mapping[str, MonthIncrements], latest_ref_date: str) -> None:
+                          months: Mapping[str, MonthIncrements], latest_ref_date: str, epoch: str) -> None:
         """Add the increments and move offsets ``field -> (expected stored, new)`` in one step.
 
         Raises OffsetConflict when a stored offset is not the expected one; nothing is written then.
         """
         base = self.base(model, version)
-        keys = [f"{base}:offsets", f"{base}:months", f"{base}:watermark"]
-        args: list = [len(offsets), latest_ref_date]
+        keys = [f"{base}:offsets", f"{base}:months", f"{base}:watermark", f"{base}:epoch"]
+        args: list = [len(offsets), latest_ref_date, epoch]
         for offset_field, (expected, new) in offsets.items():
             args += [offset_field, "" if expected is None else str(expected), str(new)]
         for month, inc in months.items():
@@ -170,9 +252,19 @@ class Store:
                 for score_bin, count in inc.bins[label].items():
                     args += (score_bin, count)
         status, offset_field, stored = await self._apply(keys=keys, args=args)
+        if status == -2:
+            raise EpochMismatch(model, version, stored.decode())
         if status == -1:
-            raise OffsetConflict(f"{model}:{version} {offset_field.decode()} is at {stored.decode() or 'none'}")
+            raise OffsetConflict(model, version, offset_field.decode(), int(stored) if stored else None)
         await self.redis.sadd(self.models_key(), f"{model}:{version}")
+
+    async def current_epoch(self) -> str | None:
+        raw = await self.redis.get(epoch_key(self.settings))
+        return raw.decode() if raw else None
+
+    async def adopt_model(self, model: str, version: str, found: str, epoch: str) -> None:
+        base = self.base(model, version)
+        await self._adopt(keys=[f"{base}:epoch", f"{base}:months"], args=[found, epoch, base])
 
     async def incr_worker_counters(self, **counters: int) -> None:
         pipe = self.redis.pipeline(transaction=False)

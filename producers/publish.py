@@ -10,6 +10,7 @@ from itertools import islice
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from monitor.security import kafka_options
 from monitor.settings import Settings
 
 PUBLISH_CONCURRENCY = 512
@@ -18,7 +19,7 @@ PUBLISH_CONCURRENCY = 512
 
 def kafka_producer(settings: Settings, **overrides) -> AIOKafkaProducer:
     options = dict(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5, max_batch_size=256 * 1024,
-                   acks="all", request_timeout_ms=30_000)
+                   acks="all", request_timeout_ms=30_000, **kafka_options(settings))
     options.update(overrides)
     return AIOKafkaProducer(**options)
 

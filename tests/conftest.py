@@ -24,7 +24,8 @@ def servers(tmp_path_factory) -> Settings:
     """Start Tansu and redis-server on free loopback ports for the whole session."""
     run_dir = tmp_path_factory.mktemp("run")
     base = Settings(kafka_bootstrap=f"127.0.0.1:{infra.free_port()}",
-                    redis_url=f"redis://127.0.0.1:{infra.free_port()}/0", run_dir=run_dir)
+                    redis_url=f"redis://127.0.0.1:{infra.free_port()}/0", run_dir=run_dir,
+                    data_dir=tmp_path_factory.getbasetemp())  # tests' files live in their tmp_path
     services = infra.services(base)
     for svc in services:
         svc.start()

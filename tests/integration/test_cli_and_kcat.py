@@ -108,3 +108,12 @@ def test_infra_up_is_idempotent_and_reports_a_taken_port(tmp_path):
         down = monitor_cli(s, "infra", "down").stdout
     assert "stopped" in down
     assert not any(row["running"] for row in json.loads(monitor_cli(s, "infra", "status", "--json").stdout))
+
+
+def test_files_outside_the_data_directory_are_refused(settings, tmp_path):
+    confined = settings.model_copy(update={"data_dir": tmp_path})
+    out = monitor_cli(confined, "produce", "--file", "/etc/hostname", "--model", "m", check=False)
+    assert out.returncode == 1 and "outside the data directory" in out.stderr and "MONITOR_DATA_DIR" in out.stderr
+    (tmp_path / "link.csv").symlink_to("/etc/hostname")
+    out = monitor_cli(confined, "reference", "load", "--model", "m", "--file", str(tmp_path / "link.csv"), check=False)
+    assert out.returncode == 1 and "outside the data directory" in out.stderr

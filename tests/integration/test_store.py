@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from monitor.alerts import AlertEvaluator, judge_psi
+from monitor.errors import StateLost
 from monitor.pipeline import BatchProcessor, RawMessage
 from monitor.rules import RuleSet
 from monitor.stats import ScoreHistogram
@@ -31,7 +32,7 @@ async def test_a_batch_applied_twice_counts_once(settings):
     store = Store.connect(settings)
     try:
         dead = DeadLetters()
-        processor = BatchProcessor(store, dead)
+        processor = BatchProcessor(store, dead, "e1")
         batch = [message(i) for i in range(100)] + [RawMessage("records", 0, 100, b"{broken")]
         first = await processor.process(batch)
         again = await processor.process(batch)
@@ -39,7 +40,7 @@ async def test_a_batch_applied_twice_counts_once(settings):
         assert [r for _, r in dead][0].startswith("not JSON")
 
         # A fresh processor (a restarted worker) reads the offsets from Redis and skips too.
-        restarted = await BatchProcessor(store, dead).process(batch[50:100] + [message(101)])
+        restarted = await BatchProcessor(store, dead, "e1").process(batch[50:100] + [message(101)])
         assert (restarted.records, restarted.duplicates_skipped) == (1, 50)
         counts = await store.counts("m", "1", "2024-05")
         assert counts == {"n": 101, "bad": 51, "good": 50, "unlabeled": 0}
@@ -53,7 +54,7 @@ async def test_a_batch_applied_twice_counts_once(settings):
 async def test_two_workers_with_stale_views_never_double_count(settings):
     store = Store.connect(settings)
     try:
-        a, b = BatchProcessor(store, DeadLetters()), BatchProcessor(store, DeadLetters())
+        a, b = BatchProcessor(store, DeadLetters(), "e1"), BatchProcessor(store, DeadLetters(), "e1")
         await a.process([message(i) for i in range(10)])
         await b.process([message(i) for i in range(10, 20)])   # b learns offset 9, applies 10..19
         # a still believes offset 9 is the last applied: its script call conflicts, it rereads
@@ -68,9 +69,9 @@ async def test_two_workers_with_stale_views_never_double_count(settings):
 async def test_offsets_are_per_partition_and_per_model(settings):
     store = Store.connect(settings)
     try:
-        processor = BatchProcessor(store, DeadLetters())
+        processor = BatchProcessor(store, DeadLetters(), "e1")
         await processor.process([message(5, partition=0), message(5, partition=1), message(5, model="other")])
-        assert await store.stored_offsets("m", "1", ["records:0", "records:1"]) == {"records:0": 5, "records:1": 5}
+        assert await store.stored_offsets("m", "1", ["records:0", "records:1"]) == ("e1", {"records:0": 5, "records:1": 5})
         assert (await store.counts("other", "1", "2024-05"))["n"] == 1
         assert await store.models() == [("m", "1"), ("other", "1")]
     finally:
@@ -122,5 +123,43 @@ async def test_a_stale_state_loses_the_compare_and_set(settings):
                                                                        None, None) for _ in range(8)))
         assert sum(r is not None for r in results) == 1
         assert await store.redis.llen(f"{store.base('m', '1')}:outbox") == 1
+    finally:
+        await store.close()
+
+
+async def _wipe(store: Store) -> None:
+    async for key in store.redis.scan_iter(match=f"{store.prefix}:*"):
+        await store.redis.delete(key)
+
+
+async def test_a_flushed_redis_is_detected_not_written_into(settings):
+    store = Store.connect(settings)
+    try:
+        await store.redis.set(f"{store.prefix}:epoch", "e1")
+        processor = BatchProcessor(store, DeadLetters(), "e1")
+        await processor.process([message(i) for i in range(10)])
+        await _wipe(store)  # FLUSHDB of this deployment's keys
+        with pytest.raises(StateLost) as lost:
+            await processor.process([message(i) for i in range(10, 20)])
+        assert lost.value.rebuild
+        assert await store.redis.exists(store.count_key("m", "1", "2024-05")) == 0
+    finally:
+        await store.close()
+
+
+async def test_the_new_epoch_drops_what_was_written_after_the_loss(settings):
+    store = Store.connect(settings)
+    try:
+        await store.redis.set(f"{store.prefix}:epoch", "e2")       # the restarted workers' lifetime
+        stale = BatchProcessor(store, DeadLetters(), "e1")          # a worker that has not noticed yet
+        await stale.process([message(i) for i in range(50, 60)])    # written into the new state: partial
+        rebuilt = BatchProcessor(store, DeadLetters(), "e2")
+        result = await rebuilt.process([message(i) for i in range(0, 60)])  # the new group replays from 0
+        assert result.records == 60
+        assert (await store.counts("m", "1", "2024-05"))["n"] == 60
+        with pytest.raises(StateLost) as lost:                      # the stale worker is refused now
+            await stale.process([message(i) for i in range(60, 70)])
+        assert not lost.value.rebuild
+        assert (await store.counts("m", "1", "2024-05"))["n"] == 60
     finally:
         await store.close()

@@ -1,0 +1,359 @@
+"""Fault runs on the real broker and real Redis: nothing lost, nothing counted twice.
+
+``monitor faults`` (or ``python -m monitor.faults``) starts its own broker and redis-server on
+free loopback ports, publishes a synthetic stream (single records, JSON arrays and malformed
+messages), runs ``monitor worker`` processes, injects a fault, waits for the worker to finish
+and compares every month's histograms with the input, bin by bin:
+
+- ``kills``: kill -9 the worker K times at random moments, restarting it each time;
+- ``takeover``: two workers in one group, one killed for good; the other takes its partitions;
+- ``redis-restart``: Redis shut down (appendonly) and restarted during the stream;
+- ``redis-flush``: FLUSHALL during the stream; the workers rebuild the state from the topic;
+- ``broker-restart``: the broker restarted during the stream. Tansu keeps topics in memory only,
+  so this one runs on ``noida-db`` (PyPI), a Kafka-protocol broker that persists its log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from monitor import infra
+from monitor.demo import start_worker, stop_process
+from monitor.settings import Settings
+from monitor.stats import ScoreHistogram
+from monitor.store import LABELS, Store
+from producers.publish import kafka_producer
+from producers.synthetic import Scenario, generate
+
+SCENARIOS = ("kills", "takeover", "redis-restart", "redis-flush", "broker-restart")
+
+
+@dataclass
+class FaultReport:
+    scenario: str
+    input_records: int
+    final_records: int = 0
+    lost: int = 0
+    double_counted: int = 0
+    malformed: int = 0
+    dead_lettered_distinct: int = 0
+    faults: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def exact(self) -> bool:
+        return (self.lost == 0 and self.double_counted == 0 and self.final_records == self.input_records
+                and self.dead_lettered_distinct == self.malformed)
+
+
+# ---- input ----------------------------------------------------------------------------------
+def valid_records(n: int, seed: int = 11) -> list[dict]:
+    months = 10
+    spec = Scenario(name="faults", model="faults", months=months, monthly_volume=-(-n // months), seed=seed,
+                    label_fraction=0.7)
+    return list(generate(spec))[:n]
+
+
+def malformed_messages(k: int, seed: int = 5) -> list[bytes]:
+    """Every kind of bad input a producer can send, ``k`` in all, deterministic."""
+    rng = random.Random(seed)
+    good = {"record_id": "x", "model": "faults", "ref_date": "2024-01-15", "score": 0.4, "target": 0}
+    kinds: list[Callable[[int], bytes]] = [
+        lambda i: rng.randbytes(rng.randint(1, 200)),                                    # random bytes
+        lambda i: orjson.dumps({**good, "score": "high"}),                                # wrong type
+        lambda i: orjson.dumps(good).replace(b'"score":0.4', b'"score":NaN'),           # NaN
+        lambda i: orjson.dumps({**good, "score": rng.choice([1.5, -0.2, 1e300])}),       # out of range
+        lambda i: orjson.dumps(_without(good, rng.choice(["score", "model", "ref_date", "record_id"]))),
+        lambda i: orjson.dumps({**good, "target": rng.choice([2, -1, "1", 0.5])}),       # bad label
+        lambda i: orjson.dumps({**good, "ref_date": "2024-02-31"}),                       # impossible date
+        lambda i: orjson.dumps([good, {**good, "score": None}]),                          # one bad element
+        lambda i: b"[" * 3000 + b"]" * 3000,                                              # deeply nested
+        lambda i: orjson.dumps({**good, "features": {"x": {"y": [1, 2]}}}),               # nested feature
+        lambda i: orjson.dumps([{**good, "model": ""}] * 2000),                           # large (~200 KB)
+    ]
+    return [kinds[i % len(kinds)](i) for i in range(k)]
+
+
+def _without(record: dict, key: str) -> dict:
+    return {k: v for k, v in record.items() if k != key}
+
+
+def interleave(valid: list[dict], bad: list[bytes], per_array: int = 10, seed: int = 3) -> list[bytes]:
+    """Valid records as single messages and as JSON arrays, with the malformed spread among them."""
+    rng = random.Random(seed)
+    messages, i = [], 0
+    while i < len(valid):
+        if rng.random() < 0.5:
+            messages.append(orjson.dumps(valid[i]))
+            i += 1
+        else:
+            messages.append(orjson.dumps(valid[i:i + per_array]))
+            i += per_array
+    for msg in bad:
+        messages.insert(rng.randrange(len(messages) + 1), msg)
+    return messages
+
+
+async def publish_messages(settings: Settings, messages: list[bytes]) -> None:
+    producer = kafka_producer(settings, max_request_size=4 * 1024 * 1024)
+    await producer.start()
+    try:
+        futures = [await producer.send(settings.records_topic, value=m, key=str(i).encode())
+                   for i, m in enumerate(messages)]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def expected_histograms(records: list[dict], resolution: float) -> dict[tuple[str, str], ScoreHistogram]:
+    by_key: dict[tuple[str, str], list[float]] = {}
+    for r in records:
+        label = LABELS[2] if r["target"] is None else LABELS[0] if r["target"] == 1 else LABELS[1]
+        by_key.setdefault((r["ref_date"][:7], label), []).append(r["score"])
+    return {k: ScoreHistogram.from_scores(np.array(v), resolution) for k, v in by_key.items()}
+
+
+# ---- checking -------------------------------------------------------------------------------
+async def total_records(settings: Settings) -> int:
+    store = Store.connect(settings)
+    try:
+        months = await store.months("faults", "1")
+        return sum([(await store.counts("faults", "1", m))["n"] for m in months])
+    finally:
+        await store.close()
+
+
+async def compare(settings: Settings, expected: dict, report: FaultReport) -> None:
+    store = Store.connect(settings)
+    try:
+        months = sorted({m for m, _ in expected})
+        stored = await store.histograms("faults", "1", months)
+        lost = double = final = 0
+        for month in months:
+            hists = stored[month]
+            for label, got in zip(LABELS, (hists.pos, hists.neg, hists.unlabeled)):
+                want = expected.get((month, label), ScoreHistogram(settings.resolution))
+                bins = np.union1d(want.bins, got.bins)
+                diff = _dense(got, bins) - _dense(want, bins)
+                double += int(diff[diff > 0].sum())
+                lost += int(-diff[diff < 0].sum())
+                final += got.n
+            counts = await store.counts("faults", "1", month)
+            if counts["n"] != hists.n:  # the counters and the histograms are written together
+                report.faults.append(f"counter mismatch in {month}: {counts['n']} != {hists.n}")
+        report.final_records, report.lost, report.double_counted = final, lost, double
+    finally:
+        await store.close()
+
+
+def _dense(h: ScoreHistogram, bins: np.ndarray) -> np.ndarray:
+    out = np.zeros(bins.size, dtype=np.int64)
+    out[np.searchsorted(bins, h.bins)] = h.counts
+    return out
+
+
+async def distinct_dead_letters(settings: Settings, expected: int, timeout_s: float = 60) -> int:
+    consumer = AIOKafkaConsumer(settings.dead_letter_topic, bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=f"dlq-check-{uuid.uuid4().hex[:8]}", auto_offset_reset="earliest",
+                                enable_auto_commit=False, session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
+                                heartbeat_interval_ms=300, max_partition_fetch_bytes=8 * 1024 * 1024)
+    await consumer.start()
+    seen: set[tuple[bytes, bytes]] = set()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(seen) < expected and time.monotonic() < deadline:
+            for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                for m in msgs:
+                    headers = dict(m.headers)
+                    if headers.get("dlq.reason"):
+                        seen.add((headers["dlq.partition"], headers["dlq.offset"]))
+    finally:
+        await consumer.stop()
+    return len(seen)
+
+
+# ---- servers and workers ----------------------------------------------------------------------
+@contextmanager
+def servers(broker: str, run_dir: Path):
+    """A broker (tansu or noida) and a redis-server with appendonly, on free ports."""
+    base = Settings(kafka_bootstrap=f"127.0.0.1:{infra.free_port()}",
+                    redis_url=f"redis://127.0.0.1:{infra.free_port()}/0", run_dir=run_dir,
+                    broker=broker, broker_session_timeout_s=6.0 if broker == "noida" else 3.0,
+                    key_prefix=f"faults-{uuid.uuid4().hex[:8]}", consumer_group=f"faults-{uuid.uuid4().hex[:8]}",
+                    metrics_interval_s=1.0)
+    svcs = infra.services(base)
+    try:
+        for svc in svcs:
+            svc.start(timeout_s=60)
+        asyncio.run(infra.create_topics(base))
+        yield base
+    finally:
+        for svc in reversed(svcs):
+            svc.stop()
+
+
+class Workers:
+    def __init__(self, settings: Settings, log_dir: Path):
+        self.settings, self.log_dir, self.procs = settings, log_dir, []
+
+    def start(self) -> subprocess.Popen:
+        proc = start_worker(self.settings, self.log_dir / f"worker-{len(self.procs)}.log", loglevel="warning")
+        self.procs.append(proc)
+        return proc
+
+    def kill(self, proc: subprocess.Popen) -> None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            stop_process(proc)
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(poll_s)
+
+
+def progress(settings: Settings) -> int:
+    import redis
+
+    try:
+        return asyncio.run(total_records(settings))
+    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):  # Redis down during a fault
+        return -1
+
+
+def wait_for_progress(settings: Settings, beyond: int, timeout_s: float = 90) -> int:
+    box = {}
+
+    def moved() -> bool:
+        box["n"] = progress(settings)
+        return box["n"] > beyond
+
+    wait_for(moved, timeout_s, f"the worker to count beyond {beyond} records")
+    return box["n"]
+
+
+# ---- scenarios --------------------------------------------------------------------------------
+def run(scenario: str, records: int = 200_000, kills: int = 5, malformed: int = 10_000, seed: int = 1,
+        work_dir: Path | None = None, say: Callable[[str], None] = print) -> FaultReport:
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown fault scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    rng = random.Random(seed)
+    report = FaultReport(scenario, records, malformed=malformed)
+    started = time.monotonic()
+    valid = valid_records(records)
+    messages = interleave(valid, malformed_messages(malformed))
+    broker = "noida" if scenario == "broker-restart" else "tansu"
+    with tempfile.TemporaryDirectory(prefix="faults-", dir=work_dir) as tmp, servers(broker, Path(tmp)) as settings:
+        expected = expected_histograms(valid, settings.resolution)
+        workers = Workers(settings, Path(tmp))
+        try:
+            if scenario in ("broker-restart", "redis-restart", "redis-flush"):
+                # Half the stream before the fault, half after: the fault lands mid-stream.
+                half = len(messages) // 2
+                asyncio.run(publish_messages(settings, messages[:half]))
+                workers.start()
+                wait_for_progress(settings, records // 10)
+                inject(scenario, settings, report, say)
+                asyncio.run(publish_messages(settings, messages[half:]))
+            else:
+                asyncio.run(publish_messages(settings, messages))
+                first = workers.start()
+                if scenario == "takeover":
+                    second = workers.start()
+                    wait_for_progress(settings, records // 5)
+                    workers.kill(second)
+                    report.faults.append("killed one of two workers for good (kill -9)")
+                    say(report.faults[-1])
+                else:
+                    current = first
+                    # Random moments spread over the replay: each kill once the count passes a
+                    # random point, and after the restarted worker has counted again.
+                    targets = sorted(rng.uniform(0.05, 0.9) * records for _ in range(kills))
+                    for k, target in enumerate(targets):
+                        wait_for_progress(settings, max(int(target), progress(settings)))
+                        workers.kill(current)
+                        report.faults.append(f"kill -9 #{k + 1} at {progress(settings):,} records counted")
+                        say(report.faults[-1])
+                        current = workers.start()
+            wait_for(lambda: progress(settings) >= records, 600, f"all {records} records counted")
+            time.sleep(2 * settings.metrics_interval_s)
+            asyncio.run(compare(settings, expected, report))
+            report.dead_lettered_distinct = asyncio.run(distinct_dead_letters(settings, malformed))
+        finally:
+            workers.stop_all()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def inject(scenario: str, settings: Settings, report: FaultReport, say: Callable[[str], None]) -> None:
+    import redis
+
+    svcs = {svc.name: svc for svc in infra.services(settings)}
+    if scenario == "broker-restart":
+        svcs["broker"].stop()
+        time.sleep(2)
+        svcs["broker"].start(timeout_s=60)
+        report.faults.append("broker stopped and restarted (noida-db, persistent log)")
+    elif scenario == "redis-restart":
+        client = redis.Redis.from_url(settings.redis_url)
+        try:
+            client.shutdown(save=False)  # appendonly: the AOF is fsynced on a clean shutdown
+        except redis.ConnectionError:
+            pass
+        svcs["redis"].pid_file.unlink(missing_ok=True)
+        time.sleep(2)
+        svcs["redis"].start()
+        report.faults.append("redis shut down and restarted from its appendonly file")
+    elif scenario == "redis-flush":
+        redis.Redis.from_url(settings.redis_url).flushall()
+        report.faults.append("redis FLUSHALL: every key gone mid-stream")
+    say(report.faults[-1])
+
+
+def format_report(r: FaultReport) -> str:
+    verdict = "EXACT" if r.exact else "NOT EXACT"
+    return (f"{r.scenario:15} input {r.input_records:>9,}  final {r.final_records:>9,}  lost {r.lost}  "
+            f"double-counted {r.double_counted}  malformed {r.malformed:,} -> dead-letter {r.dead_lettered_distinct:,}  "
+            f"{r.seconds:6.1f} s  {verdict}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="monitor faults", description=__doc__.split("\n")[0])
+    parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="kills")
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--malformed", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    chosen = SCENARIOS if args.scenario == "all" else (args.scenario,)
+    reports = [run(s, args.records, args.kills, args.malformed, args.seed) for s in chosen]
+    print()
+    for r in reports:
+        print(format_report(r))
+    return 0 if all(r.exact for r in reports) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,35 @@
+"""Fault runs (monitor/faults.py) on the real broker and Redis: counts exact after every fault."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from monitor import faults
+
+pytestmark = pytest.mark.integration
+
+
+def check(report: faults.FaultReport) -> None:
+    print(faults.format_report(report))
+    assert report.final_records == report.input_records
+    assert (report.lost, report.double_counted) == (0, 0)
+    assert report.dead_lettered_distinct == report.malformed
+    assert report.faults, "no fault was injected"
+
+
+def test_five_kill_9_during_a_200k_replay_with_10k_malformed(tmp_path):
+    report = faults.run("kills", records=200_000, kills=5, malformed=10_000, work_dir=tmp_path)
+    check(report)
+    assert len(report.faults) == 5
+
+
+@pytest.mark.parametrize("scenario", ["takeover", "redis-restart", "redis-flush"])
+def test_state_is_exact_after(scenario, tmp_path):
+    check(faults.run(scenario, records=50_000, malformed=1_000, work_dir=tmp_path))
+
+
+@pytest.mark.skipif(shutil.which("noida-db") is None, reason="noida-db is installed by requirements-dev.txt")
+def test_state_is_exact_after_a_broker_restart(tmp_path):
+    check(faults.run("broker-restart", records=50_000, malformed=1_000, work_dir=tmp_path))
