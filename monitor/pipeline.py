@@ -6,16 +6,17 @@ worker, tests and benchmarks. Invalid messages go to the dead-letter callback wi
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-
 import asyncio
 import logging
+from bisect import bisect_right
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
+import numpy as np
 import redis.exceptions
 
-from monitor.errors import InvalidRecord, StateLost
-from monitor.schema import ScoredRecord, decode_records
+from monitor.errors import InvalidRecord, MonitorError, StateLost
+from monitor.fastpath import FastRecord, decode_fast
 from monitor.store import LABELS, EpochMismatch, MonthIncrements, OffsetConflict, Store
 
 MAX_CONFLICT_RETRIES = 5
@@ -81,8 +82,62 @@ def score_bin(score: float, resolution: float) -> int:
     return round(score / resolution)
 
 
-def label_name(target: int | None) -> str:
-    return LABELS[2] if target is None else LABELS[0] if target == 1 else LABELS[1]
+@dataclass
+class PartitionRecords:
+    """The records of one (model, version) read from one partition in a batch, in offset order."""
+
+    offsets: list[int] = field(default_factory=list)
+    dates: list[str] = field(default_factory=list)
+    months: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+
+    def sort(self) -> None:
+        """Offset order (a redelivery after a seek can interleave): the applied ones become a prefix."""
+        if any(a > b for a, b in zip(self.offsets, self.offsets[1:])):
+            order = sorted(range(len(self.offsets)), key=self.offsets.__getitem__)
+            for name in ("offsets", "dates", "months", "labels", "scores"):
+                values = getattr(self, name)
+                setattr(self, name, [values[i] for i in order])
+
+    def add(self, offset: int, record: FastRecord) -> None:
+        self.offsets.append(offset)
+        self.dates.append(record[2])
+        self.months.append(record[3])
+        self.labels.append(record[4])
+        self.scores.append(record[5])
+
+
+def fold(parts: list[tuple[PartitionRecords, int]], resolution: float) -> tuple[dict[str, MonthIncrements], str, int]:
+    """Bin counts per month and label of the records past ``start`` in each part (vectorised).
+
+    Returns the increments, the latest ref_date and the number of records folded.
+    """
+    months, labels, scores, latest, n = [], [], [], "", 0
+    for part, start in parts:
+        if start < len(part.offsets):
+            months += part.months[start:]
+            labels += part.labels[start:]
+            scores += part.scores[start:]
+            latest = max(latest, max(part.dates[start:]))
+            n += len(part.offsets) - start
+    if not n:
+        return {}, latest, 0
+    names = sorted(set(months))
+    index = {m: i for i, m in enumerate(names)}
+    n_bins = int(round(1 / resolution)) + 1
+    bins = np.rint(np.asarray(scores) / resolution).astype(np.int64)
+    keys = (np.fromiter((index[m] for m in months), np.int64, n) * 3 + np.asarray(labels)) * n_bins + bins
+    unique, counts = np.unique(keys, return_counts=True)
+    month_label, bin_of = np.divmod(unique, n_bins)
+    out = {}
+    for i, month in enumerate(names):
+        inc = MonthIncrements()
+        for label_index, label in enumerate(LABELS):
+            mask = month_label == i * 3 + label_index
+            inc.bins[label] = (bin_of[mask], counts[mask].astype(np.int64))
+        out[month] = inc
+    return out, latest, n
 
 
 class BatchProcessor:
@@ -100,18 +155,28 @@ class BatchProcessor:
     async def process(self, messages: Sequence[RawMessage]) -> BatchResult:
         """Dead-letter the invalid messages, then apply the records (retrying while Redis is away)."""
         result = BatchResult()
-        groups: dict[tuple[str, str], list[tuple[RawMessage, ScoredRecord]]] = {}
+        groups: dict[tuple[str, str], dict[str, PartitionRecords]] = {}
+        seen: set[tuple[str, int]] = set()
         for msg in messages:
+            if (msg.offset_field, msg.offset) in seen:  # delivered twice within one batch
+                result.duplicates_skipped += 1
+                continue
+            seen.add((msg.offset_field, msg.offset))
             try:
-                records = decode_records(msg.value)
+                records = decode_fast(msg.value)
             except InvalidRecord as exc:
                 await self.dead_letter(msg, str(exc))
                 result.dead_lettered += 1
                 continue
+            field_name = msg.offset_field
             for record in records:
-                groups.setdefault((record.model, record.model_version), []).append((msg, record))
-        for (model, version), items in groups.items():
-            result += await retry_forever(f"batch of {model}:{version}", self._apply_group, model, version, items)
+                by_field = groups.get(record[:2]) or groups.setdefault(record[:2], {})
+                part = by_field.get(field_name) or by_field.setdefault(field_name, PartitionRecords())
+                part.add(msg.offset, record)
+        for (model, version), by_field in groups.items():
+            for part in by_field.values():
+                part.sort()
+            result += await retry_forever(f"batch of {model}:{version}", self._apply_group, model, version, by_field)
         await retry_forever("worker counters", self._count, result)
         return result
 
@@ -119,33 +184,23 @@ class BatchProcessor:
         await self.store.incr_worker_counters(records=result.records, dead_lettered=result.dead_lettered,
                                               duplicates_skipped=result.duplicates_skipped, batches=1)
 
-    async def _apply_group(self, model: str, version: str,
-                           items: list[tuple[RawMessage, ScoredRecord]]) -> BatchResult:
+    async def _apply_group(self, model: str, version: str, by_field: dict[str, PartitionRecords]) -> BatchResult:
         key = (model, version)
-        fields = {msg.offset_field for msg, _ in items}
         for _ in range(MAX_CONFLICT_RETRIES):
             known = self._applied.setdefault(key, {})
-            missing = fields - known.keys()
+            missing = by_field.keys() - known.keys()
             if missing:
                 found, offsets = await self.store.stored_offsets(model, version, missing)
                 if found not in (None, self.epoch):
                     await self._handle_other_epoch(model, version, found)
                     continue
                 known.update(offsets)
-            months: dict[str, MonthIncrements] = {}
-            new_offsets: dict[str, int] = {}
-            latest = ""
-            result = BatchResult()
-            for msg, record in items:
-                stored = known[msg.offset_field]
-                if stored is not None and msg.offset <= stored:
-                    result.duplicates_skipped += 1
-                    continue
-                inc = months.get(record.month) or months.setdefault(record.month, MonthIncrements())
-                inc.add(label_name(record.target), score_bin(record.score, self.resolution))
-                new_offsets[msg.offset_field] = max(new_offsets.get(msg.offset_field, -1), msg.offset)
-                latest = max(latest, record.ref_date.isoformat())
-                result.records += 1
+            # Offsets grow within a partition: the records already applied are a prefix.
+            starts = {f: (0 if known[f] is None else bisect_right(part.offsets, known[f])) for f, part in by_field.items()}
+            new_offsets = {f: part.offsets[-1] for f, part in by_field.items() if starts[f] < len(part.offsets)}
+            total = sum(len(part.offsets) for part in by_field.values())
+            months, latest, n = fold([(part, starts[f]) for f, part in by_field.items()], self.resolution)
+            result = BatchResult(records=n, duplicates_skipped=total - n)
             if not new_offsets:
                 return result
             try:
@@ -166,7 +221,7 @@ class BatchProcessor:
                 continue
             known.update(new_offsets)
             return result
-        raise OffsetConflict(f"{model}:{version}: offsets kept moving after {MAX_CONFLICT_RETRIES} retries")
+        raise MonitorError(f"{model}:{version}: offsets kept moving after {MAX_CONFLICT_RETRIES} retries")
 
     async def _handle_other_epoch(self, model: str, version: str, found: str) -> None:
         """The model's state is of another lifetime: ours is stale (StateLost), or it is stale."""

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import logging
 
+import numpy as np
 import orjson
 import redis.asyncio as aioredis
 
@@ -93,10 +94,16 @@ while a <= #ARGV do
   redis.call('HINCRBY', count, 'rev', 1)
   a = a + 7
   for h = 1, 3 do
-    local hist = KEYS[key + h]
-    for j = 1, lens[h] do
-      redis.call('BITFIELD', hist, 'INCRBY', 'i64', '#' .. ARGV[a], ARGV[a+1])
-      a = a + 2
+    -- One BITFIELD call per chunk of bins: fewer calls than bins, under Lua's unpack limit.
+    local hist, left = KEYS[key + h], lens[h]
+    while left > 0 do
+      local ops, take = {}, math.min(left, 1000)
+      for j = 1, take do
+        ops[4*j - 3], ops[4*j - 2], ops[4*j - 1], ops[4*j] = 'INCRBY', 'i64', '#' .. ARGV[a], ARGV[a+1]
+        a = a + 2
+      end
+      redis.call('BITFIELD', hist, unpack(ops))
+      left = left - take
     end
   end
   key = key + 4
@@ -107,16 +114,13 @@ return {1, '', ''}
 
 @dataclass
 class MonthIncrements:
-    """What one batch adds to one month of one model: bin counts per label."""
+    """What one batch adds to one month of one model: per label, score bins and their counts."""
 
-    bins: dict[str, dict[int, int]] = field(default_factory=lambda: {label: {} for label in LABELS})
-
-    def add(self, label: str, score_bin: int, count: int = 1) -> None:
-        hist = self.bins[label]
-        hist[score_bin] = hist.get(score_bin, 0) + count
+    bins: dict[str, tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=lambda: {label: (np.empty(0, np.int64), np.empty(0, np.int64)) for label in LABELS})
 
     def count(self, label: str) -> int:
-        return sum(self.bins[label].values())
+        return int(self.bins[label][1].sum())
 
 
 class OffsetConflict(Exception):
@@ -247,10 +251,10 @@ class Store:
         for month, inc in months.items():
             keys.append(self.count_key(model, version, month))
             keys += [self.hist_key(model, version, month, label) for label in LABELS]
-            args += [month, *(inc.count(label) for label in LABELS), *(len(inc.bins[label]) for label in LABELS)]
+            args += [month, *(inc.count(label) for label in LABELS), *(len(inc.bins[label][0]) for label in LABELS)]
             for label in LABELS:
-                for score_bin, count in inc.bins[label].items():
-                    args += (score_bin, count)
+                bins, counts = inc.bins[label]
+                args += np.column_stack((bins, counts)).ravel().tolist()
         status, offset_field, stored = await self._apply(keys=keys, args=args)
         if status == -2:
             raise EpochMismatch(model, version, stored.decode())

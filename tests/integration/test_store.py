@@ -70,7 +70,7 @@ async def test_offsets_are_per_partition_and_per_model(settings):
     store = Store.connect(settings)
     try:
         processor = BatchProcessor(store, DeadLetters(), "e1")
-        await processor.process([message(5, partition=0), message(5, partition=1), message(5, model="other")])
+        await processor.process([message(5, partition=0), message(5, partition=1), message(5, partition=2, model="other")])
         assert await store.stored_offsets("m", "1", ["records:0", "records:1"]) == ("e1", {"records:0": 5, "records:1": 5})
         assert (await store.counts("other", "1", "2024-05"))["n"] == 1
         assert await store.models() == [("m", "1"), ("other", "1")]
@@ -161,5 +161,18 @@ async def test_the_new_epoch_drops_what_was_written_after_the_loss(settings):
             await stale.process([message(i) for i in range(60, 70)])
         assert not lost.value.rebuild
         assert (await store.counts("m", "1", "2024-05"))["n"] == 60
+    finally:
+        await store.close()
+
+
+async def test_a_message_delivered_twice_in_one_batch_or_out_of_order_counts_once(settings):
+    store = Store.connect(settings)
+    try:
+        processor = BatchProcessor(store, DeadLetters(), "e1")
+        batch = [message(i) for i in range(10, 20)] + [message(i) for i in range(0, 15)]  # a seek back mid-batch
+        result = await processor.process(batch)
+        assert (result.records, result.duplicates_skipped) == (20, 5)
+        assert (await store.counts("m", "1", "2024-05"))["n"] == 20
+        assert await store.stored_offsets("m", "1", ["records:0"]) == ("e1", {"records:0": 19})
     finally:
         await store.close()
