@@ -1,6 +1,7 @@
 """The worker's agents, kept thin: decode -> store -> stats -> alerts.
 
-``fold_records`` folds batches of records into Redis (monitor.pipeline); a timer recomputes the
+``fold_records`` folds batches of records into Redis (monitor.pipeline), ``join_outcomes`` moves
+delayed labels onto them (monitor.outcomes); a timer recomputes the
 metrics of changed months and publishes alert transitions (monitor.engine). When Redis loses
 the state the worker wrote, the worker restarts itself in place (exec) so that it rebuilds
 the state from the topic (see monitor.store.state_epoch).
@@ -16,6 +17,7 @@ import faust
 import orjson
 
 from monitor.engine import MetricsUpdater
+from monitor.outcomes import OutcomeProcessor
 from monitor.errors import StateLost
 from monitor.pipeline import TRANSIENT, BatchProcessor, RawMessage
 from monitor.settings import Settings
@@ -32,12 +34,14 @@ class Worker:
         self.epoch = epoch
         self.store: Store | None = None
         self.processor: BatchProcessor | None = None
+        self.outcomes: OutcomeProcessor | None = None
         self.updater: MetricsUpdater | None = None
 
     def ensure_started(self, dead_letter) -> None:
         if self.store is None:
             self.store = Store.connect(self.settings)
             self.processor = BatchProcessor(self.store, dead_letter, self.epoch)
+            self.outcomes = OutcomeProcessor(self.store, dead_letter)
             self.updater = MetricsUpdater(self.store, self.settings)
 
     async def restart_to_rebuild(self, lost: StateLost) -> None:
@@ -53,6 +57,7 @@ class Worker:
 def register(app: faust.App, settings: Settings, epoch: str) -> None:
     raw = {"value_serializer": "raw", "key_serializer": "raw"}
     records_topic = app.topic(settings.records_topic, **raw)
+    outcomes_topic = app.topic(settings.outcomes_topic, **raw)
     dead_letter_topic = app.topic(settings.dead_letter_topic, **raw)
     alerts_topic = app.topic(settings.alerts_topic, **raw)
     worker = Worker(settings, epoch)
@@ -74,6 +79,14 @@ def register(app: faust.App, settings: Settings, epoch: str) -> None:
                                e.message.key) for e in events])
             except StateLost as lost:
                 await worker.restart_to_rebuild(lost)
+
+    @app.agent(outcomes_topic, name="join_outcomes")
+    async def join_outcomes(stream):
+        worker.ensure_started(dead_letter)
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            await worker.outcomes.process([
+                RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.value,
+                           e.message.key) for e in events])
 
     async def publish_alert(raw_event: bytes) -> None:
         event = orjson.loads(raw_event)

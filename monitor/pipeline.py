@@ -16,7 +16,7 @@ import numpy as np
 import redis.exceptions
 
 from monitor.errors import InvalidRecord, MonitorError, StateLost
-from monitor.fastpath import FastRecord, decode_fast
+from monitor.fastpath import LABEL_UNLABELED, FastRecord, decode_fast
 from monitor.store import LABELS, EpochMismatch, MonthIncrements, OffsetConflict, Store
 
 MAX_CONFLICT_RETRIES = 5
@@ -91,12 +91,13 @@ class PartitionRecords:
     months: list[str] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
+    record_ids: list[str] = field(default_factory=list)
 
     def sort(self) -> None:
         """Offset order (a redelivery after a seek can interleave): the applied ones become a prefix."""
         if any(a > b for a, b in zip(self.offsets, self.offsets[1:])):
             order = sorted(range(len(self.offsets)), key=self.offsets.__getitem__)
-            for name in ("offsets", "dates", "months", "labels", "scores"):
+            for name in ("offsets", "dates", "months", "labels", "scores", "record_ids"):
                 values = getattr(self, name)
                 setattr(self, name, [values[i] for i in order])
 
@@ -106,19 +107,24 @@ class PartitionRecords:
         self.months.append(record[3])
         self.labels.append(record[4])
         self.scores.append(record[5])
+        self.record_ids.append(record[6])
 
 
-def fold(parts: list[tuple[PartitionRecords, int]], resolution: float) -> tuple[dict[str, MonthIncrements], str, int]:
+def fold(parts: list[tuple[PartitionRecords, int]], resolution: float,
+         keep_unlabeled: bool = False) -> tuple[dict[str, MonthIncrements], str, int]:
     """Bin counts per month and label of the records past ``start`` in each part (vectorised).
 
-    Returns the increments, the latest ref_date and the number of records folded.
+    With ``keep_unlabeled`` the unlabelled records are also listed one by one (id, bin), for
+    the join with their outcomes. Returns the increments, the latest ref_date and the number
+    of records folded.
     """
-    months, labels, scores, latest, n = [], [], [], "", 0
+    months, labels, scores, ids, latest, n = [], [], [], [], "", 0
     for part, start in parts:
         if start < len(part.offsets):
             months += part.months[start:]
             labels += part.labels[start:]
             scores += part.scores[start:]
+            ids += part.record_ids[start:]
             latest = max(latest, max(part.dates[start:]))
             n += len(part.offsets) - start
     if not n:
@@ -127,15 +133,21 @@ def fold(parts: list[tuple[PartitionRecords, int]], resolution: float) -> tuple[
     index = {m: i for i, m in enumerate(names)}
     n_bins = int(round(1 / resolution)) + 1
     bins = np.rint(np.asarray(scores) / resolution).astype(np.int64)
-    keys = (np.fromiter((index[m] for m in months), np.int64, n) * 3 + np.asarray(labels)) * n_bins + bins
-    unique, counts = np.unique(keys, return_counts=True)
+    month_index = np.fromiter((index[m] for m in months), np.int64, n)
+    label_index = np.asarray(labels, dtype=np.int64)
+    waiting = (label_index == LABEL_UNLABELED) if keep_unlabeled else np.zeros(n, dtype=bool)
+    keys = (month_index * 3 + label_index) * n_bins + bins
+    unique, counts = np.unique(keys[~waiting], return_counts=True)
     month_label, bin_of = np.divmod(unique, n_bins)
     out = {}
     for i, month in enumerate(names):
         inc = MonthIncrements()
-        for label_index, label in enumerate(LABELS):
-            mask = month_label == i * 3 + label_index
+        for li, label in enumerate(LABELS):
+            mask = month_label == i * 3 + li
             inc.bins[label] = (bin_of[mask], counts[mask].astype(np.int64))
+        if keep_unlabeled:
+            rows = np.flatnonzero(waiting & (month_index == i))
+            inc.waiting = ([ids[r] for r in rows], bins[rows])
         out[month] = inc
     return out, latest, n
 
@@ -199,7 +211,8 @@ class BatchProcessor:
             starts = {f: (0 if known[f] is None else bisect_right(part.offsets, known[f])) for f, part in by_field.items()}
             new_offsets = {f: part.offsets[-1] for f, part in by_field.items() if starts[f] < len(part.offsets)}
             total = sum(len(part.offsets) for part in by_field.values())
-            months, latest, n = fold([(part, starts[f]) for f, part in by_field.items()], self.resolution)
+            months, latest, n = fold([(part, starts[f]) for f, part in by_field.items()], self.resolution,
+                                     keep_unlabeled=self.store.settings.label_ttl_days > 0)
             result = BatchResult(records=n, duplicates_skipped=total - n)
             if not new_offsets:
                 return result

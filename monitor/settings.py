@@ -90,6 +90,10 @@ class Settings(BaseSettings):
         1e-4, gt=0, le=0.1,
         description="Score histogram bin width; a score is stored as the nearest multiple. Env MONITOR_RESOLUTION.",
     )
+    label_ttl_days: int = Field(
+        120, ge=0, description="Days an unlabelled record's score waits in Redis for its outcome (and an "
+        "outcome for its record); 0 turns the join off. Env MONITOR_LABEL_TTL_DAYS.",
+    )
     rolling_months: int = Field(
         3, ge=1, description="Months in the rolling window (this month and the N-1 before). Env MONITOR_ROLLING_MONTHS."
     )

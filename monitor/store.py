@@ -52,62 +52,96 @@ log = logging.getLogger("monitor.store")
 # Applies one batch of one (model, version) and moves its offsets, atomically. The offsets
 # make the update idempotent: a batch whose offsets were already applied changes nothing,
 # and a worker whose view of the offsets is stale (another worker moved them) is told so.
+# One BITFIELD call per chunk of bins: fewer calls than bins, under Lua's unpack limit.
+ADD_BINS_LUA = """
+local function add_bins(hist, inc)
+  local ops, n = {}, 0
+  for b, c in pairs(inc) do
+    ops[n + 1], ops[n + 2], ops[n + 3], ops[n + 4] = 'INCRBY', 'i64', '#' .. b, c
+    n = n + 4
+    if n >= 4000 then
+      redis.call('BITFIELD', hist, unpack(ops, 1, n))
+      ops, n = {}, 0
+    end
+  end
+  if n > 0 then redis.call('BITFIELD', hist, unpack(ops, 1, n)) end
+end
+"""
+
 # The model's copy of the state epoch guards against writing into a state from another
 # lifetime (see state_epoch). KEYS: offsets, months, watermark, epoch copy, then per month:
 # count, hist bad, hist good, hist unlabeled.
-# ARGV: k, latest ref_date of the batch, epoch, then k x (offset field, expected stored offset or "",
-# new offset),
-#       then per month: month, n bad, n good, n unlabeled, len bad, len good, len unlabeled,
-#       then (bin, count) pairs of bad, good, unlabeled.
-APPLY_BATCH_LUA = """
+# ARGV: k, latest ref_date of the batch, epoch, key base, score TTL (s), then k x (offset field,
+# expected stored offset or "", new offset), then per month: month, len bad, len good, len unlabeled,
+# n waiting, then (bin, count) pairs of bad, good, unlabeled, then (record_id, bin) of the unlabelled
+# records that wait for their outcome.
+APPLY_BATCH_LUA = ADD_BINS_LUA + """
 local copy = redis.call('GET', KEYS[4])
 if copy and copy ~= ARGV[3] then
   return {-2, 'epoch', copy}
 end
 local k = tonumber(ARGV[1])
 for i = 0, k - 1 do
-  local stored = redis.call('HGET', KEYS[1], ARGV[4 + 3*i])
-  local expected = ARGV[5 + 3*i]
+  local stored = redis.call('HGET', KEYS[1], ARGV[6 + 3*i])
+  local expected = ARGV[7 + 3*i]
   if (stored or '') ~= expected then
-    return {-1, ARGV[4 + 3*i], stored or ''}
+    return {-1, ARGV[6 + 3*i], stored or ''}
   end
 end
 -- Checks done: from here on it writes (a script is not rolled back, so no return below).
 if not copy then redis.call('SET', KEYS[4], ARGV[3]) end
 for i = 0, k - 1 do
-  redis.call('HSET', KEYS[1], ARGV[4 + 3*i], ARGV[6 + 3*i])
+  redis.call('HSET', KEYS[1], ARGV[6 + 3*i], ARGV[8 + 3*i])
 end
 local watermark = redis.call('GET', KEYS[3])
 if (not watermark) or ARGV[2] > watermark then redis.call('SET', KEYS[3], ARGV[2]) end
-local a = 4 + 3*k
+local base, ttl = ARGV[4], tonumber(ARGV[5])
+local a = 6 + 3*k
 local key = 5
+local pending_joined = 0
 while a <= #ARGV do
   local month = ARGV[a]
-  local nb, ng, nu = tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3])
-  local lens = {tonumber(ARGV[a+4]), tonumber(ARGV[a+5]), tonumber(ARGV[a+6])}
-  redis.call('SADD', KEYS[2], month)
-  local count = KEYS[key]
-  redis.call('HINCRBY', count, 'n', nb + ng + nu)
-  if nb > 0 then redis.call('HINCRBY', count, 'bad', nb) end
-  if ng > 0 then redis.call('HINCRBY', count, 'good', ng) end
-  if nu > 0 then redis.call('HINCRBY', count, 'unlabeled', nu) end
-  redis.call('HINCRBY', count, 'rev', 1)
-  a = a + 7
+  local lens = {tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3])}
+  local waiting = tonumber(ARGV[a+4])
+  a = a + 5
+  local inc, totals = {{}, {}, {}}, {0, 0, 0}
   for h = 1, 3 do
-    -- One BITFIELD call per chunk of bins: fewer calls than bins, under Lua's unpack limit.
-    local hist, left = KEYS[key + h], lens[h]
-    while left > 0 do
-      local ops, take = {}, math.min(left, 1000)
-      for j = 1, take do
-        ops[4*j - 3], ops[4*j - 2], ops[4*j - 1], ops[4*j] = 'INCRBY', 'i64', '#' .. ARGV[a], ARGV[a+1]
-        a = a + 2
-      end
-      redis.call('BITFIELD', hist, unpack(ops))
-      left = left - take
+    for j = 1, lens[h] do
+      local b, c = ARGV[a], tonumber(ARGV[a+1])
+      inc[h][b] = (inc[h][b] or 0) + c
+      totals[h] = totals[h] + c
+      a = a + 2
     end
   end
+  -- Unlabelled records one by one: an outcome may have arrived first (pending), else the
+  -- record's bin is kept (with a TTL) for the outcome to come.
+  for j = 1, waiting do
+    local rid, b = ARGV[a], ARGV[a+1]
+    a = a + 2
+    local pending = redis.call('GET', base .. ':pending:' .. rid)
+    local h = 3
+    if pending then
+      h = (pending == '1') and 1 or 2
+      redis.call('DEL', base .. ':pending:' .. rid)
+      redis.call('SET', base .. ':score:' .. rid, 'joined', 'EX', ttl)
+      pending_joined = pending_joined + 1
+    else
+      redis.call('SET', base .. ':score:' .. rid, month .. '|' .. b, 'EX', ttl)
+    end
+    inc[h][b] = (inc[h][b] or 0) + 1
+    totals[h] = totals[h] + 1
+  end
+  redis.call('SADD', KEYS[2], month)
+  local count = KEYS[key]
+  redis.call('HINCRBY', count, 'n', totals[1] + totals[2] + totals[3])
+  if totals[1] > 0 then redis.call('HINCRBY', count, 'bad', totals[1]) end
+  if totals[2] > 0 then redis.call('HINCRBY', count, 'good', totals[2]) end
+  if totals[3] > 0 then redis.call('HINCRBY', count, 'unlabeled', totals[3]) end
+  redis.call('HINCRBY', count, 'rev', 1)
+  for h = 1, 3 do add_bins(KEYS[key + h], inc[h]) end
   key = key + 4
 end
+if pending_joined > 0 then redis.call('HINCRBY', base .. ':outcomes', 'pending_joined', pending_joined) end
 return {1, '', ''}
 """
 
@@ -118,9 +152,8 @@ class MonthIncrements:
 
     bins: dict[str, tuple[np.ndarray, np.ndarray]] = field(
         default_factory=lambda: {label: (np.empty(0, np.int64), np.empty(0, np.int64)) for label in LABELS})
-
-    def count(self, label: str) -> int:
-        return int(self.bins[label][1].sum())
+    # Unlabelled records kept one by one so that their outcome can find them: ids and bins.
+    waiting: tuple[list[str], np.ndarray] = field(default_factory=lambda: ([], np.empty(0, np.int64)))
 
 
 class OffsetConflict(Exception):
@@ -245,16 +278,19 @@ class Store:
         """
         base = self.base(model, version)
         keys = [f"{base}:offsets", f"{base}:months", f"{base}:watermark", f"{base}:epoch"]
-        args: list = [len(offsets), latest_ref_date, epoch]
+        args: list = [len(offsets), latest_ref_date, epoch, base, self.settings.label_ttl_days * 86400]
         for offset_field, (expected, new) in offsets.items():
             args += [offset_field, "" if expected is None else str(expected), str(new)]
         for month, inc in months.items():
             keys.append(self.count_key(model, version, month))
             keys += [self.hist_key(model, version, month, label) for label in LABELS]
-            args += [month, *(inc.count(label) for label in LABELS), *(len(inc.bins[label][0]) for label in LABELS)]
+            ids, waiting_bins = inc.waiting
+            args += [month, *(len(inc.bins[label][0]) for label in LABELS), len(ids)]
             for label in LABELS:
                 bins, counts = inc.bins[label]
                 args += np.column_stack((bins, counts)).ravel().tolist()
+            for rid, score_bin in zip(ids, waiting_bins.tolist()):
+                args += (rid, score_bin)
         status, offset_field, stored = await self._apply(keys=keys, args=args)
         if status == -2:
             raise EpochMismatch(model, version, stored.decode())

@@ -25,7 +25,8 @@ async def collect_state(store: Store, model: str | None = None) -> list[dict]:
             computed = metrics.get(month, {})
             rows.append({
                 "model": m, "model_version": v, "month": month,
-                "counts": await store.counts(m, v, month),
+                "counts": (counts := await store.counts(m, v, month)),
+                "label_coverage": (counts["bad"] + counts["good"]) / counts["n"] if counts["n"] else None,
                 "metrics": computed.get("windows"),
                 "computed_at": computed.get("computed_at"),
                 "reference_n": computed.get("reference_n"),
@@ -44,7 +45,7 @@ def _fmt(value, digits: int = 3) -> str:
 
 def state_table(rows: list[dict], window: str = "month") -> Table:
     table = Table(title=f"credit-monitor state ({window} window)", header_style="bold")
-    for col in ("model", "ver", "month", "n", "labelled", "bad rate", "AUC (±bound)", "Gini", "KS g/b",
+    for col in ("model", "ver", "month", "n", "labelled", "coverage", "bad rate", "AUC (±bound)", "Gini", "KS g/b",
                 "KS adh. D", "p-value", "PSI", "firing alerts"):
         table.add_column(col, justify="left" if col in ("model", "ver", "month", "firing alerts") else "right")
     for row in rows:
@@ -52,7 +53,9 @@ def state_table(rows: list[dict], window: str = "month") -> Table:
         m = (row["metrics"] or {}).get(window) or {}
         auc = m.get("auc")
         auc_text = "-" if auc is None else f"{auc:.4f} ±{m['auc_bound']:.1e}"
+        coverage = row["label_coverage"]
         table.add_row(row["model"], row["model_version"], row["month"], str(c["n"]), str(c[LABELS[0]] + c[LABELS[1]]),
+                      "-" if coverage is None else f"{coverage:.0%}",
                       _fmt(m.get("bad_rate")), auc_text, _fmt(m.get("gini")), _fmt(m.get("ks_good_bad")),
                       _fmt(m.get("ks_d")), _fmt(m.get("ks_pvalue"), 2), _fmt(m.get("psi")),
                       ", ".join(row["firing_alerts"]) or "-",

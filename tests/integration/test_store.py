@@ -176,3 +176,35 @@ async def test_a_message_delivered_twice_in_one_batch_or_out_of_order_counts_onc
         assert await store.stored_offsets("m", "1", ["records:0"]) == ("e1", {"records:0": 19})
     finally:
         await store.close()
+
+
+async def test_delayed_outcomes_join_their_records_once(settings):
+    from monitor.outcomes import OutcomeProcessor, outcome_counters
+
+    store = Store.connect(settings)
+    try:
+        records = BatchProcessor(store, DeadLetters(), "e1")
+        outcomes = OutcomeProcessor(store, DeadLetters())
+        await records.process([message(i, target=None) for i in range(10)])
+        before = (await store.histograms("m", "1", ["2024-05"]))["2024-05"]
+
+        def outcome(offset, rid, target):
+            return RawMessage("outcomes", 0, offset, orjson.dumps({"record_id": rid, "model": "m", "target": target}))
+
+        # r0..r3 late labels, r3 twice (duplicate), r99 before its record (pending), one invalid.
+        got = await outcomes.process([outcome(0, "r0", 1), outcome(1, "r1", 0), outcome(2, "r2", 1),
+                                      outcome(3, "r3", 0), outcome(4, "r3", 1), outcome(5, "r99", 1),
+                                      RawMessage("outcomes", 0, 6, b'{"record_id": "r5", "model": "m", "target": 3}')])
+        assert got == {"joined": 4, "pending": 1, "duplicates": 1, "dead_lettered": 1}
+        await records.process([message(99, target=None)])          # the record of the pending outcome
+        counts = await store.counts("m", "1", "2024-05")
+        assert counts == {"n": 11, "bad": 3, "good": 2, "unlabeled": 6}
+        after = (await store.histograms("m", "1", ["2024-05"]))["2024-05"]
+        assert after.all() == before.all() + ScoreHistogram.from_scores([0.1 + (99 % 9) / 10])
+        assert after.pos == ScoreHistogram.from_scores([0.1 + (i % 9) / 10 for i in (0, 2, 99)])
+        assert (await outcomes.process([outcome(0, "r0", 1)]))["duplicates"] == 1  # redelivery: no change
+        assert (await store.counts("m", "1", "2024-05")) == counts
+        assert await outcome_counters(store, "m", "1") == {"joined": 4, "pending": 1, "pending_joined": 1,
+                                                           "duplicates": 2, "orphans": 0}
+    finally:
+        await store.close()
