@@ -239,6 +239,7 @@ def fit(dataset: str, kind: str) -> tuple[TrainedModel, dict]:
     """Fit a model on the dataset's train split; the card fields: split, metrics, reference, timing."""
     from datasets import load
     from monitor.reference import reference_card
+    from monitor.stats import FeatureProfile
     from monitor.settings import get_settings
 
     if kind not in MODEL_KINDS:
@@ -278,7 +279,8 @@ def fit(dataset: str, kind: str) -> tuple[TrainedModel, dict]:
         "features": {"numeric": numeric, "categorical": categorical},
         "split": {**how, **{f"n_{k}": int(len(v)) for k, v in parts.items()}},
         "metrics": metrics,
-        "reference": {**ref, "histogram": hist.to_dict()},
+        "reference": {**ref, "histogram": hist.to_dict(),
+                      "feature_profile": FeatureProfile.from_frame(frame.iloc[parts["test"]][numeric + categorical]).to_dict()},
         "training_seconds": round(time.perf_counter() - started, 3),
     }
     return model, fields

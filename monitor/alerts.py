@@ -131,6 +131,22 @@ def judge_auc(m: dict, rules: RuleSet, reference_auc: float | None = None) -> Ve
     return Verdict(False, "warning", auc, r.floor, f"AUC={auc:.3f} is within bounds", m["n_labelled"])
 
 
+def judge_feature_psi(feature: str, drift: dict, rules: RuleSet) -> Verdict | None:
+    """PSI of one feature's live buckets against its reference profile.
+
+    >>> judge_feature_psi("utilization", {"n": 900, "psi": 0.3, "missing_share": 0.0}, RuleSet()).severity
+    'critical'
+    """
+    r = rules.feature_psi
+    if not r.enabled or drift.get("psi") is None or drift["n"] < rules.min_records:
+        return None
+    psi = drift["psi"]
+    severity: Severity = "critical" if psi >= r.critical else "warning"
+    return Verdict(psi >= r.warning, severity, psi, r.critical if severity == "critical" else r.warning,
+                   f"feature {feature}: PSI={psi:.3f} against the reference profile; warning from {r.warning}, "
+                   f"critical from {r.critical}", drift["n"])
+
+
 SCORE_RULES = {"ks_adherence": judge_ks_adherence, "psi": judge_psi, "auc": judge_auc}
 
 

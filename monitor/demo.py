@@ -122,7 +122,8 @@ async def _demo_flow(settings, console, spec, generate, monthly_counts, referenc
 
     ref = reference_frame(spec)
     card = await save_reference(settings, spec.model, spec.model_version, ref["score"].to_numpy(),
-                                ref["TARGET"].to_numpy(), source=f"synthetic reference of {spec.name!r}")
+                                ref["TARGET"].to_numpy(), source=f"synthetic reference of {spec.name!r}",
+                                features=ref.drop(columns=["score", "TARGET"]))
     console.print(f"reference: {card['n']} test-set scores of {spec.model}:{spec.model_version}, "
                   f"AUC {card.get('auc', float('nan')):.3f}")
 

@@ -14,10 +14,10 @@ import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
 
-from monitor.alerts import SCORE_RULES, AlertEvaluator, closed_months, judge_volume
+from monitor.alerts import SCORE_RULES, AlertEvaluator, closed_months, judge_feature_psi, judge_volume
 from monitor.rules import AlertConfig, load_alert_config
 from monitor.settings import Settings
-from monitor.stats import LabelledHistograms, compute_metrics
+from monitor.stats import FeatureCounter, FeatureProfile, LabelledHistograms, compute_metrics, feature_drift
 from monitor.stats.windows import previous_months
 from monitor.store import Store
 
@@ -44,6 +44,7 @@ class MetricsUpdater:
         self._lease = store.redis.register_script(LEASE_LUA)
         self._revisions: dict[tuple[str, str], dict[str, int]] = {}
         self._histograms: dict[tuple[str, str], dict[str, LabelledHistograms]] = {}
+        self._features: dict[tuple[str, str], dict[str, FeatureCounter]] = {}
 
     async def run_once(self, send: Callable[[bytes], Awaitable[None]] | None = None) -> int:
         """One pass over every model whose lease we hold; returns the alert events published."""
@@ -61,6 +62,7 @@ class MetricsUpdater:
     def _forget(self, model: str, version: str) -> None:
         self._revisions.pop((model, version), None)
         self._histograms.pop((model, version), None)
+        self._features.pop((model, version), None)
 
     async def update_model(self, model: str, version: str) -> None:
         key = (model, version)
@@ -75,6 +77,11 @@ class MetricsUpdater:
         cache = self._histograms.setdefault(key, {})
         cache.update(await self.store.histograms(model, version, changed))
         reference, ref_meta = await self.store.reference(model, version)
+        profile = await self.store.feature_profile(model, version)
+        features = self._features.setdefault(key, {})
+        if profile is not None:
+            features.update(await self.store.feature_counts(model, version, changed, profile))
+        cumulative_features = FeatureCounter(profile) if profile is not None else None
         reference_n = reference.n if reference is not None else None
         reference_auc = float(ref_meta["auc"]) if ref_meta.get("auc") else None
         first_changed = min(changed)
@@ -82,6 +89,8 @@ class MetricsUpdater:
         cumulative = LabelledHistograms.empty(self.settings.resolution)
         for month in months:
             cumulative += cache[month]
+            if cumulative_features is not None:
+                cumulative_features += features[month]
             if month < first_changed:
                 continue
             windows = self.windows_of(month, cache, cumulative)
@@ -93,6 +102,10 @@ class MetricsUpdater:
                 "resolution": self.settings.resolution,
                 "windows": {name: compute_metrics(h, reference).to_dict() for name, h in windows.items()},
             }
+            if profile is not None:
+                results[month]["features"] = {
+                    name: {f: d.to_dict() for f, d in feature_drift(counter, profile).items()}
+                    for name, counter in self.feature_windows(month, features, cumulative_features, profile).items()}
         await self.store.save_metrics(model, version, results)
         await self.judge(model, version, results[months[-1]], {m: cache[m].n for m in months},
                          reference_n, reference_auc)
@@ -109,11 +122,24 @@ class MetricsUpdater:
                 if verdict is not None:
                     await self.alerts.apply(model, version, rule, window, latest["month"], verdict,
                                             reference_n, watermark)
+            for feature, drift in (latest.get("features") or {}).get(window, {}).items():
+                verdict = judge_feature_psi(feature, drift, rules)
+                if verdict is not None:
+                    await self.alerts.apply(model, version, f"feature_psi:{feature}", window, latest["month"],
+                                            verdict, drift["reference_n"], watermark)
         if watermark is not None:
             judged = judge_volume(counts, closed_months(min(counts), watermark, rules.grace_days), rules)
             if judged is not None:
                 month, verdict = judged
                 await self.alerts.apply(model, version, "volume", "month", month, verdict, reference_n, watermark)
+
+    def feature_windows(self, month: str, features: dict[str, FeatureCounter], cumulative: FeatureCounter,
+                        profile: FeatureProfile) -> dict[str, FeatureCounter]:
+        rolling = FeatureCounter(profile)
+        for m in previous_months(month, self.settings.rolling_months):
+            if m in features:
+                rolling += features[m]
+        return {"month": features[month], "rolling": rolling, "cumulative": cumulative.copy()}
 
     def windows_of(self, month: str, cache: dict[str, LabelledHistograms],
                    cumulative: LabelledHistograms) -> dict[str, LabelledHistograms]:

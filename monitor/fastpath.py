@@ -7,9 +7,9 @@ accepts it (an alias, a datetime, a float label...) or says why not. Validation 
 record costs about a microsecond instead of the model's several.
 
 >>> decode_fast(b'{"record_id": "a", "model": "m", "REF_DATE": "2024-03-05", "score": 0.3, "TARGET": 1}')
-[('m', '1', '2024-03-05', '2024-03', 0, 0.3, 'a')]
+[('m', '1', '2024-03-05', '2024-03', 0, 0.3, 'a', None)]
 >>> decode_fast(b'{"record_id": "a", "model": "m", "ref_date": "2024-03-05T10:00:00Z", "score": 1}')
-[('m', '1', '2024-03-05', '2024-03', 2, 1.0, 'a')]
+[('m', '1', '2024-03-05', '2024-03', 2, 1.0, 'a', None)]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from monitor.schema import MAX_MESSAGE_BYTES, decode_records
 LABEL_BAD, LABEL_GOOD, LABEL_UNLABELED = 0, 1, 2
 """Label indexes, in the order of monitor.store.LABELS."""
 
-FastRecord = tuple  # (model, model_version, ref_date ISO, month, label index, score, record_id)
+FastRecord = tuple  # (model, model_version, ref_date ISO, month, label index, score, record_id, features)
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -84,7 +84,7 @@ def _fast_one(r) -> FastRecord | None:
         for value in features.values():
             if type(value) not in _SCALARS:
                 return None
-    return model, version, day, month, label, float(score), rid
+    return model, version, day, month, label, float(score), rid, features
 
 
 def decode_fast(value: bytes | None) -> list[FastRecord]:
@@ -110,7 +110,7 @@ def decode_fast(value: bytes | None) -> list[FastRecord]:
             return out
     # Not the common shape: the contract itself decides, and says why when it refuses.
     return [(rec.model, rec.model_version, rec.ref_date.isoformat(), rec.month,
-             _LABEL[rec.target], rec.score, rec.record_id) for rec in decode_records(value)]
+             _LABEL[rec.target], rec.score, rec.record_id, rec.features) for rec in decode_records(value)]
 
 
 __all__ = ["decode_fast", "FastRecord", "InvalidRecord", "LABEL_BAD", "LABEL_GOOD", "LABEL_UNLABELED"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from bisect import bisect_right
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import redis.exceptions
 
 from monitor.errors import InvalidRecord, MonitorError, StateLost
 from monitor.fastpath import LABEL_UNLABELED, FastRecord, decode_fast
+from monitor.stats import FeatureCounter, FeatureProfile
 from monitor.store import LABELS, EpochMismatch, MonthIncrements, OffsetConflict, Store
 
 MAX_CONFLICT_RETRIES = 5
@@ -92,12 +94,13 @@ class PartitionRecords:
     labels: list[int] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     record_ids: list[str] = field(default_factory=list)
+    features: list[dict | None] = field(default_factory=list)
 
     def sort(self) -> None:
         """Offset order (a redelivery after a seek can interleave): the applied ones become a prefix."""
         if any(a > b for a, b in zip(self.offsets, self.offsets[1:])):
             order = sorted(range(len(self.offsets)), key=self.offsets.__getitem__)
-            for name in ("offsets", "dates", "months", "labels", "scores", "record_ids"):
+            for name in ("offsets", "dates", "months", "labels", "scores", "record_ids", "features"):
                 values = getattr(self, name)
                 setattr(self, name, [values[i] for i in order])
 
@@ -108,23 +111,25 @@ class PartitionRecords:
         self.labels.append(record[4])
         self.scores.append(record[5])
         self.record_ids.append(record[6])
+        self.features.append(record[7])
 
 
-def fold(parts: list[tuple[PartitionRecords, int]], resolution: float,
-         keep_unlabeled: bool = False) -> tuple[dict[str, MonthIncrements], str, int]:
+def fold(parts: list[tuple[PartitionRecords, int]], resolution: float, keep_unlabeled: bool = False,
+         profile: FeatureProfile | None = None) -> tuple[dict[str, MonthIncrements], str, int]:
     """Bin counts per month and label of the records past ``start`` in each part (vectorised).
 
     With ``keep_unlabeled`` the unlabelled records are also listed one by one (id, bin), for
-    the join with their outcomes. Returns the increments, the latest ref_date and the number
-    of records folded.
+    the join with their outcomes; with a feature ``profile``, the features are counted in its
+    buckets. Returns the increments, the latest ref_date and the number of records folded.
     """
-    months, labels, scores, ids, latest, n = [], [], [], [], "", 0
+    months, labels, scores, ids, features, latest, n = [], [], [], [], [], "", 0
     for part, start in parts:
         if start < len(part.offsets):
             months += part.months[start:]
             labels += part.labels[start:]
             scores += part.scores[start:]
             ids += part.record_ids[start:]
+            features += part.features[start:]
             latest = max(latest, max(part.dates[start:]))
             n += len(part.offsets) - start
     if not n:
@@ -148,8 +153,23 @@ def fold(parts: list[tuple[PartitionRecords, int]], resolution: float,
         if keep_unlabeled:
             rows = np.flatnonzero(waiting & (month_index == i))
             inc.waiting = ([ids[r] for r in rows], bins[rows])
+        if profile is not None:
+            inc.features = count_features(profile, [features[r] for r in np.flatnonzero(month_index == i)])
         out[month] = inc
     return out, latest, n
+
+
+def count_features(profile: FeatureProfile, records_features: list[dict | None]) -> dict[str, int]:
+    """Bucket counts of the profile's features over these records (a record without features
+    counts as missing in each)."""
+    values = {name: [(f or {}).get(name) for f in records_features] for name in profile.features}
+    counter = FeatureCounter(profile)
+    counter.update_many(values)
+    return counter.to_redis_fields()
+
+
+PROFILE_REFRESH_S = 30.0
+"""How long the worker trusts its copy of a model's feature profile (a new reference shows up then)."""
 
 
 class BatchProcessor:
@@ -163,6 +183,14 @@ class BatchProcessor:
         # (model, version) -> {offset field: last applied offset}; a cache of Redis, checked
         # by the batch script, so a stale entry costs a retry, never a wrong count.
         self._applied: dict[tuple[str, str], dict[str, int | None]] = {}
+        self._profiles: dict[tuple[str, str], tuple[float, FeatureProfile | None]] = {}
+
+    async def profile(self, model: str, version: str) -> FeatureProfile | None:
+        fetched_at, profile = self._profiles.get((model, version), (-PROFILE_REFRESH_S, None))
+        if time.monotonic() - fetched_at >= PROFILE_REFRESH_S:
+            profile = await self.store.feature_profile(model, version)
+            self._profiles[(model, version)] = (time.monotonic(), profile)
+        return profile
 
     async def process(self, messages: Sequence[RawMessage]) -> BatchResult:
         """Dead-letter the invalid messages, then apply the records (retrying while Redis is away)."""
@@ -212,7 +240,8 @@ class BatchProcessor:
             new_offsets = {f: part.offsets[-1] for f, part in by_field.items() if starts[f] < len(part.offsets)}
             total = sum(len(part.offsets) for part in by_field.values())
             months, latest, n = fold([(part, starts[f]) for f, part in by_field.items()], self.resolution,
-                                     keep_unlabeled=self.store.settings.label_ttl_days > 0)
+                                     keep_unlabeled=self.store.settings.label_ttl_days > 0,
+                                     profile=await self.profile(model, version))
             result = BatchResult(records=n, duplicates_skipped=total - n)
             if not new_offsets:
                 return result

@@ -6,9 +6,10 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from monitor.settings import Settings
-from monitor.stats import ScoreHistogram, roc_auc
+from monitor.stats import FeatureProfile, ScoreHistogram, roc_auc
 from monitor.store import Store
 
 
@@ -33,11 +34,16 @@ def reference_card(scores: np.ndarray, targets: np.ndarray | None, resolution: f
 
 
 async def save_reference(settings: Settings, model: str, version: str, scores: np.ndarray,
-                         targets: np.ndarray | None = None, source: str = "array") -> dict:
+                         targets: np.ndarray | None = None, source: str = "array",
+                         features: pd.DataFrame | None = None) -> dict:
+    """Store the reference histogram (and, given the reference's feature columns, their profile)."""
     hist, card = reference_card(np.asarray(scores, dtype=float), targets, settings.resolution, source)
+    profile = FeatureProfile.from_frame(features) if features is not None and len(features.columns) else None
+    if profile is not None:
+        card["features"] = ",".join(profile.features)
     store = Store.connect(settings)
     try:
-        await store.save_reference(model, version, hist, card)
+        await store.save_reference(model, version, hist, card, profile)
     finally:
         await store.close()
     return card
@@ -50,4 +56,6 @@ async def load_reference_file(settings: Settings, model: str, version: str, path
     scores = scores_of(frame, score_column, str(path))
     target_col = next((c for c in TARGET_COLUMNS if c in frame.columns), None)
     targets = frame[target_col].to_numpy(dtype=float) if target_col else None
-    return await save_reference(settings, model, version, scores, targets, source=str(path))
+    non_features = {score_column, target_col, "REF_DATE", "ref_date", "record_id"}
+    features = frame[[c for c in frame.columns if c not in non_features]]
+    return await save_reference(settings, model, version, scores, targets, source=str(path), features=features)

@@ -70,6 +70,7 @@ class RuleSet(_Frozen):
 
     ks_adherence: KSAdherenceRule = KSAdherenceRule()
     psi: PSIRule = PSIRule()
+    feature_psi: PSIRule = Field(PSIRule(), description="PSI of each feature against its reference profile")
     auc: AUCRule = AUCRule()
     volume: VolumeRule = VolumeRule()
     min_records: int = Field(500, ge=1, description="records a window needs before AUC, KS or PSI are judged")

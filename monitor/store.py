@@ -18,6 +18,9 @@ key                                                   type    holds
 ``cm:{m:v}:epoch``                                    string  the state epoch this model's counts belong to
 ``cm:{m:v}:ref`` / ``cm:{m:v}:ref:meta``              string  reference (test-set) histogram, same layout
                                                       / hash  / its card (n, resolution, source, AUC)
+``cm:{m:v}:features:YYYY-MM``                         hash    ``feature|bucket`` -> count (buckets of the
+                                                              reference feature profile)
+``cm:{m:v}:ref:features``                             string  reference feature profile (JSON)
 ``cm:{m:v}:metrics``                                  hash    ``YYYY-MM`` -> JSON of the month's metrics
 ``cm:{m:v}:alerts``                                   hash    ``rule|window`` -> JSON alert state
 ``cm:{m:v}:outbox``                                   list    alert events not yet on the alerts topic
@@ -41,7 +44,7 @@ import redis.asyncio as aioredis
 
 from monitor.security import redis_options
 from monitor.settings import Settings
-from monitor.stats import LabelledHistograms, ScoreHistogram
+from monitor.stats import FeatureCounter, FeatureProfile, LabelledHistograms, ScoreHistogram
 
 LABELS = ("bad", "good", "unlabeled")
 """Histogram names by label: target 1, target 0, no target yet."""
@@ -70,11 +73,11 @@ end
 
 # The model's copy of the state epoch guards against writing into a state from another
 # lifetime (see state_epoch). KEYS: offsets, months, watermark, epoch copy, then per month:
-# count, hist bad, hist good, hist unlabeled.
+# count, hist bad, hist good, hist unlabeled, feature counts.
 # ARGV: k, latest ref_date of the batch, epoch, key base, score TTL (s), then k x (offset field,
 # expected stored offset or "", new offset), then per month: month, len bad, len good, len unlabeled,
 # n waiting, then (bin, count) pairs of bad, good, unlabeled, then (record_id, bin) of the unlabelled
-# records that wait for their outcome.
+# records that wait for their outcome, then n feature fields and (field, count) pairs.
 APPLY_BATCH_LUA = ADD_BINS_LUA + """
 local copy = redis.call('GET', KEYS[4])
 if copy and copy ~= ARGV[3] then
@@ -139,7 +142,13 @@ while a <= #ARGV do
   if totals[3] > 0 then redis.call('HINCRBY', count, 'unlabeled', totals[3]) end
   redis.call('HINCRBY', count, 'rev', 1)
   for h = 1, 3 do add_bins(KEYS[key + h], inc[h]) end
-  key = key + 4
+  local features = tonumber(ARGV[a])
+  a = a + 1
+  for j = 1, features do
+    redis.call('HINCRBY', KEYS[key + 4], ARGV[a], ARGV[a + 1])
+    a = a + 2
+  end
+  key = key + 5
 end
 if pending_joined > 0 then redis.call('HINCRBY', base .. ':outcomes', 'pending_joined', pending_joined) end
 return {1, '', ''}
@@ -154,6 +163,8 @@ class MonthIncrements:
         default_factory=lambda: {label: (np.empty(0, np.int64), np.empty(0, np.int64)) for label in LABELS})
     # Unlabelled records kept one by one so that their outcome can find them: ids and bins.
     waiting: tuple[list[str], np.ndarray] = field(default_factory=lambda: ([], np.empty(0, np.int64)))
+    # Feature bucket counts ("feature|bucket" -> n), when the model has a reference feature profile.
+    features: dict[str, int] = field(default_factory=dict)
 
 
 class OffsetConflict(Exception):
@@ -182,7 +193,7 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local base = ARGV[3]
 for _, m in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   redis.call('DEL', base .. ':count:' .. m, base .. ':hist:' .. m .. ':bad', base .. ':hist:' .. m .. ':good',
-             base .. ':hist:' .. m .. ':unlabeled')
+             base .. ':hist:' .. m .. ':unlabeled', base .. ':features:' .. m)
 end
 redis.call('DEL', KEYS[2], base .. ':offsets', base .. ':watermark', base .. ':metrics')
 redis.call('SET', KEYS[1], ARGV[2])
@@ -257,6 +268,9 @@ class Store:
     def hist_key(self, model: str, version: str, month: str, label: str) -> str:
         return f"{self.base(model, version)}:hist:{month}:{label}"
 
+    def features_key(self, model: str, version: str, month: str) -> str:
+        return f"{self.base(model, version)}:features:{month}"
+
     def count_key(self, model: str, version: str, month: str) -> str:
         return f"{self.base(model, version)}:count:{month}"
 
@@ -284,6 +298,7 @@ class Store:
         for month, inc in months.items():
             keys.append(self.count_key(model, version, month))
             keys += [self.hist_key(model, version, month, label) for label in LABELS]
+            keys.append(self.features_key(model, version, month))
             ids, waiting_bins = inc.waiting
             args += [month, *(len(inc.bins[label][0]) for label in LABELS), len(ids)]
             for label in LABELS:
@@ -291,6 +306,9 @@ class Store:
                 args += np.column_stack((bins, counts)).ravel().tolist()
             for rid, score_bin in zip(ids, waiting_bins.tolist()):
                 args += (rid, score_bin)
+            args.append(len(inc.features))
+            for name, n in inc.features.items():
+                args += (name, n)
         status, offset_field, stored = await self._apply(keys=keys, args=args)
         if status == -2:
             raise EpochMismatch(model, version, stored.decode())
@@ -313,16 +331,21 @@ class Store:
                 pipe.hincrby(self.worker_key(), name, value)
         await pipe.execute()
 
-    async def save_reference(self, model: str, version: str, hist: ScoreHistogram, meta: Mapping[str, object]) -> None:
+    async def save_reference(self, model: str, version: str, hist: ScoreHistogram, meta: Mapping[str, object],
+                             profile: FeatureProfile | None = None) -> None:
         base = self.base(model, version)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(f"{base}:ref:meta")
+        pipe.delete(f"{base}:ref:meta", f"{base}:ref:features")
+        if profile is not None:
+            pipe.set(f"{base}:ref:features", orjson.dumps(profile.to_dict()))
         pipe.set(f"{base}:ref", hist.to_dense_bytes())
         pipe.hset(f"{base}:ref:meta", mapping={k: str(v) for k, v in meta.items()})
         pipe.sadd(self.models_key(), f"{model}:{version}")
-        # A new reference changes every month's adherence: make the metrics recompute.
+        # A new reference changes every month's adherence: make the metrics recompute. Feature
+        # counts were bucketed by the old profile: they restart with the new one.
         for month in await self.months(model, version):
             pipe.hincrby(self.count_key(model, version, month), "rev", 1)
+            pipe.delete(self.features_key(model, version, month))
         await pipe.execute()
 
     async def save_metrics(self, model: str, version: str, metrics_by_month: Mapping[str, dict]) -> None:
@@ -371,6 +394,17 @@ class Store:
         if not dense:
             return None, meta
         return ScoreHistogram.from_dense_bytes(dense, float(meta.get("resolution", self.settings.resolution))), meta
+
+    async def feature_profile(self, model: str, version: str) -> FeatureProfile | None:
+        raw = await self.redis.get(f"{self.base(model, version)}:ref:features")
+        return FeatureProfile.from_dict(orjson.loads(raw)) if raw else None
+
+    async def feature_counts(self, model: str, version: str, months: list[str],
+                             profile: FeatureProfile) -> dict[str, FeatureCounter]:
+        pipe = self.redis.pipeline(transaction=False)
+        for month in months:
+            pipe.hgetall(self.features_key(model, version, month))
+        return {m: FeatureCounter.from_redis_fields(raw, profile) for m, raw in zip(months, await pipe.execute())}
 
     async def watermark(self, model: str, version: str) -> str | None:
         raw = await self.redis.get(f"{self.base(model, version)}:watermark")

@@ -28,6 +28,7 @@ async def collect_state(store: Store, model: str | None = None) -> list[dict]:
                 "counts": (counts := await store.counts(m, v, month)),
                 "label_coverage": (counts["bad"] + counts["good"]) / counts["n"] if counts["n"] else None,
                 "metrics": computed.get("windows"),
+                "features": computed.get("features"),
                 "computed_at": computed.get("computed_at"),
                 "reference_n": computed.get("reference_n"),
                 "firing_alerts": sorted(firing.get(month, [])),
@@ -43,11 +44,18 @@ def _fmt(value, digits: int = 3) -> str:
     return str(value)
 
 
+def drifted_features(row: dict, window: str, threshold: float = 0.10) -> str:
+    """Features whose PSI against the reference profile reaches the threshold, worst first."""
+    drifts = ((row.get("features") or {}).get(window) or {}).items()
+    hits = sorted(((d["psi"], f) for f, d in drifts if d.get("psi") is not None and d["psi"] >= threshold), reverse=True)
+    return ", ".join(f"{f} {psi:.2f}" for psi, f in hits) or "-"
+
+
 def state_table(rows: list[dict], window: str = "month") -> Table:
     table = Table(title=f"credit-monitor state ({window} window)", header_style="bold")
     for col in ("model", "ver", "month", "n", "labelled", "coverage", "bad rate", "AUC (±bound)", "Gini", "KS g/b",
-                "KS adh. D", "p-value", "PSI", "firing alerts"):
-        table.add_column(col, justify="left" if col in ("model", "ver", "month", "firing alerts") else "right")
+                "KS adh. D", "p-value", "PSI", "drifted features", "firing alerts"):
+        table.add_column(col, justify="left" if col in ("model", "ver", "month", "drifted features", "firing alerts") else "right")
     for row in rows:
         c = row["counts"]
         m = (row["metrics"] or {}).get(window) or {}
@@ -58,6 +66,7 @@ def state_table(rows: list[dict], window: str = "month") -> Table:
                       "-" if coverage is None else f"{coverage:.0%}",
                       _fmt(m.get("bad_rate")), auc_text, _fmt(m.get("gini")), _fmt(m.get("ks_good_bad")),
                       _fmt(m.get("ks_d")), _fmt(m.get("ks_pvalue"), 2), _fmt(m.get("psi")),
+                      drifted_features(row, window),
                       ", ".join(row["firing_alerts"]) or "-",
                       style="red" if row["firing_alerts"] else None)
     return table

@@ -24,6 +24,14 @@ from monitor.stats.psi import PopulationStabilityIndex, psi, psi_critical_value,
 from monitor.stats.roc import RocAuc, auc_quantization_bound, auc_standard_error, gini, roc_auc
 from monitor.stats.summary import LabelledHistograms, MetricSet, compute_metrics
 from monitor.stats.windows import cumulative, month_of, previous_months, rolling
+from monitor.stats.features import (
+    CategoricalReference,
+    FeatureCounter,
+    FeatureDrift,
+    FeatureProfile,
+    NumericReference,
+    feature_drift,
+)
 
 __all__ = [
     "DEFAULT_RESOLUTION",
@@ -51,4 +59,10 @@ __all__ = [
     "quantize",
     "roc_auc",
     "rolling",
+    "CategoricalReference",
+    "FeatureCounter",
+    "FeatureDrift",
+    "FeatureProfile",
+    "NumericReference",
+    "feature_drift",
 ]

@@ -16,7 +16,7 @@ LABELS = {None: 2, 0: 1, 1: 0}
 
 def reference(value: bytes):
     try:
-        return [(r.model, r.model_version, r.ref_date.isoformat(), r.month, LABELS[r.target], r.score, r.record_id)
+        return [(r.model, r.model_version, r.ref_date.isoformat(), r.month, LABELS[r.target], r.score, r.record_id, r.features)
                 for r in decode_records(value)]
     except InvalidRecord as exc:
         return ("invalid", str(exc))
