@@ -88,14 +88,15 @@ def judge_psi(m: dict, rules: RuleSet, reference_auc: float | None = None) -> Ve
     >>> judge_psi({"n": 900, "psi": 0.12}, RuleSet()).severity
     'warning'
     """
-    r = rules.psi
-    if not r.enabled or m.get("psi") is None or m["n"] < rules.min_records:
+    return _psi_verdict(rules.psi, m.get("psi"), m["n"], rules.min_records, "the reference")
+
+
+def _psi_verdict(r, psi: float | None, n: int, min_records: int, against: str, what: str = "") -> Verdict | None:
+    if not r.enabled or psi is None or n < min_records:
         return None
-    psi = m["psi"]
     severity: Severity = "critical" if psi >= r.critical else "warning"
     return Verdict(psi >= r.warning, severity, psi, r.critical if severity == "critical" else r.warning,
-                   f"PSI={psi:.3f} against the reference; warning from {r.warning}, critical from {r.critical}",
-                   m["n"])
+                   f"{what}PSI={psi:.3f} against {against}; warning from {r.warning}, critical from {r.critical}", n)
 
 
 def judge_auc(m: dict, rules: RuleSet, reference_auc: float | None = None) -> Verdict | None:
@@ -137,14 +138,8 @@ def judge_feature_psi(feature: str, drift: dict, rules: RuleSet) -> Verdict | No
     >>> judge_feature_psi("utilization", {"n": 900, "psi": 0.3, "missing_share": 0.0}, RuleSet()).severity
     'critical'
     """
-    r = rules.feature_psi
-    if not r.enabled or drift.get("psi") is None or drift["n"] < rules.min_records:
-        return None
-    psi = drift["psi"]
-    severity: Severity = "critical" if psi >= r.critical else "warning"
-    return Verdict(psi >= r.warning, severity, psi, r.critical if severity == "critical" else r.warning,
-                   f"feature {feature}: PSI={psi:.3f} against the reference profile; warning from {r.warning}, "
-                   f"critical from {r.critical}", drift["n"])
+    return _psi_verdict(rules.feature_psi, drift.get("psi"), drift["n"], rules.min_records,
+                        "the reference profile", what=f"feature {feature}: ")
 
 
 SCORE_RULES = {"ks_adherence": judge_ks_adherence, "psi": judge_psi, "auc": judge_auc}

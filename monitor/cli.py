@@ -245,6 +245,21 @@ def faults(args) -> None:
     sys.exit(faults_main(list(args)))
 
 
+# ---- bench ----------------------------------------------------------------------------------
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args) -> None:
+    """Benchmark on a throwaway broker + Redis: the worker against raw aiokafka, no-op faust and naive faust + Redis.
+
+    Options: --records N (200000), --batch-size B (100), --repeat K (1), --latency-seconds S (20),
+    --latency-rate R (5000), --skip-latency, --skip-memory, --quick, --json PATH (artifacts/bench.json).
+    Prints a table (records/s, ratios, latency p50/p99, Redis bytes per model and month, RSS) and writes JSON.
+    """
+    from monitor.bench import main as bench_main
+
+    sys.exit(bench_main(list(args)))
+
+
 # ---- demo -----------------------------------------------------------------------------------
 @main.command()
 @click.option("--keep", is_flag=True, help="Leave the broker, Redis and the worker running.")
