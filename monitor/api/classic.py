@@ -1,0 +1,228 @@
+"""The classic batch endpoints, answered by the monitor's engine (monitor.stats).
+
+* ``POST /v1/performance/{model_from}``: a JSON list of records -> volumetry per month, ROC AUC, Gini;
+* ``GET /v1/performance/``: the last result;
+* ``POST /v1/aderencia/``: ``{"path": ...}`` a file in the data directory -> KS adherence and PSI
+  against the model's test base;
+* ``GET /v1/aderencia/``: the last result.
+
+The last results live in Redis (``{prefix}:classic:performance:last`` and ``...:aderencia:last``),
+so they survive restarts and every API process shares them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Body, Path, Query, Request
+
+from monitor.api import reads
+from monitor.api.classic_engine import (MAX_RECORDS, ClassicRecord, adherence_of, confine, performance_of,
+                                        records_frame)
+from monitor.api.responses import JSONBytes, dumps
+from monitor.api.schemas import NAME_PATTERN, AdherenceRequest, AdherenceResult, ErrorBody, PerformanceResult
+from monitor.errors import MonitorError, NotFound
+
+router = APIRouter(prefix="/v1", tags=["classic"])
+ERRORS = {404: {"model": ErrorBody, "description": "Unknown model, no reference, or no file."},
+          400: {"model": ErrorBody, "description": "A path outside the data directory."},
+          422: {"description": "Invalid body, or data the model cannot score (the reason is in `detail`)."}}
+
+PERFORMANCE_EXAMPLE = [
+    {"REF_DATE": "2024-01-15", "TARGET": 0, "score": 0.12},
+    {"REF_DATE": "2024-01-20", "TARGET": 1, "score": 0.71},
+    {"REF_DATE": "2024-02-03", "TARGET": 1, "score": 0.46},
+    {"REF_DATE": "2024-02-10", "TARGET": 0, "score": 0.58},
+    {"REF_DATE": "2024-02-17", "TARGET": 0, "score": 0.08},
+]
+
+
+def last_key(store, endpoint: str) -> str:
+    return f"{store.prefix}:classic:{endpoint}:last"
+
+
+class ModelCache:
+    """Unpickled models by (registry, name, version, sha256): loading is checked and slow, scoring is not."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._models: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, registry, card):
+        key = (str(registry.root), card.name, card.version, card.sha256)
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+        model = registry.load(card.name, card.version)
+        with self._lock:
+            self._models[key] = model
+            while len(self._models) > self.size:
+                self._models.popitem(last=False)
+        return model
+
+
+def _registry(settings):
+    from models.registry import Registry, models_dir
+
+    return Registry(models_dir(settings))
+
+
+def _score(request: Request, registry, card, frame) -> tuple[np.ndarray, dict]:
+    """Score a frame with a registered model (in a worker thread); returns scores and unseen categories."""
+    from models.train import score_frame
+
+    model = request.app.state.model_cache.get(registry, card)
+    try:
+        scores, report = score_frame(model, frame)
+    except MonitorError as exc:
+        raise MonitorError(f"cannot score with {card.name}:{card.version}: {exc}") from None
+    return scores, report.unseen
+
+
+async def _monitored_versions(store, model: str) -> list[str]:
+    versions = [v for m, v in await reads.model_keys(store) if m == model]
+    return sorted(versions, key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v))
+
+
+# ---- performance ------------------------------------------------------------------------------
+@router.post("/performance/{model_from}", response_model=PerformanceResult, responses=ERRORS,
+             summary="Volumetry and ROC AUC of a list of records")
+async def post_performance(
+        request: Request,
+        model_from: str = Path(pattern=NAME_PATTERN, description="A registered model (e.g. `default`, `enhanced`) "
+                                                                "or a monitored one."),
+        records: list[ClassicRecord] = Body(..., examples=[PERFORMANCE_EXAMPLE], min_length=1, max_length=MAX_RECORDS,
+                                            description="Records: REF_DATE, TARGET and a score or the features."),
+        version: str | None = Query(None, pattern=NAME_PATTERN, description="Registered version (default: latest)."),
+) -> JSONBytes:
+    """Records per month (REF_DATE) and ROC AUC / Gini per month and over the request.
+
+    A record with a ``score`` is taken as scored; a record without one is scored by the registered
+    model ``model_from`` from its features. ``model_from`` must be registered (``monitor models
+    list``) or monitored (``GET /models``), else 404."""
+    store = request.app.state.store
+    settings = request.app.state.settings
+    registry = _registry(settings)
+    registered = registry.versions(model_from)
+    monitored = await _monitored_versions(store, model_from)
+    if not registered and not monitored:
+        known = sorted(set(registry.names()) | {m for m, _ in await reads.model_keys(store)})
+        raise NotFound(f"unknown model {model_from!r}: it is neither registered in {registry.root} nor monitored"
+                       + (f" (known: {', '.join(known)})" if known else " (no model is known yet: "
+                          "train one with `monitor models train`)"))
+    unscored = [i for i, r in enumerate(records) if r.score is None]
+    if unscored and not registered:
+        raise NotFound(f"{len(unscored)} records have no score and {model_from!r} is not a registered model "
+                       f"that could score them (registry {registry.root}); send scores or register the model")
+    card = registry.card(model_from, version) if registered else None
+
+    def compute() -> dict:
+        frame = records_frame(records)
+        scores = frame["score"].to_numpy(dtype=float).copy()
+        unseen: dict = {}
+        if unscored:
+            model_scores, unseen = _score(request, registry, card, frame.iloc[unscored])
+            scores[unscored] = model_scores
+        return {**performance_of(frame, scores, settings.resolution), "scored_by_model": len(unscored),
+                "unseen_categories": unseen}
+
+    result = await asyncio.to_thread(compute)
+    body = {"endpoint": "performance", "model": model_from,
+            "model_version": card.version if (card is not None and unscored) else None,
+            **result, "computed_at": dt.datetime.now(dt.timezone.utc)}
+    raw = dumps(body)
+    await store.redis.set(last_key(store, "performance"), raw)
+    return JSONBytes(raw)
+
+
+@router.get("/performance/", response_model=PerformanceResult, responses={404: {"model": ErrorBody}},
+            summary="The last performance result")
+async def get_performance(request: Request) -> JSONBytes:
+    store = request.app.state.store
+    raw = await store.redis.get(last_key(store, "performance"))
+    if raw is None:
+        raise NotFound("no performance result yet: POST /v1/performance/{model_from} first")
+    return JSONBytes(raw)
+
+
+# ---- aderencia (adherence) ------------------------------------------------------------------------
+@router.post("/aderencia/", response_model=AdherenceResult, responses=ERRORS,
+             summary="KS adherence and PSI of a file against the model's test base")
+async def post_aderencia(request: Request, body: AdherenceRequest = Body(
+        ..., examples=[{"path": "data/credit_data_2024-06.csv"},
+                       {"path": "scored.csv", "model": "synthetic", "version": "1", "score_column": "score"}])
+) -> JSONBytes:
+    """Reads the file (CSV, CSV.gz or JSON list) inside the data directory, scores it with the registered
+    model (or takes ``score_column``), and compares the scores with the model's reference: the test-split
+    histogram of the registry card, else the reference loaded in Redis (``monitor reference load``)."""
+    from producers.files import DATE_COLUMNS, read_frame, scores_of
+
+    settings = request.app.state.settings
+    path = confine(settings.data_dir, body.path)
+    store = request.app.state.store
+    registry = _registry(settings)
+    registered = registry.versions(body.model)
+    card = registry.card(body.model, body.version) if registered else None
+    reference, source, version = None, None, None
+    if card is not None and (card.get("reference") or {}).get("histogram"):
+        from models.registry import reference_histogram
+
+        reference, version = reference_histogram(card), card.version
+        source = f"registry card {card.name}:{card.version} ({(card.get('reference') or {}).get('source', 'test split')})"
+    else:
+        version = body.version or (card.version if card is not None else None)
+        if version is None:
+            monitored = await _monitored_versions(store, body.model)
+            if not monitored:
+                raise NotFound(f"unknown model {body.model!r}: not registered in {registry.root} and not monitored")
+            version = monitored[-1]
+        reference, meta = await store.reference(body.model, version)
+        if reference is None:
+            raise NotFound(f"model {body.model}:{version} has no reference: register the model "
+                           f"(`monitor models train`) or load one (`monitor reference load`)")
+        source = f"redis reference of {body.model}:{version} ({meta.get('source', '')})"
+    if body.score_column is None and card is None:
+        raise NotFound(f"{body.model!r} is not a registered model that could score the file; "
+                       f"name the file's score column with score_column")
+
+    def compute() -> dict:
+        frame = read_frame(path)
+        unseen: dict = {}
+        if body.score_column is not None:
+            scores = scores_of(frame, body.score_column, body.path)
+        else:
+            scores, unseen = _score(request, registry, card, frame)
+        date_col = next((c for c in DATE_COLUMNS if c in frame.columns), None)
+        months = None
+        if date_col is not None:
+            import pandas as pd
+
+            dates = pd.to_datetime(frame[date_col], errors="coerce")
+            if not dates.isna().any():
+                months = dates.dt.strftime("%Y-%m").to_numpy()
+        return {**adherence_of(scores, reference, months), "unseen_categories": unseen}
+
+    result = await asyncio.to_thread(compute)
+    out = {"endpoint": "aderencia", "path": body.path, "model": body.model, "model_version": version,
+           "scored_by": "column" if body.score_column is not None else "model", "score_column": body.score_column,
+           "reference": source, **result, "computed_at": dt.datetime.now(dt.timezone.utc)}
+    raw = dumps(out)
+    await store.redis.set(last_key(store, "aderencia"), raw)
+    return JSONBytes(raw)
+
+
+@router.get("/aderencia/", response_model=AdherenceResult, responses={404: {"model": ErrorBody}},
+            summary="The last adherence result")
+async def get_aderencia(request: Request) -> JSONBytes:
+    store = request.app.state.store
+    raw = await store.redis.get(last_key(store, "aderencia"))
+    if raw is None:
+        raise NotFound("no adherence result yet: POST /v1/aderencia/ first")
+    return JSONBytes(raw)
