@@ -1,0 +1,3 @@
+from monitor.bench import main
+
+raise SystemExit(main())

@@ -1,0 +1,540 @@
+"""Pure helpers of the benchmark: percentiles, rates, ratios, targets, the table and the JSON schema.
+
+No I/O here (the runner measures; this module turns measurements into figures), so the unit
+tests cover it without a broker.
+
+>>> percentile([1, 2, 3, 4], 50)
+2.5
+>>> ratio(120.0, 100.0)
+1.2
+>>> ratio(1.0, None) is None
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+SCHEMA = "credit-monitor-bench/1"
+
+THROUGHPUT_KEYS = ("raw_single", "raw_batched", "faust_noop", "naive_faust_redis", "worker_single",
+                   "worker_batched")
+"""The throughput measurements, each ``{"records_per_s": ..., "runs": [...]}`` in the JSON."""
+
+RATIOS = (
+    # name, numerator, denominator, target (minimum) or None
+    ("worker_single/faust_noop", "worker_single", "faust_noop", 0.8),
+    ("worker_single/raw_single", "worker_single", "raw_single", None),
+    ("worker_single/naive_faust_redis", "worker_single", "naive_faust_redis", None),
+    ("worker_batched/raw_single", "worker_batched", "raw_single", 0.5),
+    ("worker_batched/faust_noop", "worker_batched", "faust_noop", None),
+    ("worker_batched/raw_batched", "worker_batched", "raw_batched", None),
+)
+
+LATENCY_P99_TARGET_MS = 500.0
+MEMORY_TARGET_BYTES = 1_000_000  # 1 MB per (model, month)
+RSS_FLAT_TOLERANCE = 0.10  # RSS at the end at most 10 % above RSS a quarter of the way in
+
+REQUIRED_SECTIONS = ("schema", "run_id", "machine", "config", "throughput", "ratios", "latency", "memory",
+                     "rss", "targets")
+
+
+# ---- numbers ------------------------------------------------------------------------------------
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """The q-th percentile (0-100) with linear interpolation between closest ranks (numpy's default).
+
+    >>> percentile([10, 20, 30, 40, 50], 99)
+    49.6
+    >>> percentile([7], 99), percentile([], 50) is None
+    (7.0, True)
+    >>> percentile([3, 1, 2], 0), percentile([3, 1, 2], 100)
+    (1.0, 3.0)
+    """
+    data = sorted(float(v) for v in values)
+    if not data:
+        return None
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be in [0, 100], got {q}")
+    pos = (len(data) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def summarize(values: Sequence[float]) -> dict:
+    """n, p50, p90, p99, max, mean of a sample (None when empty).
+
+    >>> summarize([1.0, 2.0, 3.0])["p50"], summarize([])["n"]
+    (2.0, 0)
+    """
+    vals = [float(v) for v in values]
+    if not vals:
+        return {"n": 0, "p50": None, "p90": None, "p99": None, "max": None, "mean": None, "min": None}
+    return {"n": len(vals), "p50": percentile(vals, 50), "p90": percentile(vals, 90),
+            "p99": percentile(vals, 99), "max": max(vals), "mean": sum(vals) / len(vals), "min": min(vals)}
+
+
+def median(values: Iterable[float | None]) -> float | None:
+    """Median of the values that are not None.
+
+    >>> median([3.0, None, 1.0, 2.0]), median([None]) is None
+    (2.0, True)
+    """
+    return percentile([v for v in values if v is not None], 50)
+
+
+def rate(records: int, seconds: float | None) -> float | None:
+    """Records per second, None when the interval is not measurable.
+
+    >>> rate(1000, 0.5), rate(10, 0.0) is None, rate(10, None) is None
+    (2000.0, True, True)
+    """
+    if seconds is None or seconds <= 0 or records <= 0:
+        return None
+    return records / seconds
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """numerator / denominator, None when either is missing or the denominator is 0."""
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    return numerator / denominator
+
+
+def compute_ratios(throughput: Mapping[str, Mapping]) -> dict[str, float | None]:
+    """The ratios of our worker to the reference measurements, from their median records/s.
+
+    >>> tp = {k: {"records_per_s": v} for k, v in [("raw_single", 300.0), ("faust_noop", 15.0),
+    ...       ("naive_faust_redis", 5.0), ("worker_single", 12.0), ("worker_batched", 150.0), ("raw_batched", 600.0)]}
+    >>> r = compute_ratios(tp)
+    >>> r["worker_single/faust_noop"], r["worker_batched/raw_single"], r["worker_single/naive_faust_redis"]
+    (0.8, 0.5, 2.4)
+    """
+    def rps(key: str) -> float | None:
+        return (throughput.get(key) or {}).get("records_per_s")
+
+    return {name: ratio(rps(num), rps(den)) for name, num, den, _ in RATIOS}
+
+
+def rss_growth(start_kb: int | None, end_kb: int | None) -> float | None:
+    """Relative RSS growth from start to end (0.05 = +5 %).
+
+    >>> rss_growth(100_000, 105_000), rss_growth(None, 1) is None
+    (0.05, True)
+    """
+    if not start_kb or end_kb is None:
+        return None
+    return (end_kb - start_kb) / start_kb
+
+
+def linear_fit(points: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
+    """Least-squares (slope, intercept) of y on x; None with fewer than 2 distinct x.
+
+    >>> linear_fit([(0, 1.0), (10, 21.0), (20, 41.0)])
+    (2.0, 1.0)
+    """
+    if len({x for x, _ in points}) < 2:
+        return None
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    sxy = sum((x - mx) * (y - my) for x, y in points)
+    slope = sxy / sxx
+    return slope, my - slope * mx
+
+
+def extrapolate_memory(curve: Sequence[Mapping], at_records: int) -> dict | None:
+    """Memory of a (model, month) at ``at_records`` from the measured growth curve.
+
+    Two estimates: a straight line through the points from the curve's middle on (the slope, in bytes
+    per record, says whether memory grows with volume at all), and the last measured value (a dense
+    histogram is bounded by its number of bins, so once every bin exists it no longer grows).
+
+    >>> curve = [{"records": 10_000, "bytes": 240_000}, {"records": 100_000, "bytes": 250_000},
+    ...          {"records": 1_000_000, "bytes": 250_000}]
+    >>> e = extrapolate_memory(curve, 10_000_000)
+    >>> e["linear_bytes"], e["last_measured_bytes"], round(e["slope_bytes_per_million_records"])
+    (250000, 250000, 0)
+    """
+    by_records = {float(p["records"]): float(p["bytes"]) for p in curve if p.get("records") and p.get("bytes")}
+    pts = sorted(by_records.items())  # one point per volume (the later one)
+    if not pts:
+        return None
+    tail = pts[len(pts) // 2:] if len(pts) >= 3 else pts
+    fit = linear_fit(tail)
+    last_x, last_y = pts[-1]
+    slope = max(fit[0], 0.0) if fit else 0.0
+    return {"at_records": at_records, "linear_bytes": int(round(last_y + slope * (at_records - last_x))),
+            "last_measured_bytes": int(last_y), "slope_bytes_per_million_records": slope * 1e6,
+            "fit_points": len(tail)}
+
+
+# ---- targets -------------------------------------------------------------------------------------
+def evaluate_targets(doc: Mapping) -> list[dict]:
+    """Each target of the issue: what it is, the measured value, and whether it is met (None = not measured).
+
+    >>> doc = {"ratios": {"worker_single/faust_noop": 0.9, "worker_batched/raw_single": 0.4},
+    ...        "latency": [{"metrics_interval_s": 1.0, "default_interval": True, "rate": 5000,
+    ...                     "alert_ms": {"p99": 1200.0}}],
+    ...        "memory": {"max_bytes_per_model_month": 260_000, "extrapolated_10m": {"linear_bytes": 260_000}},
+    ...        "rss": {"flat": True, "max_growth": 0.02}}
+    >>> [(t["name"], t["met"]) for t in evaluate_targets(doc)]
+    [('single-record >= 0.8x no-op faust', True), ('batched >= 0.5x raw ceiling', False), ('publish-to-alert p99 <= 500 ms at 5k rec/s', False), ('Redis <= 1 MB per (model, month)', True), ('worker RSS flat', True)]
+    """
+    ratios = doc.get("ratios") or {}
+    out = []
+    for name, _, _, minimum in RATIOS:
+        if minimum is None:
+            continue
+        value = ratios.get(name)
+        label = ("single-record >= 0.8x no-op faust" if name.startswith("worker_single")
+                 else "batched >= 0.5x raw ceiling")
+        out.append({"name": label, "measure": name, "value": value, "target": f">= {minimum}",
+                    "met": None if value is None else value >= minimum})
+    lat = [r for r in (doc.get("latency") or []) if r.get("default_interval")]
+    p99 = ((lat[0].get("alert_ms") or {}).get("p99")) if lat else None
+    out.append({"name": "publish-to-alert p99 <= 500 ms at 5k rec/s",
+                "measure": "latency (default metrics interval) alert_ms.p99", "value": p99,
+                "target": f"<= {LATENCY_P99_TARGET_MS:.0f} ms",
+                "met": None if p99 is None else p99 <= LATENCY_P99_TARGET_MS})
+    mem = doc.get("memory") or {}
+    measured = mem.get("max_bytes_per_model_month")
+    extra = (mem.get("extrapolated_10m") or {}).get("linear_bytes")
+    worst = max((v for v in (measured, extra) if v is not None), default=None)
+    out.append({"name": "Redis <= 1 MB per (model, month)",
+                "measure": "max of measured curve and 10M extrapolation, bytes", "value": worst,
+                "target": f"<= {MEMORY_TARGET_BYTES:,} bytes",
+                "met": None if worst is None else worst <= MEMORY_TARGET_BYTES})
+    rss = doc.get("rss") or {}
+    out.append({"name": "worker RSS flat", "measure": "max growth, quarter-way to end",
+                "value": rss.get("max_growth"), "target": f"<= +{RSS_FLAT_TOLERANCE:.0%}",
+                "met": rss.get("flat")})
+    return out
+
+
+# ---- table ---------------------------------------------------------------------------------------
+def fmt_number(value: float | int | None, digits: int = 0) -> str:
+    """Thousands separators; '-' for a missing value.
+
+    >>> fmt_number(1234567.8), fmt_number(0.8123, 2), fmt_number(None)
+    ('1,234,568', '0.81', '-')
+    """
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def fmt_met(met: bool | None) -> str:
+    """Whether a target is met, as the table shows it.
+
+    >>> fmt_met(True), fmt_met(False), fmt_met(None)
+    ('yes', 'NO', '-')
+    """
+    return "-" if met is None else "yes" if met else "NO"
+
+
+CPU_COLUMNS = ("process", "redis", "broker", "bench", "others")
+CPU_LABEL = "  CPU: measured process / redis / broker / bench / others"
+
+
+def fmt_cpu(cpu: Mapping[str, float | None]) -> str:
+    """CPU shares as 'process / redis / broker / bench / others' (% of one core).
+
+    >>> fmt_cpu({"process": 99.5, "redis": 20.0, "broker": 31.2, "bench": None, "others": 3.0})
+    '100 / 20 / 31 / - / 3'
+    """
+    return " / ".join(fmt_number(cpu.get(k)) for k in CPU_COLUMNS)
+
+
+def median_run(measurement: Mapping) -> Mapping:
+    """The run of a repeated measurement whose records/s is closest to the median ({} if none).
+
+    >>> median_run({"records_per_s": 10.0, "runs": [{"records_per_s": 8.0}, {"records_per_s": 10.0}, {"error": "x"}]})
+    {'records_per_s': 10.0}
+    """
+    target = measurement.get("records_per_s")
+    runs = [r for r in measurement.get("runs") or [] if r.get("records_per_s") is not None]
+    if target is None or not runs:
+        return {}
+    return min(runs, key=lambda r: abs(r["records_per_s"] - target))
+
+
+def table_rows(doc: Mapping) -> list[tuple[str, str, str, str, str]]:
+    """(measurement, value, unit, target, met) rows of the summary table.
+
+    >>> rows = table_rows({"throughput": {"faust_noop": {"records_per_s": 15000.0}}, "ratios": {},
+    ...                    "latency": [], "memory": {}, "rss": {}, "targets": []})
+    >>> rows[2]
+    ('(b) no-op faust agent', '15,000', 'records/s', '', '')
+    """
+    tp = doc.get("throughput") or {}
+    cfg = doc.get("config") or {}
+    batch = cfg.get("batch_size", "?")
+    names = {
+        "raw_single": "(a) raw aiokafka + orjson, single-record msgs",
+        "raw_batched": f"(a') raw aiokafka + orjson, arrays of {batch}",
+        "faust_noop": "(b) no-op faust agent",
+        "naive_faust_redis": "(c) naive faust + Redis (HINCRBY per record)",
+        "worker_single": "(d) worker, single-record msgs",
+        "worker_batched": f"(d) worker, arrays of {batch}",
+    }
+    rows = []
+    for key in THROUGHPUT_KEYS:
+        m = tp.get(key) or {}
+        value = m.get("records_per_s")
+        note = " (error)" if m.get("error") else ""
+        rows.append((names[key] + note, fmt_number(value), "records/s", "", ""))
+        cpu = median_run(m).get("cpu_percent")
+        if cpu:
+            rows.append((CPU_LABEL, fmt_cpu(cpu), "% of a core", "", ""))
+    targets = {t["measure"]: t for t in (doc.get("targets") or [])}
+    for name, _, _, minimum in RATIOS:
+        t = targets.get(name)
+        rows.append((f"ratio {name}", fmt_number((doc.get("ratios") or {}).get(name), 2), "x",
+                     f">= {minimum}" if minimum is not None else "", fmt_met(t["met"]) if t else ""))
+    mem_run = (doc.get("memory") or {}).get("throughput") or {}
+    if mem_run.get("records_per_s"):
+        rows.append((f"(d) worker, arrays of {mem_run.get('batch_size', batch)}, "
+                     f"{fmt_number(mem_run.get('records'))} records in one month",
+                     fmt_number(mem_run["records_per_s"]), "records/s", "", ""))
+    for run in doc.get("latency") or []:
+        tag = f"interval {run.get('metrics_interval_s')} s, {fmt_number(run.get('rate'))} rec/s"
+        if (run.get("records_per_message") or 1) > 1:
+            tag += f" in arrays of {run['records_per_message']}"
+        alert = run.get("alert_ms") or {}
+        state = run.get("state_ms") or {}
+        target = f"<= {LATENCY_P99_TARGET_MS:.0f}" if run.get("default_interval") else ""
+        met = fmt_met(None if alert.get("p99") is None else alert["p99"] <= LATENCY_P99_TARGET_MS) \
+            if run.get("default_interval") else ""
+        rows.append((f"publish-to-alert p50 ({tag})", fmt_number(alert.get("p50")), "ms", "", ""))
+        rows.append((f"publish-to-alert p99 ({tag}, n={alert.get('n', 0)})", fmt_number(alert.get("p99")), "ms",
+                     target, met))
+        rows.append((f"publish-to-state p50 / p99 ({tag})",
+                     f"{fmt_number(state.get('p50'))} / {fmt_number(state.get('p99'))}", "ms", "", ""))
+        after = run.get("alert_after_state_ms") or {}
+        if after.get("n"):
+            rows.append((f"  of which state -> alert p50 / p99 ({tag})",
+                         f"{fmt_number(after.get('p50'))} / {fmt_number(after.get('p99'))}", "ms", "", ""))
+        if run.get("caught_up_after_s") is not None:
+            rows.append((f"  worker caught up after the last send ({tag})",
+                         fmt_number(run["caught_up_after_s"], 2), "s", "", ""))
+        if run.get("cpu_percent"):
+            rows.append((f"{CPU_LABEL} ({tag})", fmt_cpu(run["cpu_percent"]),
+                         "% of a core", "", ""))
+    mem = doc.get("memory") or {}
+    for point in mem.get("curve") or []:
+        rows.append((f"Redis per (model, month) at {fmt_number(point.get('records'))} records",
+                     fmt_number(point.get("bytes")), "bytes", f"<= {MEMORY_TARGET_BYTES:,}",
+                     fmt_met(None if point.get("bytes") is None else point["bytes"] <= MEMORY_TARGET_BYTES)))
+    curve = mem.get("curve") or []
+    if curve and curve[-1].get("groups"):
+        last = curve[-1]
+        for kind, g in sorted(last["groups"].items(), key=lambda kv: -kv[1]["bytes"]):
+            if g["bytes"] >= 1024:
+                rows.append((f"  of which {kind} keys at {fmt_number(last.get('records'))} records "
+                             f"({fmt_number(g['keys'])} keys)", fmt_number(g["bytes"]), "bytes", "", ""))
+    ext = mem.get("extrapolated_10m") or {}
+    if ext:
+        rows.append(("Redis per (model, month) at 10,000,000 (extrapolated)", fmt_number(ext.get("linear_bytes")),
+                     "bytes", f"<= {MEMORY_TARGET_BYTES:,}",
+                     fmt_met(None if ext.get("linear_bytes") is None else ext["linear_bytes"] <= MEMORY_TARGET_BYTES)))
+    rss = doc.get("rss") or {}
+    for phase, r in (rss.get("phases") or {}).items():
+        rows.append((f"worker RSS {phase}: start / quarter / max / end",
+                     " / ".join(fmt_number(None if r.get(k) is None else r[k] / 1024, 0)
+                                for k in ("start_kb", "quarter_kb", "max_kb", "end_kb")), "MB", "", ""))
+    flat = [t for t in (doc.get("targets") or []) if t["name"] == "worker RSS flat"]
+    if flat:
+        rows.append(("worker RSS growth, quarter-way to end (max over phases)",
+                     "-" if flat[0]["value"] is None else f"{flat[0]['value']:+.1%}", "",
+                     flat[0]["target"], fmt_met(flat[0]["met"])))
+    return rows
+
+
+def render_table(rows: Sequence[tuple[str, ...]]) -> str:
+    """Plain-text table (the runner prints a rich one; this is for logs and docs).
+
+    >>> print(render_table([("a", "1", "x", "", "")]))
+    | measurement | value | unit | target | met |
+    |---|---:|---|---|---|
+    | a | 1 | x |  |  |
+    """
+    lines = ["| measurement | value | unit | target | met |", "|---|---:|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ---- JSON schema ----------------------------------------------------------------------------------
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def validate_report(doc: Mapping, require_positive: bool = True) -> list[str]:
+    """Problems with a benchmark JSON document (empty when it is complete).
+
+    ``require_positive``: every measured figure present and > 0 (a section skipped on purpose is
+    ``{"skipped": true}`` and is not checked).
+
+    >>> validate_report({"schema": SCHEMA})[:2]
+    ['missing section run_id', 'missing section machine']
+    """
+    problems = [f"missing section {name}" for name in REQUIRED_SECTIONS if name not in doc]
+    if problems:
+        return problems
+    if doc["schema"] != SCHEMA:
+        problems.append(f"schema is {doc['schema']!r}, expected {SCHEMA!r}")
+    for key in ("nproc", "cpu_model", "python"):
+        if key not in doc["machine"]:
+            problems.append(f"machine.{key} missing")
+    tp = doc["throughput"]
+    for key in THROUGHPUT_KEYS:
+        m = tp.get(key)
+        if m is None:
+            problems.append(f"throughput.{key} missing")
+        elif require_positive and not m.get("skipped") and not _positive(m.get("records_per_s")):
+            problems.append(f"throughput.{key}.records_per_s is {m.get('records_per_s')!r}"
+                            + (f" ({m['error']})" if m.get("error") else ""))
+    skipped = {key for key in THROUGHPUT_KEYS if (tp.get(key) or {}).get("skipped")}
+    for name, num, den, _ in RATIOS:
+        if name not in doc["ratios"]:
+            problems.append(f"ratios.{name} missing")
+        elif require_positive and not {num, den} & skipped and not _positive(doc["ratios"][name]):
+            problems.append(f"ratios.{name} is {doc['ratios'][name]!r}")
+    latency = doc["latency"]
+    if not isinstance(latency, list):
+        problems.append("latency must be a list of runs")
+    elif require_positive:
+        for i, run in enumerate(latency):
+            if run.get("skipped"):
+                continue
+            for part in ("alert_ms", "state_ms"):
+                s = run.get(part) or {}
+                if not s.get("n") or not _positive(s.get("p50")) or not _positive(s.get("p99")):
+                    problems.append(f"latency[{i}].{part} has no positive p50/p99 ({s})"
+                                    + (f" ({run['error']})" if run.get("error") else ""))
+    mem = doc["memory"]
+    if require_positive and not mem.get("skipped"):
+        curve = mem.get("curve") or []
+        if not curve or not all(_positive(p.get("bytes")) and _positive(p.get("records")) for p in curve):
+            problems.append(f"memory.curve has no positive points ({mem.get('error', curve)})")
+    rss = doc["rss"]
+    if require_positive:
+        phases = rss.get("phases") or {}
+        if not phases:
+            problems.append("rss.phases is empty")
+        for phase, r in phases.items():
+            for k in ("start_kb", "max_kb", "end_kb"):
+                if not _positive(r.get(k)):
+                    problems.append(f"rss.phases.{phase}.{k} is {r.get(k)!r}")
+    if not isinstance(doc["targets"], list) or len(doc["targets"]) != 5:
+        problems.append("targets must list the 5 targets of the issue")
+    return problems
+
+
+# ---- profiles --------------------------------------------------------------------------------------
+PROFILE_CATEGORIES = (
+    # (name, path prefixes after site-packages / the stdlib dir); a sample goes to the category of its
+    # innermost frame that has one (so "redis client" is time inside redis-py, called from anywhere)
+    ("pydantic", ("pydantic/", "pydantic_core/")),
+    ("redis client (redis-py)", ("redis/",)),
+    ("kafka client (aiokafka)", ("aiokafka/", "kafka/")),
+    ("metrics engine (monitor.engine, stats, alerts, rules)", ("monitor/engine.py", "monitor/stats/",
+                                                              "monitor/alerts.py", "monitor/rules.py")),
+    ("decode (monitor.schema, fastpath)", ("monitor/schema.py", "monitor/fastpath.py")),
+    ("fold + store (monitor.pipeline, store, agents)", ("monitor/",)),
+    ("faust / mode", ("faust/", "mode/")),
+    ("asyncio + stdlib", ("asyncio/", "selectors.py", "weakref.py", "<")),
+)
+IDLE_FUNCS = ("select", "poll", "epoll")  # innermost frame in selectors.py waiting for I/O
+
+
+def _split_frame(frame: str) -> tuple[str, str]:
+    """'func (path/file.py:12)' -> ('func', 'path/file.py'), the path shortened to what follows
+    site-packages (or the standard library directory).
+
+    >>> _split_frame("get (/x/lib/python3.11/site-packages/redis/asyncio/client.py:600)")
+    ('get', 'redis/asyncio/client.py')
+    >>> _split_frame("select (/x/lib/python3.11/selectors.py:468)"), _split_frame("odd")
+    (('select', 'selectors.py'), ('odd', ''))
+    """
+    func, sep, rest = frame.rpartition(" (")
+    if not sep:
+        return frame, ""
+    path = rest.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "dist-packages/"):
+        if marker in path:
+            return func, path.split(marker, 1)[1]
+    if "/lib/python3" in path:
+        return func, path.split("/lib/python3", 1)[1].split("/", 1)[-1]
+    if "/monitor/" in path:
+        return func, "monitor/" + path.rsplit("/monitor/", 1)[1]
+    return func, path
+
+
+def _tally(rows: list[tuple[list[tuple[str, str]], int]], top: int) -> dict:
+    total = idle = 0
+    cats = {name: 0 for name, _ in PROFILE_CATEGORIES}
+    cats["other"] = 0
+    self_counts: dict[str, int] = {}
+    for frames, n in rows:
+        total += n
+        func, path = frames[-1]
+        where = f"{func} ({path})"
+        self_counts[where] = self_counts.get(where, 0) + n
+        if path == "selectors.py" and func.rsplit(".", 1)[-1] in IDLE_FUNCS:
+            idle += n
+            continue
+        for _, fpath in reversed(frames):
+            name = next((name for name, prefixes in PROFILE_CATEGORIES if fpath.startswith(prefixes)), None)
+            if name is not None:
+                cats[name] += n
+                break
+        else:
+            cats["other"] += n
+    if not total:
+        return {"samples": 0}
+    ranked = sorted(self_counts.items(), key=lambda kv: -kv[1])[:top]
+    return {"samples": total, "idle_share": round(idle / total, 4),
+            "categories": {"idle": round(idle / total, 4), **{k: round(v / total, 4) for k, v in cats.items()}},
+            "top_self": [[name, round(n / total, 4)] for name, n in ranked]}
+
+
+def profile_summary(collapsed: str, top: int = 15) -> dict:
+    """Where a process spent its time, from py-spy's ``record --format raw --idle [--threads]`` output.
+
+    ``idle_share``: samples waiting for I/O in an event loop's selector. ``categories``: every sample
+    goes to the category of its innermost frame that has one (``other`` when none does), idle
+    samples under ``idle``. ``top_self``: the functions with the most own samples. With ``--threads``
+    (a faust worker runs its Kafka consumer in a second thread with its own event loop), the same per
+    thread under ``threads``, and the top-level figures are the main thread's (the agents' loop).
+
+    >>> text = chr(10).join(["main (a.py:1);EpollSelector.select (/usr/lib/python3.11/selectors.py:9) 3",
+    ...                      "main (a.py:1);run (/w/monitor/engine.py:5);ks (/w/monitor/stats/ks.py:2) 1"])
+    >>> s = profile_summary(text)
+    >>> s["samples"], s["idle_share"], s["categories"]["metrics engine (monitor.engine, stats, alerts, rules)"]
+    (4, 0.75, 0.25)
+    >>> s["top_self"][0]
+    ['EpollSelector.select (selectors.py)', 0.75]
+    """
+    by_thread: dict[str, list] = {}
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        parts = stack.split(";")
+        thread = ""
+        if parts[0].startswith("thread (") and len(parts) > 1:  # 'thread (tid): name' with --threads
+            thread = parts[0].split(": ", 1)[-1]
+            parts = parts[1:]
+        by_thread.setdefault(thread, []).append(([_split_frame(f) for f in parts], int(count)))
+    if not by_thread:
+        return {"samples": 0}
+    main = "MainThread" if "MainThread" in by_thread else max(by_thread, key=lambda t: len(by_thread[t]))
+    out = _tally(by_thread[main], top)
+    out["samples_all_threads"] = sum(n for rows in by_thread.values() for _, n in rows)
+    if len(by_thread) > 1 or main:
+        out["thread"] = main
+        out["threads"] = {name: _tally(rows, 5) for name, rows in by_thread.items()}
+    return out

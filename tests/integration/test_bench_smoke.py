@@ -1,0 +1,56 @@
+"""`monitor bench` end to end at a tiny size: every section measured, every figure positive.
+
+No timing is asserted (the machine is shared): only that the harness ran each measurement on its
+own servers and wrote a complete JSON document.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from monitor.bench import report
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_runs_every_measurement_at_a_tiny_size(tmp_path):
+    out = tmp_path / "bench.json"
+    # Arrays of 2 records: 3,000 messages, more than one worker batch, so the batched rate is measured
+    # between two counts rather than including the worker's start-up.
+    cmd = [sys.executable, "-m", "monitor", "bench", "--records", "6000", "--batch-size", "2",
+           "--naive-records", "3000", "--latency-seconds", "4", "--latency-models", "4",
+           "--latency-intervals", "1.0", "--memory-records", "20000", "--json", str(out),
+           "--work-dir", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    print(proc.stdout[-6000:], proc.stderr[-3000:])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+
+    assert report.validate_report(doc) == []
+    assert doc["machine"]["nproc"] >= 1 and doc["machine"]["redis_server"]
+    tp = doc["throughput"]
+    for key in report.THROUGHPUT_KEYS:
+        assert tp[key]["records_per_s"] > 0, key
+        assert len(tp[key]["runs"]) == 1
+    assert tp["worker_single"]["runs"][0]["records"] == 6000
+    assert tp["naive_faust_redis"]["runs"][0]["records"] == 3000
+    assert all(v > 0 for v in doc["ratios"].values())
+
+    (lat,) = doc["latency"]
+    assert lat["metrics_interval_s"] == 1.0 and lat["default_interval"] is True
+    assert lat["alert_ms"]["n"] == lat["models"] == 4 and lat["missing_alerts"] == []
+    assert lat["state_ms"]["n"] == 4 and lat["alert_ms"]["p99"] >= lat["alert_ms"]["p50"] > 0
+
+    mem = doc["memory"]
+    assert mem["curve"][-1]["records"] == 20000
+    assert all(p["bytes"] > 0 for p in mem["curve"])
+    assert mem["extrapolated_10m"]["linear_bytes"] > 0
+    assert set(doc["rss"]["phases"]) == {"worker_single", "worker_batched", "memory", "latency_1s"}
+    assert {t["name"] for t in doc["targets"]} == {
+        "single-record >= 0.8x no-op faust", "batched >= 0.5x raw ceiling",
+        "publish-to-alert p99 <= 500 ms at 5k rec/s", "Redis <= 1 MB per (model, month)", "worker RSS flat"}
+    assert "ratio worker_single/faust_noop" in proc.stdout
