@@ -28,6 +28,15 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 """A larger message is dead-lettered unread: no legitimate batch of records comes near it."""
 
 
+def strict_label(value: Any, name: str) -> Any:
+    """A label is exactly 0, 1 or null: lax parsing would silently take "1" (1.0 is kept as 1)."""
+    if value is None or (type(value) is int and value in (0, 1)):
+        return value
+    if type(value) is float and value in (0.0, 1.0):
+        return int(value)
+    raise ValueError(f"{name} must be 0, 1 or null")
+
+
 FeatureValue = StrictStr | StrictBool | StrictInt | StrictFloat | None
 
 
@@ -71,12 +80,7 @@ class ScoredRecord(BaseModel):
     @field_validator("target", mode="before")
     @classmethod
     def _strict_label(cls, value: Any) -> Any:
-        # 1.0 or "1" would be silently accepted by lax parsing; a label is exactly 0, 1 or null.
-        if value is None or (type(value) is int and value in (0, 1)):
-            return value
-        if type(value) is float and value in (0.0, 1.0):
-            return int(value)
-        raise ValueError("target must be 0, 1 or null")
+        return strict_label(value, "target")
 
     @property
     def month(self) -> str:

@@ -29,6 +29,7 @@ import pandas as pd
 from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator)
 
 from monitor.errors import MonitorError, NotFound
+from monitor.schema import strict_label
 from monitor.stats import LabelledHistograms, ScoreHistogram, compute_metrics
 from monitor.stats.ks import ks_adherence, ks_critical_value
 from monitor.stats.psi import psi, psi_critical_value, psi_edges
@@ -84,11 +85,7 @@ class ClassicRecord(BaseModel):
     @field_validator("TARGET", mode="before")
     @classmethod
     def _strict_label(cls, value: Any) -> Any:
-        if value is None or (type(value) is int and value in (0, 1)):
-            return value
-        if type(value) is float and value in (0.0, 1.0):
-            return int(value)
-        raise ValueError("TARGET must be 0, 1 or null")
+        return strict_label(value, "TARGET")
 
     @field_validator("score", mode="before")
     @classmethod
