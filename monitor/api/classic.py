@@ -46,6 +46,20 @@ def last_key(store, endpoint: str) -> str:
     return f"{store.prefix}:classic:{endpoint}:last"
 
 
+
+async def save_last(store, endpoint: str, body: dict) -> JSONBytes:
+    """Keep the result as the endpoint's last one (shared by every API process) and answer it."""
+    raw = dumps(body)
+    await store.redis.set(last_key(store, endpoint), raw)
+    return JSONBytes(raw)
+
+
+async def read_last(store, endpoint: str, missing: str) -> JSONBytes:
+    raw = await store.redis.get(last_key(store, endpoint))
+    if raw is None:
+        raise NotFound(missing)
+    return JSONBytes(raw)
+
 class ModelCache:
     """Unpickled models by (registry, name, version, sha256): loading is checked and slow, scoring is not."""
 
@@ -137,19 +151,14 @@ async def post_performance(
     body = {"endpoint": "performance", "model": model_from,
             "model_version": card.version if (card is not None and unscored) else None,
             **result, "computed_at": dt.datetime.now(dt.timezone.utc)}
-    raw = dumps(body)
-    await store.redis.set(last_key(store, "performance"), raw)
-    return JSONBytes(raw)
+    return await save_last(store, "performance", body)
 
 
 @router.get("/performance/", response_model=PerformanceResult, responses={404: {"model": ErrorBody}},
             summary="The last performance result")
 async def get_performance(request: Request) -> JSONBytes:
     store = request.app.state.store
-    raw = await store.redis.get(last_key(store, "performance"))
-    if raw is None:
-        raise NotFound("no performance result yet: POST /v1/performance/{model_from} first")
-    return JSONBytes(raw)
+    return await read_last(store, "performance", "no performance result yet: POST /v1/performance/{model_from} first")
 
 
 # ---- aderencia (adherence) ------------------------------------------------------------------------
@@ -213,16 +222,11 @@ async def post_aderencia(request: Request, body: AdherenceRequest = Body(
     out = {"endpoint": "aderencia", "path": body.path, "model": body.model, "model_version": version,
            "scored_by": "column" if body.score_column is not None else "model", "score_column": body.score_column,
            "reference": source, **result, "computed_at": dt.datetime.now(dt.timezone.utc)}
-    raw = dumps(out)
-    await store.redis.set(last_key(store, "aderencia"), raw)
-    return JSONBytes(raw)
+    return await save_last(store, "aderencia", out)
 
 
 @router.get("/aderencia/", response_model=AdherenceResult, responses={404: {"model": ErrorBody}},
             summary="The last adherence result")
 async def get_aderencia(request: Request) -> JSONBytes:
     store = request.app.state.store
-    raw = await store.redis.get(last_key(store, "aderencia"))
-    if raw is None:
-        raise NotFound("no adherence result yet: POST /v1/aderencia/ first")
-    return JSONBytes(raw)
+    return await read_last(store, "aderencia", "no adherence result yet: POST /v1/aderencia/ first")
