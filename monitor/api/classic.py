@@ -46,7 +46,6 @@ def last_key(store, endpoint: str) -> str:
     return f"{store.prefix}:classic:{endpoint}:last"
 
 
-
 async def save_last(store, endpoint: str, body: dict) -> JSONBytes:
     """Keep the result as the endpoint's last one (shared by every API process) and answer it."""
     raw = dumps(body)
