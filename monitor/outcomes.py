@@ -21,8 +21,8 @@ import orjson
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from monitor.errors import InvalidRecord
-from monitor.pipeline import DeadLetter, RawMessage, retry_forever
-from monitor.store import ADD_BINS_LUA, Store
+from monitor.pipeline import DeadLetter, OnChange, RawMessage, retry_forever
+from monitor.store import ADD_BINS_LUA, Store, month_changes
 
 
 class Outcome(BaseModel):
@@ -58,12 +58,13 @@ def decode_outcomes(value: bytes | None) -> list[Outcome]:
         raise InvalidRecord(f"outcome {where}: {first['msg']}") from None
 
 
-# ARGV: key base, TTL (s), then (record_id, target) pairs. Returns joined, pending, duplicates.
+# ARGV: key base, TTL (s), histogram bytes, then (record_id, target) pairs. Returns joined, pending,
+# duplicates, then per month changed: month, n, bad, good after and n, bad, good added (n: 0).
 APPLY_OUTCOMES_LUA = ADD_BINS_LUA + """
-local base, ttl = ARGV[1], tonumber(ARGV[2])
+local base, ttl, size = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local joined, pending, duplicates = 0, 0, 0
 local moves = {}
-for a = 3, #ARGV, 2 do
+for a = 4, #ARGV, 2 do
   local rid, target = ARGV[a], ARGV[a + 1]
   local score_key = base .. ':score:' .. rid
   local kept = redis.call('GET', score_key)
@@ -88,30 +89,36 @@ for a = 3, #ARGV, 2 do
     joined = joined + 1
   end
 end
+local changes = {}
 for month, m in pairs(moves) do
   local count = base .. ':count:' .. month
   for _, label in ipairs({'bad', 'good', 'unlabeled'}) do
-    add_bins(base .. ':hist:' .. month .. ':' .. label, m[label])
+    add_bins(base .. ':hist:' .. month .. ':' .. label, m[label], size)
   end
   redis.call('HINCRBY', count, 'unlabeled', -(m.n.bad + m.n.good))
-  if m.n.bad > 0 then redis.call('HINCRBY', count, 'bad', m.n.bad) end
-  if m.n.good > 0 then redis.call('HINCRBY', count, 'good', m.n.good) end
+  local bad = redis.call('HINCRBY', count, 'bad', m.n.bad)
+  local good = redis.call('HINCRBY', count, 'good', m.n.good)
   redis.call('HINCRBY', count, 'rev', 1)
+  local n = tonumber(redis.call('HGET', count, 'n') or 0)
+  for _, v in ipairs({month, n, bad, good, 0, m.n.bad, m.n.good}) do changes[#changes + 1] = v end
 end
 local counters = base .. ':outcomes'
 if joined > 0 then redis.call('HINCRBY', counters, 'joined', joined) end
 if pending > 0 then redis.call('HINCRBY', counters, 'pending', pending) end
 if duplicates > 0 then redis.call('HINCRBY', counters, 'duplicates', duplicates) end
-return {joined, pending, duplicates}
+local result = {joined, pending, duplicates}
+for _, v in ipairs(changes) do result[#result + 1] = v end
+return result
 """
 
 
 class OutcomeProcessor:
     """Applies batches of outcome messages; idempotent per record, so redelivery is harmless."""
 
-    def __init__(self, store: Store, dead_letter: DeadLetter):
+    def __init__(self, store: Store, dead_letter: DeadLetter, on_change: OnChange | None = None):
         self.store = store
         self.dead_letter = dead_letter
+        self.on_change = on_change
         self._apply = store.redis.register_script(APPLY_OUTCOMES_LUA)
 
     async def process(self, messages: Sequence[RawMessage]) -> dict[str, int]:
@@ -129,15 +136,17 @@ class OutcomeProcessor:
         ttl = max(self.store.settings.label_ttl_days, 1) * 86400
         for (model, version), pairs in groups.items():
             base = self.store.base(model, version)
-            joined, pending, duplicates = await retry_forever(
+            joined, pending, duplicates, *changes = await retry_forever(
                 f"outcomes of {model}:{version}", self._call, base, ttl, pairs)
+            if changes and self.on_change is not None:
+                await self.on_change(model, version, month_changes(changes))
             totals["joined"] += joined
             totals["pending"] += pending
             totals["duplicates"] += duplicates
         return totals
 
     async def _call(self, base: str, ttl: int, pairs: list) -> list[int]:
-        return await self._apply(keys=[f"{base}:outcomes"], args=[base, ttl, *pairs])
+        return await self._apply(keys=[f"{base}:outcomes"], args=[base, ttl, self.store.hist_bytes, *pairs])
 
 
 async def outcome_counters(store: Store, model: str, version: str) -> dict[str, int]:

@@ -19,7 +19,7 @@ import redis.exceptions
 from monitor.errors import InvalidRecord, MonitorError, StateLost
 from monitor.fastpath import LABEL_UNLABELED, FastRecord, decode_fast
 from monitor.stats import FeatureCounter, FeatureProfile
-from monitor.store import LABELS, EpochMismatch, MonthIncrements, OffsetConflict, Store
+from monitor.store import LABELS, EpochMismatch, MonthChange, MonthIncrements, OffsetConflict, Store
 
 MAX_CONFLICT_RETRIES = 5
 RETRY_FIRST_S, RETRY_MAX_S = 0.1, 5.0
@@ -72,6 +72,8 @@ class BatchResult:
 
 
 DeadLetter = Callable[[RawMessage, str], Awaitable[None]]
+OnChange = Callable[[str, str, list[MonthChange]], Awaitable[None]]
+"""Told (model, version, months' counts after a write) after each write to a model's counts."""
 
 
 def score_bin(score: float, resolution: float) -> int:
@@ -175,10 +177,11 @@ PROFILE_REFRESH_S = 30.0
 class BatchProcessor:
     """Decode, validate and apply batches; remembers the offsets it applied per model."""
 
-    def __init__(self, store: Store, dead_letter: DeadLetter, epoch: str):
+    def __init__(self, store: Store, dead_letter: DeadLetter, epoch: str, on_change: OnChange | None = None):
         self.store = store
         self.dead_letter = dead_letter
         self.epoch = epoch
+        self.on_change = on_change
         self.resolution = store.settings.resolution
         # (model, version) -> {offset field: last applied offset}; a cache of Redis, checked
         # by the batch script, so a stale entry costs a retry, never a wrong count.
@@ -246,7 +249,7 @@ class BatchProcessor:
             if not new_offsets:
                 return result
             try:
-                await self.store.apply_batch(
+                changes = await self.store.apply_batch(
                     model, version, {f: (known[f], new) for f, new in new_offsets.items()}, months, latest,
                     self.epoch)
             except EpochMismatch as mismatch:
@@ -262,6 +265,8 @@ class BatchProcessor:
                 self._applied.pop(key, None)
                 continue
             known.update(new_offsets)
+            if self.on_change is not None:
+                await self.on_change(model, version, changes)
             return result
         raise MonitorError(f"{model}:{version}: offsets kept moving after {MAX_CONFLICT_RETRIES} retries")
 

@@ -57,7 +57,11 @@ log = logging.getLogger("monitor.store")
 # and a worker whose view of the offsets is stale (another worker moved them) is told so.
 # One BITFIELD call per chunk of bins: fewer calls than bins, under Lua's unpack limit.
 ADD_BINS_LUA = """
-local function add_bins(hist, inc)
+local function add_bins(hist, inc, size)
+  if next(inc) == nil then return end
+  -- Created at full length: BITFIELD would grow it bin by bin, with Redis's greedy
+  -- preallocation, up to twice the size.
+  if redis.call('EXISTS', hist) == 0 then redis.call('SETRANGE', hist, size - 1, '\\0') end
   local ops, n = {}, 0
   for b, c in pairs(inc) do
     ops[n + 1], ops[n + 2], ops[n + 3], ops[n + 4] = 'INCRBY', 'i64', '#' .. b, c
@@ -74,10 +78,11 @@ end
 # The model's copy of the state epoch guards against writing into a state from another
 # lifetime (see state_epoch). KEYS: offsets, months, watermark, epoch copy, then per month:
 # count, hist bad, hist good, hist unlabeled, feature counts.
-# ARGV: k, latest ref_date of the batch, epoch, key base, score TTL (s), then k x (offset field,
-# expected stored offset or "", new offset), then per month: month, len bad, len good, len unlabeled,
-# n waiting, then (bin, count) pairs of bad, good, unlabeled, then (record_id, bin) of the unlabelled
-# records that wait for their outcome, then n feature fields and (field, count) pairs.
+# ARGV: k, latest ref_date of the batch, epoch, key base, score TTL (s), histogram bytes, then k x
+# (offset field, expected stored offset or "", new offset), then per month: month, len bad, len good,
+# len unlabeled, n waiting, then (bin, count) pairs of bad, good, unlabeled, then (record_id, bin) of
+# the unlabelled records that wait for their outcome, then n feature fields and (field, count) pairs.
+# Returns {1, '', ''} then per month: month, n, bad, good after the batch and n, bad, good it added.
 APPLY_BATCH_LUA = ADD_BINS_LUA + """
 local copy = redis.call('GET', KEYS[4])
 if copy and copy ~= ARGV[3] then
@@ -85,23 +90,24 @@ if copy and copy ~= ARGV[3] then
 end
 local k = tonumber(ARGV[1])
 for i = 0, k - 1 do
-  local stored = redis.call('HGET', KEYS[1], ARGV[6 + 3*i])
-  local expected = ARGV[7 + 3*i]
+  local stored = redis.call('HGET', KEYS[1], ARGV[7 + 3*i])
+  local expected = ARGV[8 + 3*i]
   if (stored or '') ~= expected then
-    return {-1, ARGV[6 + 3*i], stored or ''}
+    return {-1, ARGV[7 + 3*i], stored or ''}
   end
 end
 -- Checks done: from here on it writes (a script is not rolled back, so no return below).
 if not copy then redis.call('SET', KEYS[4], ARGV[3]) end
 for i = 0, k - 1 do
-  redis.call('HSET', KEYS[1], ARGV[6 + 3*i], ARGV[8 + 3*i])
+  redis.call('HSET', KEYS[1], ARGV[7 + 3*i], ARGV[9 + 3*i])
 end
 local watermark = redis.call('GET', KEYS[3])
 if (not watermark) or ARGV[2] > watermark then redis.call('SET', KEYS[3], ARGV[2]) end
-local base, ttl = ARGV[4], tonumber(ARGV[5])
-local a = 6 + 3*k
+local base, ttl, size = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local a = 7 + 3*k
 local key = 5
 local pending_joined = 0
+local result = {1, '', ''}
 while a <= #ARGV do
   local month = ARGV[a]
   local lens = {tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3])}
@@ -136,12 +142,14 @@ while a <= #ARGV do
   end
   redis.call('SADD', KEYS[2], month)
   local count = KEYS[key]
-  redis.call('HINCRBY', count, 'n', totals[1] + totals[2] + totals[3])
-  if totals[1] > 0 then redis.call('HINCRBY', count, 'bad', totals[1]) end
-  if totals[2] > 0 then redis.call('HINCRBY', count, 'good', totals[2]) end
+  local added = totals[1] + totals[2] + totals[3]
+  local n = redis.call('HINCRBY', count, 'n', added)
+  local bad = redis.call('HINCRBY', count, 'bad', totals[1])
+  local good = redis.call('HINCRBY', count, 'good', totals[2])
   if totals[3] > 0 then redis.call('HINCRBY', count, 'unlabeled', totals[3]) end
   redis.call('HINCRBY', count, 'rev', 1)
-  for h = 1, 3 do add_bins(KEYS[key + h], inc[h]) end
+  for h = 1, 3 do add_bins(KEYS[key + h], inc[h], size) end
+  for _, v in ipairs({month, n, bad, good, added, totals[1], totals[2]}) do result[#result + 1] = v end
   local features = tonumber(ARGV[a])
   a = a + 1
   for j = 1, features do
@@ -151,7 +159,7 @@ while a <= #ARGV do
   key = key + 5
 end
 if pending_joined > 0 then redis.call('HINCRBY', base .. ':outcomes', 'pending_joined', pending_joined) end
-return {1, '', ''}
+return result
 """
 
 
@@ -165,6 +173,29 @@ class MonthIncrements:
     waiting: tuple[list[str], np.ndarray] = field(default_factory=lambda: ([], np.empty(0, np.int64)))
     # Feature bucket counts ("feature|bucket" -> n), when the model has a reference feature profile.
     features: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MonthChange:
+    """One month's counts after a write (``n``, ``bad``, ``good``) and what the write added."""
+
+    month: str
+    n: int
+    bad: int
+    good: int
+    added_n: int
+    added_bad: int
+    added_good: int
+
+
+def month_changes(flat: list) -> list[MonthChange]:
+    """Parse the scripts' flat reply: month, n, bad, good, added n, added bad, added good, ...
+
+    >>> month_changes([b"2024-01", 5, 1, 2, 3, 1, 0])
+    [MonthChange(month='2024-01', n=5, bad=1, good=2, added_n=3, added_bad=1, added_good=0)]
+    """
+    return [MonthChange(flat[i].decode() if isinstance(flat[i], bytes) else flat[i], *map(int, flat[i + 1:i + 7]))
+            for i in range(0, len(flat), 7)]
 
 
 class OffsetConflict(Exception):
@@ -242,6 +273,8 @@ class Store:
         self.prefix = settings.key_prefix
         self._apply = redis.register_script(APPLY_BATCH_LUA)
         self._adopt = redis.register_script(ADOPT_EPOCH_LUA)
+        # A histogram string's full length: the batch scripts create it at this size.
+        self.hist_bytes = (ScoreHistogram(settings.resolution).max_bin + 1) * 8
 
     @classmethod
     def connect(cls, settings: Settings) -> "Store":
@@ -285,14 +318,16 @@ class Store:
         return (epoch.decode() if epoch else None), {f: (int(v) if v is not None else None) for f, v in zip(fields, values)}
 
     async def apply_batch(self, model: str, version: str, offsets: Mapping[str, tuple[int | None, int]],
-                          months: Mapping[str, MonthIncrements], latest_ref_date: str, epoch: str) -> None:
-        """Add the increments and move offsets ``field -> (expected stored, new)`` in one step.
+                          months: Mapping[str, MonthIncrements], latest_ref_date: str, epoch: str) -> list[MonthChange]:
+        """Add the increments and move offsets ``field -> (expected stored, new)`` in one step;
+        returns each month's counts after it.
 
         Raises OffsetConflict when a stored offset is not the expected one; nothing is written then.
         """
         base = self.base(model, version)
         keys = [f"{base}:offsets", f"{base}:months", f"{base}:watermark", f"{base}:epoch"]
-        args: list = [len(offsets), latest_ref_date, epoch, base, self.settings.label_ttl_days * 86400]
+        args: list = [len(offsets), latest_ref_date, epoch, base, self.settings.label_ttl_days * 86400,
+                      self.hist_bytes]
         for offset_field, (expected, new) in offsets.items():
             args += [offset_field, "" if expected is None else str(expected), str(new)]
         for month, inc in months.items():
@@ -309,12 +344,13 @@ class Store:
             args.append(len(inc.features))
             for name, n in inc.features.items():
                 args += (name, n)
-        status, offset_field, stored = await self._apply(keys=keys, args=args)
+        status, offset_field, stored, *changes = await self._apply(keys=keys, args=args)
         if status == -2:
             raise EpochMismatch(model, version, stored.decode())
         if status == -1:
             raise OffsetConflict(model, version, offset_field.decode(), int(stored) if stored else None)
         await self.redis.sadd(self.models_key(), f"{model}:{version}")
+        return month_changes(changes)
 
     async def current_epoch(self) -> str | None:
         raw = await self.redis.get(epoch_key(self.settings))
