@@ -33,7 +33,18 @@ RATIOS = (
 )
 
 LATENCY_P99_TARGET_MS = 500.0
-MEMORY_TARGET_BYTES = 1_000_000  # 1 MB per (model, month)
+MEMORY_TARGET_BYTES = 1_000_000  # 1 MB of monitor state per (model, month)
+MEMORY_TARGET_NAME = "Redis monitor state <= 1 MB per (model, month)"
+EXTRAPOLATE_AT_RECORDS = 10_000_000
+
+# Key kinds (the name's first part after the model's key base ``cm:{model:version}``) of the label-join
+# buffer: one entry per unlabelled record (or early outcome), kept MONITOR_LABEL_TTL_DAYS so that a
+# delayed outcome finds its record. It is a queue of records awaiting their outcome, not monitor state,
+# and grows with the volume in any layout: ``join:YYYY-MM:<bucket>`` / ``pending:<bucket>`` (bucketed
+# hashes) and ``score:<record_id>`` / ``pending:<record_id>`` (one string key per record, the old
+# layout). Every other kind (hist, count, features, metrics, offsets, outcomes...) is monitor state,
+# the part the memory target bounds.
+JOIN_BUFFER_KINDS = frozenset({"join", "pending", "score"})
 RSS_FLAT_TOLERANCE = 0.10  # RSS at the end at most 10 % above RSS a quarter of the way in
 
 REQUIRED_SECTIONS = ("schema", "run_id", "machine", "config", "throughput", "ratios", "latency", "memory",
@@ -171,6 +182,120 @@ def extrapolate_memory(curve: Sequence[Mapping], at_records: int) -> dict | None
             "fit_points": len(tail)}
 
 
+def split_groups(groups: Mapping[str, Mapping]) -> dict:
+    """A memory snapshot's key groups (``{kind: {"keys": n, "bytes": b}}``) split into monitor state and
+    the label-join buffer (``JOIN_BUFFER_KINDS``).
+
+    >>> split_groups({"hist": {"keys": 3, "bytes": 246_000}, "count": {"keys": 1, "bytes": 168},
+    ...               "join": {"keys": 4096, "bytes": 7_000_000}, "pending": {"keys": 2, "bytes": 200}})
+    {'state_bytes': 246168, 'join_buffer_bytes': 7000200, 'join_buffer_keys': 4098}
+    """
+    state = buffer = keys = 0
+    for kind, g in groups.items():
+        if kind in JOIN_BUFFER_KINDS:
+            buffer += g.get("bytes") or 0
+            keys += g.get("keys") or 0
+        else:
+            state += g.get("bytes") or 0
+    return {"state_bytes": state, "join_buffer_bytes": buffer, "join_buffer_keys": keys}
+
+
+def join_buffer_summary(curve: Sequence[Mapping], at_records: int = EXTRAPOLATE_AT_RECORDS,
+                        listpack_entries: int | None = None) -> dict | None:
+    """The label-join buffer at the curve's last point, and at ``at_records`` with the same label fraction.
+
+    The buffer holds one entry per waiting (unlabelled) record, so the extrapolation is linear in the
+    records: bytes x at_records / records. With bucketed hashes, Redis keeps a hash of at most
+    ``listpack_entries`` (the server's ``hash-max-listpack-entries``) in a compact listpack; when the
+    fullest key at ``at_records`` would pass that and the fullest measured one does not, some hashes
+    would change to the hashtable encoding on the way and cost more per entry than measured:
+    ``encoding_change`` says so, and the real figure would be higher than the line. (The other way, at
+    a small volume the bytes per waiting record include the keys' own overhead, spread over few entries.)
+    The fullest key is estimated as mean + 4 sqrt(mean) entries (records spread over the keys by a
+    hash: about Poisson; the largest of a few thousand keys is ~3.5 standard deviations above the mean).
+
+    >>> curve = [{"records": 100_000, "join_buffer_bytes": 700_000, "waiting_records": 20_000,
+    ...           "join_buffer_keys": 4096},
+    ...          {"records": 1_000_000, "join_buffer_bytes": 7_000_000, "waiting_records": 200_000,
+    ...           "join_buffer_keys": 4096}]
+    >>> j = join_buffer_summary(curve, listpack_entries=128)
+    >>> j["bytes"], j["waiting_records"], j["bytes_per_waiting_record"]
+    (7000000, 200000, 35.0)
+    >>> j["extrapolated_10m"]["waiting_records"], j["extrapolated_10m"]["bytes"], j["extrapolated_10m"]["encoding_change"]
+    (2000000, 70000000, True)
+    """
+    pts = [p for p in curve if p.get("records") and p.get("join_buffer_bytes") is not None]
+    if not pts:
+        return None
+    last = max(pts, key=lambda p: p["records"])
+    records, size = last["records"], last["join_buffer_bytes"]
+    waiting = last.get("waiting_records") or 0
+    keys = last.get("join_buffer_keys")
+    scale = at_records / records
+    waiting_at = int(round(waiting * scale))
+    per_key = waiting / keys if keys else None
+    per_key_at = waiting_at / keys if keys else None
+
+    def fullest(mean: float) -> float:
+        return mean + 4 * math.sqrt(mean)
+
+    change = bool(listpack_entries and per_key_at is not None and per_key is not None
+                 and fullest(per_key) <= listpack_entries < fullest(per_key_at))
+    ext = {"at_records": at_records, "waiting_records": waiting_at, "bytes": int(round(size * scale)),
+           "method": "linear: bytes at the last point x at_records / records (same label fraction)",
+           "waiting_records_per_key": per_key_at, "encoding_change": change}
+    if change:
+        ext["note"] = (f"about {per_key_at:,.0f} entries per key on average (the fullest ~{fullest(per_key_at):,.0f}), "
+                       f"where hash-max-listpack-entries is {listpack_entries} and {per_key:,.0f} were measured: "
+                       "Redis would convert the fuller hashes to its hashtable encoding, dearer per entry "
+                       "than measured here: expect more than this line")
+    return {"records": records, "bytes": size, "keys": keys, "waiting_records": waiting,
+            "bytes_per_waiting_record": size / waiting if waiting else None,
+            "waiting_records_per_key": per_key, "hash_max_listpack_entries": listpack_entries,
+            "extrapolated_10m": ext}
+
+
+def memory_summary(curve: Sequence[Mapping], at_records: int = EXTRAPOLATE_AT_RECORDS,
+                   listpack_entries: int | None = None) -> dict:
+    """The memory section's figures from the curve (points with ``bytes``, ``bytes_without_metrics``,
+    ``state_bytes``, ``join_buffer_bytes``, ``waiting_records``):
+
+    - ``max_bytes_per_model_month``: max monitor state (what the target bounds);
+    - ``max_total_bytes_per_model_month``: max of everything, label-join buffer included;
+    - ``extrapolated_10m``: ``extrapolate_memory`` of the state less the month's metrics field, plus the
+      last metrics field (a JSON of fixed shape per month, 0 until the first metrics pass);
+    - ``join_buffer``: ``join_buffer_summary``.
+
+    >>> curve = [{"records": 10_000, "bytes": 330_000, "bytes_without_metrics": 330_000,
+    ...           "state_bytes": 260_000, "join_buffer_bytes": 70_000, "waiting_records": 2_000},
+    ...          {"records": 100_000, "bytes": 962_000, "bytes_without_metrics": 960_000,
+    ...           "state_bytes": 262_000, "join_buffer_bytes": 700_000, "waiting_records": 20_000}]
+    >>> m = memory_summary(curve)
+    >>> m["max_bytes_per_model_month"], m["max_total_bytes_per_model_month"], m["extrapolated_10m"]["linear_bytes"]
+    (262000, 962000, 262000)
+    >>> m["join_buffer"]["extrapolated_10m"]["bytes"]
+    70000000
+    """
+    curve = sorted(curve, key=lambda p: p["records"])
+    if not curve:
+        return {"max_bytes_per_model_month": None, "max_total_bytes_per_model_month": None,
+                "extrapolated_10m": None, "join_buffer": None}
+
+    def metrics_bytes(p: Mapping) -> int:
+        return p["bytes"] - p.get("bytes_without_metrics", p["bytes"])
+
+    ext = extrapolate_memory([{"records": p["records"], "bytes": p["state_bytes"] - metrics_bytes(p)}
+                              for p in curve], at_records)
+    if ext is not None:
+        ext["linear_bytes"] += metrics_bytes(curve[-1])
+        ext["last_measured_bytes"] += metrics_bytes(curve[-1])
+        ext["of"] = "monitor state (label-join buffer excluded)"
+    return {"max_bytes_per_model_month": max(p["state_bytes"] for p in curve),
+            "max_total_bytes_per_model_month": max(p["bytes"] for p in curve),
+            "extrapolated_10m": ext,
+            "join_buffer": join_buffer_summary(curve, at_records, listpack_entries)}
+
+
 # ---- targets -------------------------------------------------------------------------------------
 def evaluate_targets(doc: Mapping) -> list[dict]:
     """Each target of the issue: what it is, the measured value, and whether it is met (None = not measured).
@@ -178,10 +303,15 @@ def evaluate_targets(doc: Mapping) -> list[dict]:
     >>> doc = {"ratios": {"worker_single/faust_noop": 0.9, "worker_batched/raw_single": 0.4},
     ...        "latency": [{"metrics_interval_s": 1.0, "default_interval": True, "rate": 5000,
     ...                     "alert_ms": {"p99": 1200.0}}],
-    ...        "memory": {"max_bytes_per_model_month": 260_000, "extrapolated_10m": {"linear_bytes": 260_000}},
+    ...        "memory": {"max_bytes_per_model_month": 260_000, "max_total_bytes_per_model_month": 7_300_000,
+    ...                   "extrapolated_10m": {"linear_bytes": 260_000}},
     ...        "rss": {"flat": True, "max_growth": 0.02}}
     >>> [(t["name"], t["met"]) for t in evaluate_targets(doc)]
-    [('single-record >= 0.8x no-op faust', True), ('batched >= 0.5x raw ceiling', False), ('publish-to-alert p99 <= 500 ms at 5k rec/s', False), ('Redis <= 1 MB per (model, month)', True), ('worker RSS flat', True)]
+    [('single-record >= 0.8x no-op faust', True), ('batched >= 0.5x raw ceiling', False), ('publish-to-alert p99 <= 500 ms at 5k rec/s', False), ('Redis monitor state <= 1 MB per (model, month)', True), ('worker RSS flat', True)]
+
+    The memory target bounds the monitor state (``max_bytes_per_model_month`` and the 10M extrapolation of
+    the state): the label-join buffer (``JOIN_BUFFER_KINDS``), one entry per record awaiting its outcome,
+    is reported apart (``memory.join_buffer``) and has no target.
     """
     ratios = doc.get("ratios") or {}
     out = []
@@ -203,8 +333,9 @@ def evaluate_targets(doc: Mapping) -> list[dict]:
     measured = mem.get("max_bytes_per_model_month")
     extra = (mem.get("extrapolated_10m") or {}).get("linear_bytes")
     worst = max((v for v in (measured, extra) if v is not None), default=None)
-    out.append({"name": "Redis <= 1 MB per (model, month)",
-                "measure": "max of measured curve and 10M extrapolation, bytes", "value": worst,
+    out.append({"name": MEMORY_TARGET_NAME,
+                "measure": "max of measured curve and 10M extrapolation of the monitor state "
+                           "(label-join buffer excluded), bytes", "value": worst,
                 "target": f"<= {MEMORY_TARGET_BYTES:,} bytes",
                 "met": None if worst is None else worst <= MEMORY_TARGET_BYTES})
     rss = doc.get("rss") or {}
@@ -323,23 +454,7 @@ def table_rows(doc: Mapping) -> list[tuple[str, str, str, str, str]]:
         if run.get("cpu_percent"):
             rows.append((f"{CPU_LABEL} ({tag})", fmt_cpu(run["cpu_percent"]),
                          "% of a core", "", ""))
-    mem = doc.get("memory") or {}
-    for point in mem.get("curve") or []:
-        rows.append((f"Redis per (model, month) at {fmt_number(point.get('records'))} records",
-                     fmt_number(point.get("bytes")), "bytes", f"<= {MEMORY_TARGET_BYTES:,}",
-                     fmt_met(None if point.get("bytes") is None else point["bytes"] <= MEMORY_TARGET_BYTES)))
-    curve = mem.get("curve") or []
-    if curve and curve[-1].get("groups"):
-        last = curve[-1]
-        for kind, g in sorted(last["groups"].items(), key=lambda kv: -kv[1]["bytes"]):
-            if g["bytes"] >= 1024:
-                rows.append((f"  of which {kind} keys at {fmt_number(last.get('records'))} records "
-                             f"({fmt_number(g['keys'])} keys)", fmt_number(g["bytes"]), "bytes", "", ""))
-    ext = mem.get("extrapolated_10m") or {}
-    if ext:
-        rows.append(("Redis per (model, month) at 10,000,000 (extrapolated)", fmt_number(ext.get("linear_bytes")),
-                     "bytes", f"<= {MEMORY_TARGET_BYTES:,}",
-                     fmt_met(None if ext.get("linear_bytes") is None else ext["linear_bytes"] <= MEMORY_TARGET_BYTES)))
+    rows += memory_rows(doc.get("memory") or {})
     rss = doc.get("rss") or {}
     for phase, r in (rss.get("phases") or {}).items():
         rows.append((f"worker RSS {phase}: start / quarter / max / end",
@@ -350,6 +465,62 @@ def table_rows(doc: Mapping) -> list[tuple[str, str, str, str, str]]:
         rows.append(("worker RSS growth, quarter-way to end (max over phases)",
                      "-" if flat[0]["value"] is None else f"{flat[0]['value']:+.1%}", "",
                      flat[0]["target"], fmt_met(flat[0]["met"])))
+    return rows
+
+
+def memory_rows(mem: Mapping) -> list[tuple[str, str, str, str, str]]:
+    """The table's memory rows: per curve point the monitor state against the target (the total with the
+    label-join buffer below it, for information), the key kinds at the last point, the state at 10M
+    records (extrapolated), then the label-join buffer, which has no target.
+
+    >>> curve = [{"records": 1_000_000, "bytes": 7_330_000, "state_bytes": 330_000,
+    ...           "join_buffer_bytes": 7_000_000, "waiting_records": 200_000}]
+    >>> for row in memory_rows({"curve": curve, **memory_summary(curve)}): print(row)
+    ('Redis monitor state per (model, month) at 1,000,000 records', '330,000', 'bytes', '<= 1,000,000', 'yes')
+    ('  with the label-join buffer (200,000 waiting records)', '7,330,000', 'bytes', '', '')
+    ('Redis monitor state per (model, month) at 10,000,000 (extrapolated)', '330,000', 'bytes', '<= 1,000,000', 'yes')
+    ('label-join buffer at 1,000,000 records (200,000 waiting): 35 bytes per waiting record', '7,000,000', 'bytes', '', '')
+    ('label-join buffer at 10,000,000 records (2,000,000 waiting, extrapolated)', '70,000,000', 'bytes', '', '')
+    """
+    rows = []
+    target = f"<= {MEMORY_TARGET_BYTES:,}"
+
+    def met(value) -> str:
+        return fmt_met(None if value is None else value <= MEMORY_TARGET_BYTES)
+
+    curve = mem.get("curve") or []
+    for point in curve:
+        state = point.get("state_bytes")
+        rows.append((f"Redis monitor state per (model, month) at {fmt_number(point.get('records'))} records",
+                     fmt_number(state), "bytes", target, met(state)))
+        rows.append((f"  with the label-join buffer ({fmt_number(point.get('waiting_records'))} waiting records)",
+                     fmt_number(point.get("bytes")), "bytes", "", ""))
+    if curve and curve[-1].get("groups"):
+        last = curve[-1]
+        for kind, g in sorted(last["groups"].items(), key=lambda kv: -kv[1]["bytes"]):
+            if g["bytes"] >= 1024:
+                part = "label-join buffer" if kind in JOIN_BUFFER_KINDS else "state"
+                rows.append((f"  of which {kind} keys ({part}) at {fmt_number(last.get('records'))} records "
+                             f"({fmt_number(g['keys'])} keys)", fmt_number(g["bytes"]), "bytes", "", ""))
+    ext = mem.get("extrapolated_10m") or {}
+    if ext:
+        at = fmt_number(ext.get("at_records", EXTRAPOLATE_AT_RECORDS))
+        rows.append((f"Redis monitor state per (model, month) at {at} (extrapolated)",
+                     fmt_number(ext.get("linear_bytes")), "bytes", target,
+                     met(ext.get("linear_bytes"))))
+    join = mem.get("join_buffer") or {}
+    if join:
+        per = join.get("bytes_per_waiting_record")
+        rows.append((f"label-join buffer at {fmt_number(join.get('records'))} records "
+                      f"({fmt_number(join.get('waiting_records'))} waiting)"
+                      + (f": {fmt_number(per)} bytes per waiting record" if per is not None else ""),
+                      fmt_number(join.get("bytes")), "bytes", "", ""))
+        jext = join.get("extrapolated_10m") or {}
+        if jext:
+            rows.append((f"label-join buffer at {fmt_number(jext.get('at_records'))} records "
+                         f"({fmt_number(jext.get('waiting_records'))} waiting, extrapolated"
+                         + ("; more: fuller hashes change encoding" if jext.get("encoding_change") else "")
+                         + ")", fmt_number(jext.get("bytes")), "bytes", "", ""))
     return rows
 
 
@@ -369,6 +540,38 @@ def render_table(rows: Sequence[tuple[str, ...]]) -> str:
 # ---- JSON schema ----------------------------------------------------------------------------------
 def _positive(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _count(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def _memory_split_problems(mem: Mapping) -> list[str]:
+    """The monitor state / label-join buffer split of a measured memory section."""
+    problems = []
+    for i, p in enumerate(mem["curve"]):
+        for key in ("state_bytes", "join_buffer_bytes", "waiting_records"):
+            if not _count(p.get(key)):
+                problems.append(f"memory.curve[{i}].{key} is {p.get(key)!r}")
+        if _count(p.get("state_bytes")) and _count(p.get("join_buffer_bytes")) and _count(p.get("bytes")) \
+                and p["state_bytes"] + p["join_buffer_bytes"] != p["bytes"]:
+            problems.append(f"memory.curve[{i}]: state_bytes + join_buffer_bytes != bytes")
+    for key in ("max_bytes_per_model_month", "max_total_bytes_per_model_month"):
+        if not _count(mem.get(key)):
+            problems.append(f"memory.{key} is {mem.get(key)!r}")
+    join = mem.get("join_buffer")
+    if not isinstance(join, Mapping):
+        problems.append(f"memory.join_buffer is {join!r}")
+    else:
+        for key in ("bytes", "waiting_records"):
+            if not _count(join.get(key)):
+                problems.append(f"memory.join_buffer.{key} is {join.get(key)!r}")
+        per = join.get("bytes_per_waiting_record", "missing")
+        if per is not None and not _count(per):  # None: no record waits (every record labelled)
+            problems.append(f"memory.join_buffer.bytes_per_waiting_record is {per!r}")
+        if not _count((join.get("extrapolated_10m") or {}).get("bytes")):
+            problems.append(f"memory.join_buffer.extrapolated_10m is {join.get('extrapolated_10m')!r}")
+    return problems
 
 
 def validate_report(doc: Mapping, require_positive: bool = True) -> list[str]:
@@ -417,8 +620,11 @@ def validate_report(doc: Mapping, require_positive: bool = True) -> list[str]:
     mem = doc["memory"]
     if require_positive and not mem.get("skipped"):
         curve = mem.get("curve") or []
-        if not curve or not all(_positive(p.get("bytes")) and _positive(p.get("records")) for p in curve):
+        if not curve or not all(_positive(p.get("bytes")) and _positive(p.get("records"))
+                                and _positive(p.get("state_bytes")) for p in curve):
             problems.append(f"memory.curve has no positive points ({mem.get('error', curve)})")
+    if mem.get("curve"):
+        problems += _memory_split_problems(mem)
     rss = doc["rss"]
     if require_positive:
         phases = rss.get("phases") or {}

@@ -494,7 +494,8 @@ class Bench:
     # -- memory ----------------------------------------------------------------------------------------
     async def key_groups(self, base: str) -> dict[str, dict]:
         """``MEMORY USAGE`` of every key under ``base`` (SCAN), grouped by the name's first part after it:
-        ``hist``, ``count``, ``metrics``, ``score`` (one per record)..., each ``{"keys": n, "bytes": b}``."""
+        ``hist``, ``count``, ``metrics``, ``join`` (the label-join buffer's buckets)..., each
+        ``{"keys": n, "bytes": b}``. ``report.JOIN_BUFFER_KINDS`` says which kinds are the label-join buffer."""
         pattern = "".join("\\" + c if c in "*?[]\\" else c for c in base) + ":*"
         keys = [k async for k in self.redis.scan_iter(match=pattern, count=5000)]
         groups: dict[str, dict] = {}
@@ -512,29 +513,44 @@ class Bench:
 
     async def month_memory(self, settings: Settings, model: str, month: str, baseline: dict[str, dict]) -> dict:
         """Every key of the model, less what it held before its first record (the reference): with one
-        month of data, that is the month's cost, whatever keys the worker writes for it."""
+        month of data, that is the month's cost, whatever keys the worker writes for it. Split into the
+        monitor state and the label-join buffer (``report.split_groups``); ``waiting_records`` is the
+        month's count of records without a label, those the buffer holds (MONITOR_LABEL_TTL_DAYS > 0).
+        The worker keeps counting during the SCAN (thousands of records while it lists a few thousand
+        keys): the counts are read again once the sizes are in, and that reading, the closer to them,
+        is the point's ``records`` (``records_before_scan``: the first)."""
         from monitor.store import Store
 
         store = Store(self.redis, settings)
-        n = int(await self.redis.hget(store.count_key(model, "1", month), "n") or 0)
+        count_key = store.count_key(model, "1", month)
+        n_before = int(await self.redis.hget(count_key, "n") or 0)
+        sizes = await self.key_groups(store.base(model, "1"))
+        n, unlabeled = await self.redis.hmget(count_key, ["n", "unlabeled"])
+        n, waiting = int(n or 0), int(unlabeled or 0)
         groups = {}
-        for kind, g in (await self.key_groups(store.base(model, "1"))).items():
+        for kind, g in sizes.items():
             before = baseline.get(kind, {"keys": 0, "bytes": 0})
             delta = {"keys": g["keys"] - before["keys"], "bytes": g["bytes"] - before["bytes"]}
             if delta["keys"] or delta["bytes"]:
                 groups[kind] = delta
         total = sum(g["bytes"] for g in groups.values())
         metrics = (groups.get("metrics") or {}).get("bytes", 0)
-        return {"records": n, "bytes": total, "bytes_without_metrics": total - metrics, "groups": groups,
+        split = report.split_groups(groups)
+        return {"records": n, "records_before_scan": n_before, "bytes": total,
+                "bytes_without_metrics": total - metrics,
+                "state_bytes": split["state_bytes"], "join_buffer_bytes": split["join_buffer_bytes"],
+                "join_buffer_keys": split["join_buffer_keys"], "waiting_records": waiting, "groups": groups,
                 "metrics_field_bytes": await self.redis.hstrlen(f"{store.base(model, '1')}:metrics", month)}
 
     async def memory(self) -> dict:
         """Redis memory of one (model, month) as its volume grows, up to ``--memory-records`` (batched).
 
-        Per (model, month): ``MEMORY USAGE`` of the month's keys (3 histograms + the count hash) plus
-        the length of the month's field in the model's metrics hash, sampled as the worker's count for
-        the month passes 10k, 30k, 100k... Keys that exist once per model (offsets, reference...)
-        are reported apart. The 10M figure is extrapolated from the curve unless measured.
+        Per (model, month): ``MEMORY USAGE`` of every key of the model less its reference (see
+        ``month_memory``), sampled as the worker's count for the month passes 10k, 30k, 100k..., split
+        into the monitor state (histograms, counts, feature counts, metrics, offsets...: bounded, the
+        target) and the label-join buffer (one entry per unlabelled record awaiting its outcome: grows
+        with the volume, reported apart). ``report.memory_summary`` turns the curve into the section's
+        figures; the 10M figures are extrapolated from the curve unless measured.
         """
         from monitor.infra import create_topics
         from monitor.reference import save_reference
@@ -585,20 +601,19 @@ class Bench:
         used_after = (await self.redis.info("memory"))["used_memory"]
         curve.sort(key=lambda p: p["records"])
         bound = 3 * (round(1 / settings.resolution) + 1) * 8
-        measured_max = max(p["bytes"] for p in curve)
-        # The model's metrics hash holds a JSON of fixed shape per month (0 until the first pass):
-        # extrapolate the other keys, add the final metrics hash.
-        metrics = curve[-1]["bytes"] - curve[-1]["bytes_without_metrics"]
-        ext = report.extrapolate_memory([{"records": p["records"], "bytes": p["bytes_without_metrics"]}
-                                         for p in curve], 10_000_000)
-        if ext is not None:
-            ext["linear_bytes"] += metrics
-            ext["last_measured_bytes"] += metrics
+        try:  # hashes up to this many entries stay listpack-encoded (compact)
+            config = await self.redis.config_get("hash-max-*-entries")
+            listpack = int(config.get("hash-max-listpack-entries") or config.get("hash-max-ziplist-entries"))
+        except Exception:
+            listpack = None
+        summary = report.memory_summary(curve, report.EXTRAPOLATE_AT_RECORDS, listpack)
+        if opts.memory_records >= report.EXTRAPOLATE_AT_RECORDS:
+            summary["extrapolated_10m"] = None
         final = curve[-1]
         per_record = {kind: g for kind, g in final["groups"].items() if g["keys"] > 1000}
         return {"model": model, "month": month, "label_fraction": spec.label_fraction, "curve": curve,
-                "max_bytes_per_model_month": measured_max,
-                "extrapolated_10m": ext if opts.memory_records < 10_000_000 else None,
+                **summary, "join_buffer_kinds": sorted(report.JOIN_BUFFER_KINDS),
+                "label_ttl_days": settings.label_ttl_days,
                 "histogram_bound_bytes": bound, "baseline_groups": baseline_groups,
                 "per_record_key_groups": per_record,
                 "used_memory_delta_bytes": used_after - used_before, "throughput": run}

@@ -49,8 +49,17 @@ def test_bench_runs_every_measurement_at_a_tiny_size(tmp_path):
     assert mem["curve"][-1]["records"] == 20000
     assert all(p["bytes"] > 0 for p in mem["curve"])
     assert mem["extrapolated_10m"]["linear_bytes"] > 0
+    # Monitor state and label-join buffer apart: 20 % of the records wait for their outcome.
+    last = mem["curve"][-1]
+    assert last["state_bytes"] + last["join_buffer_bytes"] == last["bytes"]
+    assert 0 < last["waiting_records"] < last["records"]
+    assert mem["max_bytes_per_model_month"] <= mem["max_total_bytes_per_model_month"]
+    assert mem["join_buffer"]["waiting_records"] == last["waiting_records"]
+    assert mem["join_buffer"]["extrapolated_10m"]["bytes"] >= mem["join_buffer"]["bytes"]
     assert set(doc["rss"]["phases"]) == {"worker_single", "worker_batched", "memory", "latency_1s"}
     assert {t["name"] for t in doc["targets"]} == {
         "single-record >= 0.8x no-op faust", "batched >= 0.5x raw ceiling",
-        "publish-to-alert p99 <= 500 ms at 5k rec/s", "Redis <= 1 MB per (model, month)", "worker RSS flat"}
+        "publish-to-alert p99 <= 500 ms at 5k rec/s", "Redis monitor state <= 1 MB per (model, month)",
+        "worker RSS flat"}
     assert "ratio worker_single/faust_noop" in proc.stdout
+    assert "label-join buffer at 20,000 records" in proc.stdout

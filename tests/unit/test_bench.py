@@ -10,6 +10,23 @@ from monitor.bench import report
 from monitor.bench.runner import Options, chunks, parse_args
 
 
+def memory_point(records: int, hist: int, metrics: int, join: int, join_keys: int = 4096) -> dict:
+    """A curve point as ``Bench.month_memory`` writes it: one month, 80 % labelled, bucketed join buffer."""
+    groups = {"hist": {"keys": 3, "bytes": hist}, "count": {"keys": 1, "bytes": 168},
+              "join": {"keys": join_keys, "bytes": join}}
+    if metrics:
+        groups["metrics"] = {"keys": 0, "bytes": metrics}
+    total = sum(g["bytes"] for g in groups.values())
+    return {"records": records, "bytes": total, "bytes_without_metrics": total - metrics,
+            **report.split_groups(groups), "waiting_records": records // 5, "groups": groups}
+
+
+def memory_section() -> dict:
+    curve = [memory_point(10_000, 400_000, 0, 70_000, 3_000), memory_point(100_000, 460_000, 2_000, 700_000),
+             memory_point(1_000_000, 460_000, 2_000, 7_000_000)]
+    return {"curve": curve, **report.memory_summary(curve, listpack_entries=128)}
+
+
 def complete_doc() -> dict:
     """A document with every section, as the runner writes it."""
     throughput = {key: {"records_per_s": rps, "runs": [{"records_per_s": rps}]} for key, rps in [
@@ -24,11 +41,7 @@ def complete_doc() -> dict:
         "latency": [{"metrics_interval_s": 1.0, "default_interval": True, "rate": 5000.0,
                      "alert_ms": report.summarize([900.0, 1100.0, 1300.0]),
                      "state_ms": report.summarize([40.0, 60.0, 80.0]), "caught_up_after_s": 0.1}],
-        "memory": {"curve": [{"records": 10_000, "bytes": 400_000}, {"records": 100_000, "bytes": 460_000},
-                             {"records": 1_000_000, "bytes": 460_000,
-                              "groups": {"hist": {"keys": 3, "bytes": 455_000}, "count": {"keys": 1, "bytes": 168}}}],
-                   "max_bytes_per_model_month": 460_000,
-                   "extrapolated_10m": {"linear_bytes": 460_000, "last_measured_bytes": 460_000}},
+        "memory": memory_section(),
         "rss": {"phases": {"memory": {"start_kb": 150_000, "quarter_kb": 155_000, "max_kb": 158_000,
                                       "end_kb": 157_000, "growth": 0.013}},
                 "max_growth": 0.013, "flat": True},
@@ -120,7 +133,8 @@ def test_targets_follow_the_issue():
     assert targets["batched >= 0.5x raw ceiling"]["value"] == pytest.approx(170_000 / 320_000)
     assert targets["batched >= 0.5x raw ceiling"]["met"] is True
     assert targets["publish-to-alert p99 <= 500 ms at 5k rec/s"]["met"] is False  # 1296 ms
-    assert targets["Redis <= 1 MB per (model, month)"]["met"] is True
+    assert targets["Redis monitor state <= 1 MB per (model, month)"]["met"] is True
+    assert targets["Redis monitor state <= 1 MB per (model, month)"]["value"] == 462_168  # not the 7.5 MB total
     assert targets["worker RSS flat"]["met"] is True
 
 
@@ -144,6 +158,92 @@ def test_memory_target_uses_the_worst_of_curve_and_extrapolation():
     assert mem["value"] == 2_000_000 and mem["met"] is False
 
 
+def test_join_buffer_kinds_are_split_from_the_monitor_state():
+    assert report.JOIN_BUFFER_KINDS == {"join", "pending", "score"}
+    groups = {"hist": {"keys": 3, "bytes": 246_072}, "count": {"keys": 1, "bytes": 168},
+              "features": {"keys": 1, "bytes": 1_200}, "metrics": {"keys": 0, "bytes": 2_100},
+              "offsets": {"keys": 1, "bytes": 300}, "outcomes": {"keys": 1, "bytes": 100},
+              "join": {"keys": 4096, "bytes": 7_000_000}, "pending": {"keys": 10, "bytes": 900}}
+    assert report.split_groups(groups) == {"state_bytes": 246_072 + 168 + 1_200 + 2_100 + 300 + 100,
+                                           "join_buffer_bytes": 7_000_900, "join_buffer_keys": 4106}
+    # The old layout: one string key per unlabelled record, the same buffer.
+    old = {"hist": {"keys": 3, "bytes": 246_072}, "score": {"keys": 200_000, "bytes": 27_200_000}}
+    assert report.split_groups(old) == {"state_bytes": 246_072, "join_buffer_bytes": 27_200_000,
+                                        "join_buffer_keys": 200_000}
+    assert report.split_groups({}) == {"state_bytes": 0, "join_buffer_bytes": 0, "join_buffer_keys": 0}
+
+
+def test_memory_summary_bounds_the_state_and_reports_the_buffer_apart():
+    mem = memory_section()
+    assert mem["max_bytes_per_model_month"] == 460_000 + 168 + 2_000
+    assert mem["max_total_bytes_per_model_month"] == 460_000 + 168 + 2_000 + 7_000_000
+    ext = mem["extrapolated_10m"]  # the state no longer grows: flat, plus the metrics field
+    assert ext["linear_bytes"] == 460_000 + 168 + 2_000 and ext["slope_bytes_per_million_records"] == 0
+    join = mem["join_buffer"]
+    assert (join["records"], join["bytes"], join["waiting_records"]) == (1_000_000, 7_000_000, 200_000)
+    assert join["bytes_per_waiting_record"] == 35.0 and join["keys"] == 4096
+    jext = join["extrapolated_10m"]
+    assert (jext["at_records"], jext["waiting_records"], jext["bytes"]) == (10_000_000, 2_000_000, 70_000_000)
+    # 488 entries per bucket at 10M, above the 128 a listpack hash holds (49 measured): dearer entries.
+    assert jext["encoding_change"] is True and "expect more" in jext["note"]
+
+
+def test_memory_summary_extrapolates_a_growing_state():
+    curve = [memory_point(n, 300_000 + n, 0, n // 5 * 136, n // 5) for n in (10_000, 100_000, 1_000_000)]
+    mem = report.memory_summary(curve)
+    assert mem["extrapolated_10m"]["linear_bytes"] == 300_168 + 10_000_000  # 1 byte per record
+    join = mem["join_buffer"]  # one key per waiting record: per-key count stays 1, no encoding change
+    assert join["bytes_per_waiting_record"] == 136.0 and join["extrapolated_10m"]["encoding_change"] is False
+    assert join["extrapolated_10m"]["bytes"] == 272_000_000
+    assert report.memory_summary([])["join_buffer"] is None
+
+
+def test_join_buffer_encoding_change_when_the_fullest_buckets_would_change_encoding():
+    # The --quick run: 20,000 waiting records in 4,072 buckets, Redis's compiled-in limit of 512.
+    curve = [{"records": 100_000, "join_buffer_bytes": 1_080_144, "waiting_records": 20_000,
+              "join_buffer_keys": 4072}]
+    jext = report.join_buffer_summary(curve, listpack_entries=512)["extrapolated_10m"]
+    assert round(jext["waiting_records_per_key"]) == 491  # below 512 on average, not in the fullest buckets
+    assert jext["encoding_change"] is True and jext["bytes"] == 108_014_400
+    assert report.join_buffer_summary(curve, at_records=1_000_000, listpack_entries=512)[
+        "extrapolated_10m"]["encoding_change"] is False  # 49 per bucket: every one stays a listpack
+    assert report.join_buffer_summary(curve)["extrapolated_10m"]["encoding_change"] is False  # limit unknown
+
+
+def test_join_buffer_without_waiting_records():
+    curve = [{"records": 50_000, "bytes": 300_000, "state_bytes": 300_000, "join_buffer_bytes": 0,
+              "waiting_records": 0, "join_buffer_keys": 0}]
+    join = report.join_buffer_summary(curve)
+    assert join["bytes"] == 0 and join["bytes_per_waiting_record"] is None
+    assert join["extrapolated_10m"]["bytes"] == 0 and join["extrapolated_10m"]["encoding_change"] is False
+
+
+def test_memory_target_ignores_the_join_buffer():
+    doc = complete_doc()
+    assert doc["memory"]["max_total_bytes_per_model_month"] > report.MEMORY_TARGET_BYTES
+    mem = [t for t in doc["targets"] if t["name"] == report.MEMORY_TARGET_NAME][0]
+    assert mem["met"] is True and mem["value"] == doc["memory"]["max_bytes_per_model_month"]
+    doc["memory"]["max_bytes_per_model_month"] = 1_000_001  # the state itself over 1 MB: not met
+    mem = [t for t in report.evaluate_targets(doc) if t["name"] == report.MEMORY_TARGET_NAME][0]
+    assert mem["met"] is False
+
+
+def test_memory_table_rows_show_state_against_target_and_total_as_info():
+    rows = report.table_rows(complete_doc())
+    by_name = {r[0]: r for r in rows}
+    state = by_name["Redis monitor state per (model, month) at 1,000,000 records"]
+    assert state[1:] == ("462,168", "bytes", "<= 1,000,000", "yes")
+    i = rows.index(state)
+    assert rows[i + 1] == ("  with the label-join buffer (200,000 waiting records)", "7,462,168", "bytes", "", "")
+    buffer = [r for r in rows if r[0].startswith("label-join buffer at 1,000,000")]
+    assert buffer[0][1:] == ("7,000,000", "bytes", "", "")
+    ext = [r for r in rows if r[0].startswith("label-join buffer at 10,000,000")][0]
+    assert ext[1] == "70,000,000" and "more: fuller hashes change encoding" in ext[0] and ext[3:] == ("", "")
+    names = [r[0] for r in rows]  # under the memory rows, before RSS
+    assert names.index(ext[0]) > names.index("Redis monitor state per (model, month) at 10,000,000 (extrapolated)")
+    assert names.index(ext[0]) < names.index("worker RSS memory: start / quarter / max / end")
+
+
 def test_formatting():
     assert report.fmt_number(1234567.4) == "1,234,567"
     assert report.fmt_number(0.8349, 2) == "0.83"
@@ -157,8 +257,12 @@ def test_table_rows_cover_every_section():
     text = "\n".join(r[0] for r in rows)
     for needle in ("(a) raw aiokafka", "(b) no-op faust", "(c) naive faust", "(d) worker, single",
                    "(d) worker, arrays of 100", "ratio worker_single/faust_noop", "publish-to-alert p99",
-                   "publish-to-state", "Redis per (model, month) at 1,000,000", "10,000,000 (extrapolated)",
-                   "of which hist keys at 1,000,000 records (3 keys)",
+                   "publish-to-state", "Redis monitor state per (model, month) at 1,000,000",
+                   "monitor state per (model, month) at 10,000,000 (extrapolated)",
+                   "of which hist keys (state) at 1,000,000 records (3 keys)",
+                   "of which join keys (label-join buffer) at 1,000,000 records (4,096 keys)",
+                   "label-join buffer at 1,000,000 records (200,000 waiting): 35 bytes per waiting record",
+                   "label-join buffer at 10,000,000 records (2,000,000 waiting, extrapolated",
                    "worker RSS memory", "RSS growth"):
         assert needle in text, needle
     by_name = {r[0]: r for r in rows}
@@ -198,6 +302,28 @@ def test_validation_reports_missing_sections_and_non_positive_figures():
     assert any("latency[0].state_ms" in p for p in problems)
     assert any("rss.phases.memory.end_kb" in p for p in problems)
     assert report.validate_report(doc, require_positive=False) == []
+
+
+def test_validation_requires_the_memory_split():
+    doc = complete_doc()
+    for key in ("state_bytes", "join_buffer_bytes", "waiting_records"):
+        del doc["memory"]["curve"][1][key]
+    del doc["memory"]["max_total_bytes_per_model_month"]
+    del doc["memory"]["join_buffer"]
+    problems = report.validate_report(doc)
+    for needle in ("memory.curve[1].state_bytes", "memory.curve[1].join_buffer_bytes",
+                   "memory.curve[1].waiting_records", "memory.max_total_bytes_per_model_month",
+                   "memory.join_buffer is None"):
+        assert any(needle in p for p in problems), (needle, problems)
+    assert any("memory.curve[1]" in p for p in report.validate_report(doc, require_positive=False))
+    doc = complete_doc()
+    doc["memory"]["curve"][2]["join_buffer_bytes"] += 1
+    assert report.validate_report(doc) == ["memory.curve[2]: state_bytes + join_buffer_bytes != bytes"]
+    doc = complete_doc()
+    doc["memory"]["join_buffer"]["bytes_per_waiting_record"] = None  # no record waits: allowed
+    assert report.validate_report(doc) == []
+    del doc["memory"]["join_buffer"]["extrapolated_10m"]
+    assert report.validate_report(doc) == ["memory.join_buffer.extrapolated_10m is None"]
 
 
 def test_skipped_sections_are_not_required_to_be_positive():
