@@ -1,8 +1,9 @@
 """The worker's agents, kept thin: decode -> store -> stats -> alerts.
 
 ``fold_records`` folds batches of records into Redis (monitor.pipeline), ``join_outcomes`` moves
-delayed labels onto them (monitor.outcomes); a timer recomputes the
-metrics of changed months and publishes alert transitions (monitor.engine). When Redis loses
+delayed labels onto them (monitor.outcomes); a task recomputes the metrics of changed months,
+on a timer and at once when a month reaches a checkpoint, and publishes alert transitions
+(monitor.engine). When Redis loses
 the state the worker wrote, the worker restarts itself in place (exec) so that it rebuilds
 the state from the topic (see monitor.store.state_epoch).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 
 import faust
 import orjson
@@ -40,9 +42,9 @@ class Worker:
     def ensure_started(self, dead_letter) -> None:
         if self.store is None:
             self.store = Store.connect(self.settings)
-            self.processor = BatchProcessor(self.store, dead_letter, self.epoch)
-            self.outcomes = OutcomeProcessor(self.store, dead_letter)
             self.updater = MetricsUpdater(self.store, self.settings)
+            self.processor = BatchProcessor(self.store, dead_letter, self.epoch, on_change=self.updater.on_change)
+            self.outcomes = OutcomeProcessor(self.store, dead_letter, on_change=self.updater.on_change)
 
     async def restart_to_rebuild(self, lost: StateLost) -> None:
         """Exec this worker anew: it rejoins under the current (or a new) epoch's group."""
@@ -94,15 +96,22 @@ def register(app: faust.App, settings: Settings, epoch: str) -> None:
         await delivery  # on the broker before the outbox lets it go
         log.info("alert %s %s %s (%s)", event["status"], event["severity"], event["alert_id"], event["month"])
 
-    @app.timer(settings.metrics_interval_s)
+    @app.task
     async def recompute_metrics():
         worker.ensure_started(dead_letter)
-        try:
-            if await worker.store.current_epoch() != worker.epoch:
-                await worker.restart_to_rebuild(StateLost(f"the state epoch {worker.epoch} is gone", rebuild=False))
-            await worker.updater.run_once(publish_alert)
-        except TRANSIENT as exc:
-            log.warning("metrics pass skipped: Redis unavailable (%s)", exc)
+        epoch_checked = 0.0
+        while True:
+            wait = settings.metrics_interval_s
+            try:
+                if time.monotonic() - epoch_checked >= settings.metrics_interval_s:
+                    epoch_checked = time.monotonic()
+                    if await worker.store.current_epoch() != worker.epoch:
+                        await worker.restart_to_rebuild(
+                            StateLost(f"the state epoch {worker.epoch} is gone", rebuild=False))
+                wait = await worker.updater.step(publish_alert)
+            except TRANSIENT as exc:
+                log.warning("metrics pass skipped: Redis unavailable (%s)", exc)
+            await worker.updater.wait(wait)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs):

@@ -154,6 +154,27 @@ def month_name(index: int) -> str:
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
+def event_time_watermark(partitions: dict[str, tuple[str, int]], now: int, idle_s: float) -> str | None:
+    """The ref_date up to which a model's records have all arrived, from each partition's latest
+    ref_date and the time it last delivered: the earliest among partitions still delivering.
+
+    One partition can run far ahead of another (a backlog is read a fetch at a time), so the
+    latest date seen would close a month whose records still wait in a slower partition. A
+    partition that delivered nothing for ``idle_s`` seconds has caught up and holds nothing back;
+    when all have, it is the latest date.
+
+    >>> parts = {"t:0": ("2024-12-31", 100), "t:1": ("2024-11-20", 95), "t:2": ("2024-06-01", 10)}
+    >>> event_time_watermark(parts, now=101, idle_s=60), event_time_watermark(parts, now=200, idle_s=60)
+    ('2024-11-20', '2024-12-31')
+    >>> event_time_watermark({}, now=0, idle_s=60) is None
+    True
+    """
+    if not partitions:
+        return None
+    active = [day for day, seen in partitions.values() if now - seen < idle_s]
+    return min(active) if active else max(day for day, _ in partitions.values())
+
+
 def closed_months(first_month: str, watermark: str, grace_days: int) -> list[str]:
     """Months from the first one that the watermark has closed: it is past their end + grace.
 
@@ -236,11 +257,19 @@ class AlertEvaluator:
         self._transition = store.redis.register_script(TRANSITION_LUA)
 
     async def apply(self, model: str, version: str, rule: str, window: str, month: str, verdict: Verdict,
-                    reference_n: int | None, event_time: str | None) -> AlertEvent | None:
-        """Record the verdict; return the event when it is a transition (and this call made it)."""
+                    reference_n: int | None, event_time: str | None,
+                    states: dict[bytes, bytes] | None = None) -> AlertEvent | None:
+        """Record the verdict; return the event when it is a transition (and this call made it).
+
+        ``states``: the model's stored alert states (HGETALL of its alerts hash) when the caller
+        read them already; the transition script checks them, so a stale copy costs no event.
+        """
         base = self.store.base(model, version)
         field = f"{rule}|{window}"
-        old_raw = await self.store.redis.hget(f"{base}:alerts", field)
+        if states is None:
+            old_raw = await self.store.redis.hget(f"{base}:alerts", field)
+        else:
+            old_raw = states.get(field.encode())
         old = orjson.loads(old_raw) if old_raw else None
         transition = decide(old, verdict)
         if transition is None:

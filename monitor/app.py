@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import faust
-
 from monitor.security import faust_credentials
 from monitor.settings import Settings
+from monitor.transport import MonitorApp
 
 
-def create_app(settings: Settings) -> faust.App:
+def create_app(settings: Settings) -> MonitorApp:
     """The worker's app. Its consumer group is ``<consumer_group>.<state epoch>``: a Redis that
     lost the state gets a new epoch, so the group starts from the earliest offsets and rebuilds it."""
     from monitor.store import state_epoch
 
     epoch = state_epoch(settings)
     session = settings.broker_session_timeout_s
-    app = faust.App(
+    app = MonitorApp(
         f"{settings.consumer_group}.{epoch}",
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
         store="memory://",  # state lives in Redis, not in faust tables
@@ -33,6 +32,7 @@ def create_app(settings: Settings) -> faust.App:
         # cost the consumer thread (which shares the GIL with the agent) less.
         consumer_max_fetch_size=8 * 1024 * 1024,
         broker_credentials=faust_credentials(settings),
+        fetch_wait_ms=settings.consumer_fetch_wait_ms,
     )
     from monitor import agents
 

@@ -1,16 +1,22 @@
 """Recompute the metrics of the months that changed, judge the alert rules, publish transitions.
 
-Runs on a short timer rather than per record. Per model, one worker at a time holds a lease
-in Redis and does the work, so with several workers nothing is computed or judged twice.
-A month's ``rev`` counter says whether it changed since the last pass; month histograms are
-cached in memory between passes, so a pass reads only the months that changed. A change to
-month m also changes the rolling and cumulative windows of every later month, so those are
-recomputed too.
+Runs on a timer (every changed model each ``MONITOR_METRICS_INTERVAL_S``) rather than per
+record, and at once for a model one of whose months reached a checkpoint, a point where its
+verdicts may change: its volume reached ``min_records`` (it can be judged from now on) or a
+doubling of it, or a class reached ``min_class_records``. The writer of the batch marks the
+model due in Redis (``<prefix>:due``) and wakes its own loop; other workers poll the mark every
+``DUE_POLL_S``. Per model, one worker at a time holds a lease in Redis and does the work, so
+with several workers nothing is computed or judged twice. A month's ``rev`` counter says
+whether it changed since the last pass; month histograms are cached in memory between passes,
+so a pass reads only the months that changed. A change to month m also changes the rolling and
+cumulative windows of every later month, so those are recomputed too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -19,9 +25,33 @@ from monitor.rules import AlertConfig, load_alert_config
 from monitor.settings import Settings
 from monitor.stats import FeatureCounter, FeatureProfile, LabelledHistograms, compute_metrics, feature_drift
 from monitor.stats.windows import previous_months
-from monitor.store import Store
+from monitor.store import MonthChange, Store
 
 OUTBOX_CHUNK = 500
+DUE_POLL_S = 0.1  # how often a worker looks for models another worker marked due
+
+
+def reaches_checkpoint(change: MonthChange, min_records: int, min_class_records: int) -> bool:
+    """Whether a write brought its month to a point where verdicts may change at once.
+
+    The month's volume reached ``min_records`` (judged from now on) or a doubling of it
+    (``min_records * 2**k``: a few recomputations per month, each with twice the evidence),
+    or the bads or the goods reached ``min_class_records`` (AUC judged from now on).
+
+    >>> reaches_checkpoint(MonthChange("2024-02", 500, 0, 0, 1, 0, 0), 500, 30)
+    True
+    >>> [n for n in range(490, 4100) if reaches_checkpoint(MonthChange("m", n, 0, 0, 1, 0, 0), 500, 30)]
+    [500, 1000, 2000, 4000]
+    >>> reaches_checkpoint(MonthChange("m", 800, 30, 400, 0, 2, 0), 500, 30)
+    True
+    """
+    def doublings(n: int) -> int:  # -1 below min_records, then k for n in [min * 2**k, min * 2**(k+1))
+        return (n // min_records).bit_length() - 1
+
+    if doublings(change.n - change.added_n) < doublings(change.n):
+        return True
+    return any(before < min_class_records <= after for before, after in (
+        (change.bad - change.added_bad, change.bad), (change.good - change.added_good, change.good)))
 
 # Take the lease if it is free, keep it if it is ours. KEYS[1] lease; ARGV: owner, ttl ms.
 LEASE_LUA = """
@@ -45,19 +75,61 @@ class MetricsUpdater:
         self._revisions: dict[tuple[str, str], dict[str, int]] = {}
         self._histograms: dict[tuple[str, str], dict[str, LabelledHistograms]] = {}
         self._features: dict[tuple[str, str], dict[str, FeatureCounter]] = {}
+        self.wakeup = asyncio.Event()  # set when a model of this process was marked due
+        self._next_pass = 0.0  # time.monotonic() of the next full pass
+
+    async def on_change(self, model: str, version: str, changes: list[MonthChange]) -> None:
+        """Told of every write to a model's counts: a month at a checkpoint makes the model due now."""
+        rules = self.config.rules_for(model, version)
+        if any(reaches_checkpoint(c, rules.min_records, rules.auc.min_class_records) for c in changes):
+            await self.store.redis.sadd(self.store.due_key(), f"{model}:{version}")
+            self.wakeup.set()
+
+    async def step(self, send: Callable[[bytes], Awaitable[None]] | None = None) -> float:
+        """A full pass when one is due, else the models marked due; returns the seconds to wait
+        (for :meth:`wait`) before the next step."""
+        if time.monotonic() >= self._next_pass:
+            self._next_pass = time.monotonic() + self.settings.metrics_interval_s
+            await self.run_once(send)
+        else:
+            await self.run_due(send)
+        return max(0.0, min(DUE_POLL_S, self._next_pass - time.monotonic()))
+
+    async def wait(self, timeout: float) -> None:
+        """Sleep ``timeout`` seconds, or less when a model of this process is marked due."""
+        try:
+            await asyncio.wait_for(self.wakeup.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        self.wakeup.clear()
 
     async def run_once(self, send: Callable[[bytes], Awaitable[None]] | None = None) -> int:
         """One pass over every model whose lease we hold; returns the alert events published."""
         published = 0
         for model, version in await self.store.models():
-            if not await self._lease(keys=[f"{self.store.base(model, version)}:lease"],
-                                     args=[self.owner, self.lease_ms]):
-                self._forget(model, version)  # another worker computes it: our cache will go stale
-                continue
-            await self.update_model(model, version)
-            if send is not None:
-                published += await self.publish_outbox(model, version, send)
+            if self.wakeup.is_set():  # a model reached a checkpoint meanwhile: it goes first
+                published += await self.run_due(send)
+            published += await self._update_leased(model, version, send)
         return published
+
+    async def run_due(self, send: Callable[[bytes], Awaitable[None]] | None = None) -> int:
+        """Update the models marked due whose lease we hold or can take; the others are left to
+        their holder. Returns the alert events published."""
+        self.wakeup.clear()
+        published = 0
+        for member in sorted(await self.store.redis.smembers(self.store.due_key())):
+            model, version = member.decode().split(":", 1)
+            published += await self._update_leased(model, version, send, due=member)
+        return published
+
+    async def _update_leased(self, model: str, version: str, send, due: bytes | None = None) -> int:
+        if not await self._lease(keys=[f"{self.store.base(model, version)}:lease"], args=[self.owner, self.lease_ms]):
+            self._forget(model, version)  # another worker computes it: our cache will go stale
+            return 0
+        if due is not None:  # unmarked before the work: a mark made during it is not lost
+            await self.store.redis.srem(self.store.due_key(), due)
+        await self.update_model(model, version)
+        return await self.publish_outbox(model, version, send) if send is not None else 0
 
     def _forget(self, model: str, version: str) -> None:
         self._revisions.pop((model, version), None)
@@ -115,23 +187,26 @@ class MetricsUpdater:
                     reference_n: int | None, reference_auc: float | None) -> None:
         rules = self.config.rules_for(model, version)
         watermark = await self.store.watermark(model, version)
+        states = await self.store.redis.hgetall(f"{self.store.base(model, version)}:alerts")
         for window in rules.windows:
             metrics = latest["windows"][window]
             for rule, judge in SCORE_RULES.items():
                 verdict = judge(metrics, rules, reference_auc)
                 if verdict is not None:
                     await self.alerts.apply(model, version, rule, window, latest["month"], verdict,
-                                            reference_n, watermark)
+                                            reference_n, watermark, states)
             for feature, drift in (latest.get("features") or {}).get(window, {}).items():
                 verdict = judge_feature_psi(feature, drift, rules)
                 if verdict is not None:
                     await self.alerts.apply(model, version, f"feature_psi:{feature}", window, latest["month"],
-                                            verdict, drift["reference_n"], watermark)
-        if watermark is not None:
-            judged = judge_volume(counts, closed_months(min(counts), watermark, rules.grace_days), rules)
+                                            verdict, drift["reference_n"], watermark, states)
+        closing = await self.store.closing_watermark(model, version)
+        if closing is not None:
+            judged = judge_volume(counts, closed_months(min(counts), closing, rules.grace_days), rules)
             if judged is not None:
                 month, verdict = judged
-                await self.alerts.apply(model, version, "volume", "month", month, verdict, reference_n, watermark)
+                await self.alerts.apply(model, version, "volume", "month", month, verdict, reference_n, watermark,
+                                        states)
 
     def feature_windows(self, month: str, features: dict[str, FeatureCounter], cumulative: FeatureCounter,
                         profile: FeatureProfile) -> dict[str, FeatureCounter]:

@@ -1,11 +1,15 @@
 """Delayed labels: an outcome moves its record from the unlabelled histogram to its label's.
 
 An outcome ``{record_id, model, model_version, target, observed_at}`` arrives on the outcomes
-topic, often months after the score. The worker keeps each unlabelled record's (month, bin)
-in Redis for ``MONITOR_LABEL_TTL_DAYS``; the outcome script finds it and moves one count, in
-the record's month, from ``unlabeled`` to ``bad`` or ``good``. An outcome that arrives before
-its record waits (same TTL) and is applied when the record comes. A second outcome for a record
-changes nothing (counted as a duplicate); outcomes whose record never came are orphans.
+topic, often months after the score. The batch script keeps each unlabelled record's bin in its
+month's join bucket, the hash ``<base>:join:YYYY-MM:<bucket>`` (field record_id, ``<bucket> =
+store.join_bucket(record_id)``), for ``MONITOR_LABEL_TTL_DAYS`` after the bucket's last write. The
+outcome script does not know the record's month: it probes the model's months (``<base>:months``),
+newest first, in the outcome's bucket, and moves one count, in the record's month, from
+``unlabeled`` to ``bad`` or ``good``; the field becomes ``j``. An outcome that arrives before its
+record waits in ``<base>:pending:<bucket>`` (field record_id -> target, same TTL) and is applied when
+the record comes. A second outcome for a record changes nothing (counted as a duplicate); outcomes
+whose record never came are orphans.
 
 >>> decode_outcomes(b'{"record_id": "r1", "model": "m", "target": 1}')[0].target
 1
@@ -22,7 +26,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, Va
 
 from monitor.errors import InvalidRecord
 from monitor.pipeline import DeadLetter, OnChange, RawMessage, retry_forever
-from monitor.store import ADD_BINS_LUA, Store, month_changes
+from monitor.store import ADD_BINS_LUA, Store, join_bucket, month_changes
 
 
 class Outcome(BaseModel):
@@ -58,37 +62,52 @@ def decode_outcomes(value: bytes | None) -> list[Outcome]:
         raise InvalidRecord(f"outcome {where}: {first['msg']}") from None
 
 
-# ARGV: key base, TTL (s), histogram bytes, then (record_id, target) pairs. Returns joined, pending,
-# duplicates, then per month changed: month, n, bad, good after and n, bad, good added (n: 0).
+# KEYS: outcome counters, months. ARGV: key base, TTL (s), histogram bytes, then (record_id, target,
+# join bucket) triples. Returns joined, pending, duplicates, then per month changed: month, n, bad,
+# good after and n, bad, good added (n: 0).
 APPLY_OUTCOMES_LUA = ADD_BINS_LUA + """
 local base, ttl, size = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local joined, pending, duplicates = 0, 0, 0
 local moves = {}
-for a = 4, #ARGV, 2 do
-  local rid, target = ARGV[a], ARGV[a + 1]
-  local score_key = base .. ':score:' .. rid
-  local kept = redis.call('GET', score_key)
+local touched = {}  -- join buffer keys written: one EXPIRE each at the end
+-- The record's month is unknown: probe the months, newest first (late labels are mostly recent).
+local months = redis.call('SMEMBERS', KEYS[2])
+table.sort(months, function(x, y) return x > y end)
+for a = 4, #ARGV, 3 do
+  local rid, target, bucket = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local month, join, kept
+  for _, m in ipairs(months) do
+    join = base .. ':join:' .. m .. ':' .. bucket
+    kept = redis.call('HGET', join, rid)
+    if kept then
+      month = m
+      break
+    end
+  end
   if not kept then
-    if redis.call('SET', base .. ':pending:' .. rid, target, 'NX', 'EX', ttl) then
+    local pending_key = base .. ':pending:' .. bucket
+    if redis.call('HSETNX', pending_key, rid, target) == 1 then
+      touched[pending_key] = true
       pending = pending + 1
     else
       duplicates = duplicates + 1
     end
-  elseif kept == 'joined' then
+  elseif kept == 'j' then
     duplicates = duplicates + 1
   else
-    local sep = string.find(kept, '|', 1, true)
-    local month, b = string.sub(kept, 1, sep - 1), string.sub(kept, sep + 1)
+    local b = kept
     local label = (target == '1') and 'bad' or 'good'
     moves[month] = moves[month] or {bad = {}, good = {}, unlabeled = {}, n = {bad = 0, good = 0}}
     local m = moves[month]
     m.unlabeled[b] = (m.unlabeled[b] or 0) - 1
     m[label][b] = (m[label][b] or 0) + 1
     m.n[label] = m.n[label] + 1
-    redis.call('SET', score_key, 'joined', 'KEEPTTL')
+    redis.call('HSET', join, rid, 'j')
+    touched[join] = true
     joined = joined + 1
   end
 end
+for key in pairs(touched) do redis.call('EXPIRE', key, ttl) end
 local changes = {}
 for month, m in pairs(moves) do
   local count = base .. ':count:' .. month
@@ -102,7 +121,7 @@ for month, m in pairs(moves) do
   local n = tonumber(redis.call('HGET', count, 'n') or 0)
   for _, v in ipairs({month, n, bad, good, 0, m.n.bad, m.n.good}) do changes[#changes + 1] = v end
 end
-local counters = base .. ':outcomes'
+local counters = KEYS[1]
 if joined > 0 then redis.call('HINCRBY', counters, 'joined', joined) end
 if pending > 0 then redis.call('HINCRBY', counters, 'pending', pending) end
 if duplicates > 0 then redis.call('HINCRBY', counters, 'duplicates', duplicates) end
@@ -132,12 +151,13 @@ class OutcomeProcessor:
                 totals["dead_lettered"] += 1
                 continue
             for o in outcomes:
-                groups.setdefault((o.model, o.model_version), []).extend((o.record_id, str(o.target)))
+                groups.setdefault((o.model, o.model_version), []).extend(
+                    (o.record_id, str(o.target), join_bucket(o.record_id)))
         ttl = max(self.store.settings.label_ttl_days, 1) * 86400
-        for (model, version), pairs in groups.items():
+        for (model, version), triples in groups.items():
             base = self.store.base(model, version)
             joined, pending, duplicates, *changes = await retry_forever(
-                f"outcomes of {model}:{version}", self._call, base, ttl, pairs)
+                f"outcomes of {model}:{version}", self._call, base, ttl, triples)
             if changes and self.on_change is not None:
                 await self.on_change(model, version, month_changes(changes))
             totals["joined"] += joined
@@ -145,8 +165,9 @@ class OutcomeProcessor:
             totals["duplicates"] += duplicates
         return totals
 
-    async def _call(self, base: str, ttl: int, pairs: list) -> list[int]:
-        return await self._apply(keys=[f"{base}:outcomes"], args=[base, ttl, self.store.hist_bytes, *pairs])
+    async def _call(self, base: str, ttl: int, triples: list) -> list[int]:
+        return await self._apply(keys=[f"{base}:outcomes", f"{base}:months"],
+                                 args=[base, ttl, self.store.hist_bytes, *triples])
 
 
 async def outcome_counters(store: Store, model: str, version: str) -> dict[str, int]:

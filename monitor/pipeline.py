@@ -250,7 +250,8 @@ class BatchProcessor:
                 return result
             try:
                 changes = await self.store.apply_batch(
-                    model, version, {f: (known[f], new) for f, new in new_offsets.items()}, months, latest,
+                    model, version, {f: (known[f], new, max(by_field[f].dates[starts[f]:]))
+                                     for f, new in new_offsets.items()}, months, latest,
                     self.epoch)
             except EpochMismatch as mismatch:
                 await self._handle_other_epoch(model, version, mismatch.found)

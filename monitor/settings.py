@@ -53,6 +53,13 @@ class Settings(BaseSettings):
         500, ge=1, description="Max messages the worker folds per Redis round trip; smaller batches let "
         "fetching and folding overlap (500 measured best for 100-record messages). Env MONITOR_BATCH_SIZE.",
     )
+    consumer_fetch_wait_ms: int = Field(
+        20, ge=0, le=1500,
+        description="Longest the broker may hold the worker's fetch while it waits for data. Apache Kafka "
+        "answers as soon as data arrives, so this only paces idle polls (faust's own value is 1,500); the "
+        "local broker holds the fetch for the whole wait, so records wait up to this long. "
+        "Env MONITOR_CONSUMER_FETCH_WAIT_MS.",
+    )
     batch_within_s: float = Field(
         0.05, gt=0, description="Max seconds the worker waits to fill a batch. Env MONITOR_BATCH_WITHIN_S."
     )
@@ -96,6 +103,11 @@ class Settings(BaseSettings):
     )
     rolling_months: int = Field(
         3, ge=1, description="Months in the rolling window (this month and the N-1 before). Env MONITOR_ROLLING_MONTHS."
+    )
+    partition_idle_s: float = Field(
+        60.0, gt=0, description="A partition that delivered none of a model's records for this long no longer "
+        "holds back the event time that closes its months (the volume rule judges closed months): until then, "
+        "months close by the slowest partition still delivering. Env MONITOR_PARTITION_IDLE_S.",
     )
     metrics_interval_s: float = Field(
         1.0, gt=0, description="Seconds between metric recomputations of changed months. Env MONITOR_METRICS_INTERVAL_S."

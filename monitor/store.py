@@ -15,6 +15,8 @@ key                                                   type    holds
                                                               bin = round(score / resolution))
 ``cm:{m:v}:offsets``                                  hash    ``topic:partition`` -> last offset applied
 ``cm:{m:v}:watermark``                                string  latest ref_date seen (ISO date)
+``cm:{m:v}:watermarks``                               hash    ``topic:partition`` -> its latest ref_date
+                                                              and when it last delivered (``date|unix s``)
 ``cm:{m:v}:epoch``                                    string  the state epoch this model's counts belong to
 ``cm:{m:v}:ref`` / ``cm:{m:v}:ref:meta``              string  reference (test-set) histogram, same layout
                                                       / hash  / its card (n, resolution, source, AUC)
@@ -25,14 +27,31 @@ key                                                   type    holds
 ``cm:{m:v}:alerts``                                   hash    ``rule|window`` -> JSON alert state
 ``cm:{m:v}:outbox``                                   list    alert events not yet on the alerts topic
 ``cm:{m:v}:lease``                                    string  the worker that computes this model now
+``cm:{m:v}:join:YYYY-MM:<bucket>``                    hash    record_id -> score bin of an unlabelled record
+                                                              of the month awaiting its outcome, ``j`` once
+                                                              joined (TTL, refreshed on each write)
+``cm:{m:v}:pending:<bucket>``                         hash    record_id -> target (0/1) of an outcome that
+                                                              came before its record (TTL, same)
+``cm:{m:v}:outcomes``                                 hash    ``joined``, ``pending``, ``pending_joined``,
+                                                              ``duplicates`` (outcome counters)
+``cm:due``                                            set     ``model:version`` of models whose metrics
+                                                              are due now (a month reached a checkpoint)
 ``cm:alerts:history``                                 list    latest alert events, newest first (capped)
 ``cm:worker``                                         hash    worker counters (records, dead_lettered...)
 ``cm:epoch``                                          string  id of this state's lifetime (in the group name)
 ====================================================  ======  ==========================================
+
+The delayed-label join buffer is bucketed: ``<bucket> = join_bucket(record_id)`` (crc32 modulo
+``JOIN_BUCKETS``), so a month's waiting records share a few thousand small listpack-encoded hashes
+(the record id plus ~10 bytes per record once the buckets hold dozens: 35 bytes with 25-character ids
+at 200,000 waiting records a month) instead of one key each (~120 bytes by ``MEMORY USAGE``, ~180 with
+the key and expiry dictionaries). A bucket's TTL (``MONITOR_LABEL_TTL_DAYS``) is refreshed by every
+script call that writes to it, so a month's buffer lives that long after its last write.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -51,6 +70,20 @@ LABELS = ("bad", "good", "unlabeled")
 
 ALERT_HISTORY_CAP = 10_000
 log = logging.getLogger("monitor.store")
+
+# Redis keeps a hash of up to 128 entries (hash-max-listpack-entries) in a compact listpack: 4096
+# buckets keep a month of up to ~500k waiting records compact.
+JOIN_BUCKETS = 4096
+
+
+def join_bucket(record_id: str) -> int:
+    """The bucket of a record's entry in the join buffer (``join:<month>:<bucket>``, ``pending:<bucket>``).
+
+    >>> join_bucket("r1"), join_bucket("r42"), 0 <= join_bucket("x" * 256) < JOIN_BUCKETS
+    (2481, 1883, True)
+    """
+    return zlib.crc32(record_id.encode()) % JOIN_BUCKETS
+
 
 # Applies one batch of one (model, version) and moves its offsets, atomically. The offsets
 # make the update idempotent: a batch whose offsets were already applied changes nothing,
@@ -78,10 +111,11 @@ end
 # The model's copy of the state epoch guards against writing into a state from another
 # lifetime (see state_epoch). KEYS: offsets, months, watermark, epoch copy, then per month:
 # count, hist bad, hist good, hist unlabeled, feature counts.
-# ARGV: k, latest ref_date of the batch, epoch, key base, score TTL (s), histogram bytes, then k x
-# (offset field, expected stored offset or "", new offset), then per month: month, len bad, len good,
-# len unlabeled, n waiting, then (bin, count) pairs of bad, good, unlabeled, then (record_id, bin) of
-# the unlabelled records that wait for their outcome, then n feature fields and (field, count) pairs.
+# ARGV: k, latest ref_date of the batch, epoch, key base, join TTL (s), histogram bytes, then k x
+# (offset field, expected stored offset or "", new offset, the partition's latest ref_date), then per month: month, len bad, len good,
+# len unlabeled, n waiting, then (bin, count) pairs of bad, good, unlabeled, then (record_id, bin,
+# join bucket) of the unlabelled records that wait for their outcome, then n feature fields and
+# (field, count) pairs.
 # Returns {1, '', ''} then per month: month, n, bad, good after the batch and n, bad, good it added.
 APPLY_BATCH_LUA = ADD_BINS_LUA + """
 local copy = redis.call('GET', KEYS[4])
@@ -90,23 +124,32 @@ if copy and copy ~= ARGV[3] then
 end
 local k = tonumber(ARGV[1])
 for i = 0, k - 1 do
-  local stored = redis.call('HGET', KEYS[1], ARGV[7 + 3*i])
-  local expected = ARGV[8 + 3*i]
+  local stored = redis.call('HGET', KEYS[1], ARGV[7 + 4*i])
+  local expected = ARGV[8 + 4*i]
   if (stored or '') ~= expected then
-    return {-1, ARGV[7 + 3*i], stored or ''}
+    return {-1, ARGV[7 + 4*i], stored or ''}
   end
 end
 -- Checks done: from here on it writes (a script is not rolled back, so no return below).
 if not copy then redis.call('SET', KEYS[4], ARGV[3]) end
+local base, ttl, size = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+-- Per partition: its latest ref_date and when it last delivered (Redis clock), for the
+-- event-time watermark that closes months (monitor.alerts.event_time_watermark).
+local now = redis.call('TIME')[1]
 for i = 0, k - 1 do
-  redis.call('HSET', KEYS[1], ARGV[7 + 3*i], ARGV[9 + 3*i])
+  local partition = ARGV[7 + 4*i]
+  redis.call('HSET', KEYS[1], partition, ARGV[9 + 4*i])
+  local latest = ARGV[10 + 4*i]
+  local seen = redis.call('HGET', base .. ':watermarks', partition)
+  if seen and string.sub(seen, 1, 10) > latest then latest = string.sub(seen, 1, 10) end
+  redis.call('HSET', base .. ':watermarks', partition, latest .. '|' .. now)
 end
 local watermark = redis.call('GET', KEYS[3])
 if (not watermark) or ARGV[2] > watermark then redis.call('SET', KEYS[3], ARGV[2]) end
-local base, ttl, size = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
-local a = 7 + 3*k
+local a = 7 + 4*k
 local key = 5
 local pending_joined = 0
+local touched = {}  -- join buffer keys written: one EXPIRE each at the end
 local result = {1, '', ''}
 while a <= #ARGV do
   local month = ARGV[a]
@@ -123,19 +166,23 @@ while a <= #ARGV do
     end
   end
   -- Unlabelled records one by one: an outcome may have arrived first (pending), else the
-  -- record's bin is kept (with a TTL) for the outcome to come.
+  -- record's bin is kept in its month's join bucket for the outcome to come ('j' once joined).
   for j = 1, waiting do
-    local rid, b = ARGV[a], ARGV[a+1]
-    a = a + 2
-    local pending = redis.call('GET', base .. ':pending:' .. rid)
+    local rid, b, bucket = ARGV[a], ARGV[a+1], ARGV[a+2]
+    a = a + 3
     local h = 3
-    if pending then
-      h = (pending == '1') and 1 or 2
-      redis.call('DEL', base .. ':pending:' .. rid)
-      redis.call('SET', base .. ':score:' .. rid, 'joined', 'EX', ttl)
-      pending_joined = pending_joined + 1
-    else
-      redis.call('SET', base .. ':score:' .. rid, month .. '|' .. b, 'EX', ttl)
+    if ttl > 0 then
+      local pending_key, join = base .. ':pending:' .. bucket, base .. ':join:' .. month .. ':' .. bucket
+      local pending = redis.call('HGET', pending_key, rid)
+      if pending then
+        h = (pending == '1') and 1 or 2
+        redis.call('HDEL', pending_key, rid)
+        redis.call('HSET', join, rid, 'j')
+        pending_joined = pending_joined + 1
+      else
+        redis.call('HSET', join, rid, b)
+      end
+      touched[join] = true
     end
     inc[h][b] = (inc[h][b] or 0) + 1
     totals[h] = totals[h] + 1
@@ -158,6 +205,7 @@ while a <= #ARGV do
   end
   key = key + 5
 end
+for join in pairs(touched) do redis.call('EXPIRE', join, ttl) end
 if pending_joined > 0 then redis.call('HINCRBY', base .. ':outcomes', 'pending_joined', pending_joined) end
 return result
 """
@@ -169,7 +217,8 @@ class MonthIncrements:
 
     bins: dict[str, tuple[np.ndarray, np.ndarray]] = field(
         default_factory=lambda: {label: (np.empty(0, np.int64), np.empty(0, np.int64)) for label in LABELS})
-    # Unlabelled records kept one by one so that their outcome can find them: ids and bins.
+    # Unlabelled records kept one by one (in the join buffer) so that their outcome can find
+    # them: ids and bins.
     waiting: tuple[list[str], np.ndarray] = field(default_factory=lambda: ([], np.empty(0, np.int64)))
     # Feature bucket counts ("feature|bucket" -> n), when the model has a reference feature profile.
     features: dict[str, int] = field(default_factory=dict)
@@ -226,7 +275,7 @@ for _, m in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   redis.call('DEL', base .. ':count:' .. m, base .. ':hist:' .. m .. ':bad', base .. ':hist:' .. m .. ':good',
              base .. ':hist:' .. m .. ':unlabeled', base .. ':features:' .. m)
 end
-redis.call('DEL', KEYS[2], base .. ':offsets', base .. ':watermark', base .. ':metrics')
+redis.call('DEL', KEYS[2], base .. ':offsets', base .. ':watermark', base .. ':watermarks', base .. ':metrics')
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
@@ -295,6 +344,9 @@ class Store:
     def worker_key(self) -> str:
         return f"{self.prefix}:worker"
 
+    def due_key(self) -> str:
+        return f"{self.prefix}:due"
+
     def history_key(self) -> str:
         return f"{self.prefix}:alerts:history"
 
@@ -317,10 +369,10 @@ class Store:
         epoch, values = await pipe.execute()
         return (epoch.decode() if epoch else None), {f: (int(v) if v is not None else None) for f, v in zip(fields, values)}
 
-    async def apply_batch(self, model: str, version: str, offsets: Mapping[str, tuple[int | None, int]],
+    async def apply_batch(self, model: str, version: str, offsets: Mapping[str, tuple[int | None, int, str]],
                           months: Mapping[str, MonthIncrements], latest_ref_date: str, epoch: str) -> list[MonthChange]:
-        """Add the increments and move offsets ``field -> (expected stored, new)`` in one step;
-        returns each month's counts after it.
+        """Add the increments and move offsets ``field -> (expected stored, new, latest ref_date of
+        the partition's records)`` in one step; returns each month's counts after it.
 
         Raises OffsetConflict when a stored offset is not the expected one; nothing is written then.
         """
@@ -328,8 +380,8 @@ class Store:
         keys = [f"{base}:offsets", f"{base}:months", f"{base}:watermark", f"{base}:epoch"]
         args: list = [len(offsets), latest_ref_date, epoch, base, self.settings.label_ttl_days * 86400,
                       self.hist_bytes]
-        for offset_field, (expected, new) in offsets.items():
-            args += [offset_field, "" if expected is None else str(expected), str(new)]
+        for offset_field, (expected, new, latest) in offsets.items():
+            args += [offset_field, "" if expected is None else str(expected), str(new), latest]
         for month, inc in months.items():
             keys.append(self.count_key(model, version, month))
             keys += [self.hist_key(model, version, month, label) for label in LABELS]
@@ -340,7 +392,7 @@ class Store:
                 bins, counts = inc.bins[label]
                 args += np.column_stack((bins, counts)).ravel().tolist()
             for rid, score_bin in zip(ids, waiting_bins.tolist()):
-                args += (rid, score_bin)
+                args += (rid, score_bin, join_bucket(rid))
             args.append(len(inc.features))
             for name, n in inc.features.items():
                 args += (name, n)
@@ -443,8 +495,24 @@ class Store:
         return {m: FeatureCounter.from_redis_fields(raw, profile) for m, raw in zip(months, await pipe.execute())}
 
     async def watermark(self, model: str, version: str) -> str | None:
+        """The latest ref_date seen (shown to users; months close by :meth:`closing_watermark`)."""
         raw = await self.redis.get(f"{self.base(model, version)}:watermark")
         return raw.decode() if raw else None
+
+    async def closing_watermark(self, model: str, version: str) -> str | None:
+        """The event time up to which the model's records have all arrived: the slowest partition
+        still delivering (see :func:`monitor.alerts.event_time_watermark`)."""
+        from monitor.alerts import event_time_watermark
+
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(f"{self.base(model, version)}:watermarks")
+        pipe.time()
+        raw, (now, _) = await pipe.execute()
+        partitions = {}
+        for partition, value in raw.items():
+            day, _, seen = value.decode().partition("|")
+            partitions[partition.decode()] = (day, int(seen))
+        return event_time_watermark(partitions, now, self.settings.partition_idle_s)
 
     async def alert_states(self, model: str, version: str) -> dict[str, dict]:
         raw = await self.redis.hgetall(f"{self.base(model, version)}:alerts")

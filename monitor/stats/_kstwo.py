@@ -18,6 +18,15 @@ import math
 import numpy as np
 from scipy import special, stats
 
+try:  # what kstwo.sf calls, without the distribution machinery's argument checks (half its cost)
+    from scipy.stats._ksstats import kolmogn as _kolmogn
+
+    def _scipy_sf(d: float, n: int) -> float:
+        return float(_kolmogn(n, d, cdf=False))
+except ImportError:  # a scipy that moved it: the public path, same value
+    def _scipy_sf(d: float, n: int) -> float:
+        return float(stats.kstwo.sf(d, n))
+
 _POINTS = 4096
 _SCIPY_SUM_MAX_N = 1000  # below this scipy's own sum costs < 1.2 ms
 _SMIRNOV_MAX_COMPUTE_N = 1_000_000  # above it scipy uses a closed-form approximation (O(1))
@@ -92,7 +101,7 @@ def kstwo_sf(d: float, n: int) -> float:
     """
     n = int(n)
     if n <= 140 or d >= 0.5 or d <= 0 or n * d <= 1.0 or n * d >= n - 1:
-        return float(stats.kstwo.sf(d, n))  # cheap regimes
+        return _scipy_sf(d, n)  # cheap regimes
     nd2 = n * d * d
     if nd2 >= 370.0:
         return 0.0
@@ -100,4 +109,4 @@ def kstwo_sf(d: float, n: int) -> float:
         return float(np.clip(2 * smirnov_sf(n, d), 0.0, 1.0))
     if n <= 100_000 and n * d**1.5 <= 1.4 and n >= _DURBIN_ONE_MIN_N:
         return 1.0
-    return float(stats.kstwo.sf(d, n))
+    return _scipy_sf(d, n)

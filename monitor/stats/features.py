@@ -41,7 +41,7 @@ from typing import ClassVar, Union
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
+from scipy import special
 
 from monitor.errors import StatsError
 from monitor.stats._kstwo import kstwo_sf
@@ -875,6 +875,30 @@ def _numeric_drift(name, live: list[int], live_missing: int, ref: NumericReferen
     )
 
 
+def _chi2_contingency(table: np.ndarray) -> tuple[float, float]:
+    """``scipy.stats.chi2_contingency(table)`` (statistic, p-value) for a table without empty columns.
+
+    The same arithmetic, Yates' correction included when one degree of freedom is left, without
+    scipy's input checks and result object (a tenth of its cost: it runs for every categorical
+    feature of every window of every pass).
+
+    >>> t = np.array([[10, 20, 30], [15, 15, 40]])
+    >>> from scipy.stats import chi2_contingency
+    >>> np.allclose(_chi2_contingency(t), tuple(chi2_contingency(t))[:2], rtol=1e-12)
+    True
+    """
+    observed = table.astype(np.float64)
+    dof = observed.shape[1] - 1
+    if dof == 0:
+        return 0.0, 1.0
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / observed.sum()
+    if dof == 1:
+        diff = expected - observed
+        observed = observed + np.minimum(0.5, np.abs(diff)) * np.sign(diff)
+    statistic = float(np.sum((observed - expected) ** 2 / expected))
+    return statistic, float(special.chdtrc(dof, statistic))
+
+
 def _categorical_drift(name, live: dict[str, int], live_missing: int, ref: CategoricalReference, epsilon) -> FeatureDrift:
     reference = ref.as_mapping()
     n, m = sum(live.values()), sum(reference.values())
@@ -889,8 +913,7 @@ def _categorical_drift(name, live: dict[str, int], live_missing: int, ref: Categ
         union = sorted(set(reference) | set(live))
         table = np.array([[reference.get(k, 0) for k in union], [live.get(k, 0) for k in union]], dtype=np.int64)
         table = table[:, table.sum(axis=0) > 0]  # a category empty in both samples carries no information
-        result = sps.chi2_contingency(table)
-        chi2, chi2_pvalue = float(result.statistic), float(result.pvalue)
+        chi2, chi2_pvalue = _chi2_contingency(table)
     return FeatureDrift(
         feature=name,
         kind=CATEGORICAL,

@@ -208,3 +208,21 @@ async def test_delayed_outcomes_join_their_records_once(settings):
                                                            "duplicates": 2, "orphans": 0}
     finally:
         await store.close()
+
+
+async def test_months_close_by_the_slowest_partition_still_delivering(settings):
+    """A partition that runs ahead (December) must not close November while another partition
+    still delivers November's records; once that one is idle, the latest date counts."""
+    store = Store.connect(settings)
+    try:
+        processor = BatchProcessor(store, DeadLetters(), "e1")
+        await processor.process([message(i, partition=0, ref_date="2024-12-31") for i in range(5)])
+        await processor.process([message(i, partition=1, ref_date="2024-11-20") for i in range(5)])
+        await processor.process([message(i, partition=1, ref_date="2024-11-02") for i in range(5, 8)])  # late, older
+        assert await store.watermark("m", "1") == "2024-12-31"
+        assert await store.closing_watermark("m", "1") == "2024-11-20"
+        idle = Store(store.redis, settings.model_copy(update={"partition_idle_s": 0.5}))
+        await asyncio.sleep(1.1)  # Redis TIME has one-second resolution
+        assert await idle.closing_watermark("m", "1") == "2024-12-31"
+    finally:
+        await store.close()

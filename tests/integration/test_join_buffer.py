@@ -1,0 +1,179 @@
+"""The delayed-label join buffer on a real redis-server: bucketed hashes, compact, exactly-once joins."""
+
+from __future__ import annotations
+
+import random
+
+import orjson
+import pytest
+
+from monitor.outcomes import OutcomeProcessor, outcome_counters
+from monitor.pipeline import BatchProcessor, RawMessage
+from monitor.stats import ScoreHistogram
+from monitor.store import JOIN_BUCKETS, Store, join_bucket
+
+pytestmark = pytest.mark.integration
+
+MONTHS = ("2024-04", "2024-05")
+PER_MONTH = 20_000
+"""Waiting records per month. Dense enough for the buckets' per-key cost (~100 bytes) to be shared:
+at 1,500 per month (most of the 4,096 buckets holding one record) a record costs ~110 bytes."""
+EARLY = 1_000
+"""Records of the second month whose outcome comes before them (pending)."""
+
+
+class DeadLetters(list):
+    async def __call__(self, msg: RawMessage, reason: str) -> None:
+        self.append((msg.offset, reason))
+
+
+def dataset() -> list[dict]:
+    rng = random.Random(7)
+    return [{"record_id": f"rec-{month}-{i:06d}", "model": "m", "ref_date": f"{month}-{1 + i % 28:02d}",
+             "score": round(rng.random(), 4), "target": int(rng.random() < 0.2)}
+            for month in MONTHS for i in range(PER_MONTH)]
+
+
+def chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def record_messages(records: list[dict], per_message: int = 500) -> list[RawMessage]:
+    unlabelled = [{**r, "target": None} for r in records]
+    return [RawMessage("records", 0, offset, orjson.dumps(chunk))
+            for offset, chunk in enumerate(chunks(unlabelled, per_message))]
+
+
+def outcome_messages(records: list[dict], per_message: int = 1_000) -> list[RawMessage]:
+    return [RawMessage("outcomes", 0, offset, orjson.dumps(
+        [{"record_id": r["record_id"], "model": "m", "target": r["target"]} for r in chunk]))
+        for offset, chunk in enumerate(chunks(records, per_message))]
+
+
+async def process_outcomes(outcomes: OutcomeProcessor, messages: list[RawMessage]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for batch in chunks(messages, 5):
+        for name, n in (await outcomes.process(batch)).items():
+            totals[name] = totals.get(name, 0) + n
+    return totals
+
+
+async def keys_of(store: Store, pattern: str) -> list[bytes]:
+    return [k async for k in store.redis.scan_iter(match=f"{store.base('m', '1')}:{pattern}", count=1000)]
+
+
+async def old_layout_bytes(store: Store, records: list[dict]) -> float:
+    """MEMORY USAGE per record of the previous layout (one ``score:<record_id>`` string each), for the report."""
+    base, ttl = store.base("m", "1"), store.settings.label_ttl_days * 86400
+    keys = [f"{base}:score:{r['record_id']}" for r in records[:200]]
+    pipe = store.redis.pipeline(transaction=False)
+    for key, r in zip(keys, records):
+        pipe.set(key, f"{r['ref_date'][:7]}|{round(r['score'] / store.settings.resolution)}", ex=ttl)
+    for key in keys:
+        pipe.memory_usage(key)
+    used = (await pipe.execute())[len(keys):]
+    await store.redis.delete(*keys)
+    return sum(used) / len(keys)
+
+
+async def test_the_join_buffer_is_compact_and_joins_each_record_once(settings):
+    records = dataset()
+    n = len(records)
+    early = records[-EARLY:]                   # the second month's last records: outcomes first
+    late = records[:-EARLY]
+    store = Store.connect(settings)
+    try:
+        batches = BatchProcessor(store, DeadLetters(), "e1")
+        outcomes = OutcomeProcessor(store, DeadLetters())
+        ttl = settings.label_ttl_days * 86400
+
+        # Outcomes before their records: they wait in the pending buckets, each with a TTL.
+        got = await process_outcomes(outcomes, outcome_messages(early))
+        assert (got["pending"], got["joined"], got["duplicates"]) == (EARLY, 0, 0)
+        pending_keys = await keys_of(store, "pending:*")
+        assert 0 < len(pending_keys) <= JOIN_BUCKETS
+        for key in pending_keys:
+            assert await store.redis.type(key) == b"hash"
+            assert 0 < await store.redis.ttl(key) <= ttl
+
+        for batch in chunks(record_messages(records), 10):
+            await batches.process(batch)
+        labelled_early = sum(r["target"] for r in early)
+        counts = [await store.counts("m", "1", m) for m in MONTHS]
+        assert counts[0] == {"n": PER_MONTH, "bad": 0, "good": 0, "unlabeled": PER_MONTH}
+        assert counts[1] == {"n": PER_MONTH, "bad": labelled_early, "good": EARLY - labelled_early,
+                             "unlabeled": PER_MONTH - EARLY}
+        assert await keys_of(store, "pending:*") == []          # every pending outcome was joined
+
+        # (a) no key per record; (b) compact hashes, each with a TTL; (c) small per record.
+        assert await keys_of(store, "score:*") == []
+        join_keys = await keys_of(store, "join:*")
+        per_month = {m: [k for k in join_keys if k.decode().split(":join:")[1].startswith(m + ":")] for m in MONTHS}
+        assert sum(map(len, per_month.values())) == len(join_keys)
+        assert all(0 < len(keys) <= JOIN_BUCKETS for keys in per_month.values())
+        pipe = store.redis.pipeline(transaction=False)
+        for key in join_keys:
+            pipe.object("encoding", key)
+            pipe.ttl(key)
+            pipe.memory_usage(key)
+            pipe.hlen(key)
+        replies = await pipe.execute()
+        encodings, ttls, usage, fields = replies[0::4], replies[1::4], replies[2::4], replies[3::4]
+        assert set(encodings) == {b"listpack"}
+        assert all(0 < t <= ttl for t in ttls)
+        assert sum(fields) == n
+        bucket = join_bucket(records[0]["record_id"])
+        assert await store.redis.hget(f"{store.base('m', '1')}:join:{MONTHS[0]}:{bucket}", records[0]["record_id"]) \
+            == str(round(records[0]["score"] / settings.resolution)).encode()
+        new_bytes = sum(usage) / n
+        old_bytes = await old_layout_bytes(store, records)
+        print(f"\njoin buffer, {n} waiting records over {len(MONTHS)} months in {len(join_keys)} keys: "
+              f"{new_bytes:.1f} bytes per record by MEMORY USAGE (previous layout: {old_bytes:.1f} per record, "
+              f"plus ~64 of key and expiry dictionaries)")
+        assert new_bytes < 60
+
+        # (d) the outcomes of the others join them once, whatever their month (probed newest first).
+        got = await process_outcomes(outcomes, outcome_messages(late))
+        assert (got["joined"], got["pending"], got["duplicates"]) == (len(late), 0, 0)
+        for month in MONTHS:
+            month_records = [r for r in records if r["ref_date"].startswith(month)]
+            bad = sum(r["target"] for r in month_records)
+            assert await store.counts("m", "1", month) == {"n": PER_MONTH, "bad": bad, "good": PER_MONTH - bad,
+                                                           "unlabeled": 0}
+            hists = (await store.histograms("m", "1", [month]))[month]
+            assert hists.pos == ScoreHistogram.from_scores([r["score"] for r in month_records if r["target"] == 1])
+            assert hists.neg == ScoreHistogram.from_scores([r["score"] for r in month_records if r["target"] == 0])
+            assert hists.unlabeled.n == 0
+
+        # A second round of every outcome: all duplicates, nothing moves.
+        before = [await store.counts("m", "1", m) for m in MONTHS]
+        got = await process_outcomes(outcomes, outcome_messages(records))
+        assert (got["joined"], got["pending"], got["duplicates"]) == (0, 0, n)
+        assert [await store.counts("m", "1", m) for m in MONTHS] == before
+        assert await outcome_counters(store, "m", "1") == {"joined": len(late), "pending": EARLY,
+                                                           "pending_joined": EARLY, "duplicates": n, "orphans": 0}
+        assert await keys_of(store, "pending:*") == []
+        for key in await keys_of(store, "join:*"):
+            assert 0 < await store.redis.ttl(key) <= ttl
+    finally:
+        await store.close()
+
+
+async def test_a_zero_ttl_keeps_no_join_buffer(settings):
+    settings = settings.model_copy(update={"label_ttl_days": 0})
+    store = Store.connect(settings)
+    try:
+        records = [{"record_id": f"r{i}", "model": "m", "ref_date": "2024-05-10", "score": 0.5, "target": 1}
+                   for i in range(10)]
+        await BatchProcessor(store, DeadLetters(), "e1").process(record_messages(records, per_message=5))
+        assert await keys_of(store, "join:*") == []
+        assert (await store.counts("m", "1", "2024-05"))["unlabeled"] == 10
+        # Outcomes find nothing to join: they wait (a day), as orphans.
+        got = await OutcomeProcessor(store, DeadLetters()).process(outcome_messages(records))
+        assert (got["joined"], got["pending"]) == (0, 10)
+        assert (await store.counts("m", "1", "2024-05"))["unlabeled"] == 10
+        for key in await keys_of(store, "pending:*"):
+            assert 0 < await store.redis.ttl(key) <= 86400
+    finally:
+        await store.close()

@@ -1,0 +1,38 @@
+"""The worker's Kafka consumer waits at most MONITOR_CONSUMER_FETCH_WAIT_MS per fetch (faust hard-codes 1,500)."""
+
+import asyncio
+
+import aiokafka
+
+from monitor.app import create_app
+from monitor.settings import Settings
+from monitor.transport import MonitorApp
+
+
+def _worker_consumer(app) -> aiokafka.AIOKafkaConsumer:
+    async def build():
+        async def nothing(*args):
+            return None
+        consumer = app.transport.create_consumer(callback=nothing, on_partitions_revoked=nothing,
+                                                 on_partitions_assigned=nothing)
+        thread = consumer._new_consumer_thread()
+        return thread._create_worker_consumer(app.transport)
+    return asyncio.run(build())
+
+
+def test_worker_consumer_uses_the_configured_fetch_wait():
+    app = MonitorApp("t-fetch-wait", broker="kafka://127.0.0.1:9", store="memory://", web_enabled=False,
+                     fetch_wait_ms=37)
+    kafka_consumer = _worker_consumer(app)
+    assert isinstance(kafka_consumer, aiokafka.AIOKafkaConsumer)
+    assert kafka_consumer._fetch_max_wait_ms == 37
+    # everything else is faust's: e.g. its group and manual commits
+    assert kafka_consumer._group_id == "t-fetch-wait"
+    assert kafka_consumer._enable_auto_commit is False
+
+
+def test_create_app_takes_the_wait_from_the_settings(monkeypatch):
+    monkeypatch.setattr("monitor.store.state_epoch", lambda settings: "e0")
+    app = create_app(Settings(consumer_fetch_wait_ms=15, kafka_bootstrap="127.0.0.1:9"))
+    assert _worker_consumer(app)._fetch_max_wait_ms == 15
+    assert app.conf.id.endswith(".e0")
