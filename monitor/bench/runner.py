@@ -62,7 +62,7 @@ class Options:
     latency_seconds: float = 20.0
     latency_rate: float = 5000.0
     latency_models: int = 30
-    latency_intervals: tuple[float, ...] = (1.0, 0.2)
+    latency_intervals: tuple[float, ...] = (2.0, 1.0)
     latency_batch: int = 1
     latency_warmup_s: float = 3.0
     memory_records: int = 1_000_000
@@ -979,14 +979,14 @@ def parse_args(argv=None) -> Options:
     parser.add_argument("--latency-rate", type=float, default=None, help="records/s of the latency stream (5000)")
     parser.add_argument("--latency-models", type=int, default=None, help="models = drift episodes = samples (30)")
     parser.add_argument("--latency-intervals", default=None,
-                        help="comma-separated metrics intervals (s) to measure latency with (1.0,0.2)")
+                        help="comma-separated metrics intervals (s) to measure latency with (2.0,1.0)")
     parser.add_argument("--latency-batch", type=int, default=None, help="records per message of the latency stream (1)")
     parser.add_argument("--memory-records", type=int, default=None, help="records of the one month of the memory curve (1000000)")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true", help="no (a)-(d) measurements (latency/memory only)")
     parser.add_argument("--quick", action="store_true",
-                        help="small sizes (20k records, 8 s latency at interval 1.0 only, 100k memory)")
+                        help="small sizes (20k records, 8 s latency at interval 2.0 only, 100k memory)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where to write the JSON ({DEFAULT_JSON})")
     parser.add_argument("--work-dir", type=Path, default=None, help="parent of the temporary run directory")
     parser.add_argument("--check-targets", action="store_true", help="exit 1 when a target is not met")
@@ -997,7 +997,7 @@ def parse_args(argv=None) -> Options:
     opts = Options()
     if a.quick:
         opts.records, opts.naive_records, opts.latency_seconds, opts.latency_models = 20_000, 10_000, 8.0, 10
-        opts.latency_intervals, opts.memory_records, opts.latency_warmup_s = (1.0,), 100_000, 2.0
+        opts.latency_intervals, opts.memory_records, opts.latency_warmup_s = (2.0,), 100_000, 2.0
     for name in ("records", "batch_size", "naive_records", "repeat", "latency_seconds", "latency_rate",
                  "latency_models", "latency_batch", "memory_records"):
         value = getattr(a, name)

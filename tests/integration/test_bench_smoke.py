@@ -23,7 +23,7 @@ def test_bench_runs_every_measurement_at_a_tiny_size(tmp_path):
     # between two counts rather than including the worker's start-up.
     cmd = [sys.executable, "-m", "monitor", "bench", "--records", "6000", "--batch-size", "2",
            "--naive-records", "3000", "--latency-seconds", "4", "--latency-models", "4",
-           "--latency-intervals", "1.0", "--memory-records", "20000", "--json", str(out),
+           "--latency-intervals", "2.0", "--memory-records", "20000", "--json", str(out),
            "--work-dir", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     print(proc.stdout[-6000:], proc.stderr[-3000:])
@@ -41,7 +41,7 @@ def test_bench_runs_every_measurement_at_a_tiny_size(tmp_path):
     assert all(v > 0 for v in doc["ratios"].values())
 
     (lat,) = doc["latency"]
-    assert lat["metrics_interval_s"] == 1.0 and lat["default_interval"] is True
+    assert lat["metrics_interval_s"] == 2.0 and lat["default_interval"] is True
     assert lat["alert_ms"]["n"] == lat["models"] == 4 and lat["missing_alerts"] == []
     assert lat["state_ms"]["n"] == 4 and lat["alert_ms"]["p99"] >= lat["alert_ms"]["p50"] > 0
 
