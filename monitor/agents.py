@@ -111,6 +111,8 @@ def register(app: faust.App, settings: Settings, epoch: str) -> None:
                 wait = await worker.updater.step(publish_alert)
             except TRANSIENT as exc:
                 log.warning("metrics pass skipped: Redis unavailable (%s)", exc)
+            except Exception:  # a task that raises is gone for good: log it, keep computing the others
+                log.exception("metrics pass failed")
             await worker.updater.wait(wait)
 
     @app.on_partitions_revoked.connect
