@@ -339,10 +339,10 @@ def test_skipped_sections_are_not_required_to_be_positive():
 # ---- options ------------------------------------------------------------------------------------------
 def test_options_defaults_quick_and_overrides(tmp_path):
     opts = parse_args([])
-    assert (opts.records, opts.batch_size, opts.latency_rate, opts.latency_intervals) == (200_000, 100, 5000.0, (1.0, 0.2))
+    assert (opts.records, opts.batch_size, opts.latency_rate, opts.latency_intervals) == (200_000, 100, 5000.0, (2.0, 1.0))
     assert opts.naive_n == 100_000 and opts.memory_records == 1_000_000
     quick = parse_args(["--quick", "--records", "5000", "--json", str(tmp_path / "b.json"), "--skip-memory"])
-    assert quick.records == 5000 and quick.naive_n == 5000 and quick.latency_intervals == (1.0,)
+    assert quick.records == 5000 and quick.naive_n == 5000 and quick.latency_intervals == (2.0,)
     assert quick.skip_memory and not quick.skip_latency and quick.json_path == tmp_path / "b.json"
     assert parse_args(["--latency-intervals", "1.0, 0.5,0.2"]).latency_intervals == (1.0, 0.5, 0.2)
     assert Options(records=50_000, naive_records=None).naive_n == 50_000
