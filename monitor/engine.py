@@ -9,7 +9,12 @@ model due in Redis (``<prefix>:due``) and wakes its own loop; other workers poll
 with several workers nothing is computed or judged twice. A month's ``rev`` counter says
 whether it changed since the last pass; month histograms are cached in memory between passes,
 so a pass reads only the months that changed. A change to month m also changes the rolling and
-cumulative windows of every later month, so those are recomputed too.
+cumulative windows of every later month, so those are recomputed too; windows that hold the same
+months (the first months of a model: month, rolling and cumulative alike) are computed once.
+
+A timer pass is a burst of CPU in the loop that also folds records: left alone, it would hold
+the records back for its whole length. After each model the pass pauses as long as the model
+took (``PASS_PAUSE_RATIO``), so records are folded between models; a checkpoint cuts the pause.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ from monitor.store import MonthChange, Store
 
 OUTBOX_CHUNK = 500
 DUE_POLL_S = 0.1  # how often a worker looks for models another worker marked due
+# Pause after each model of a timer pass, as a multiple of the time the model took: the pass takes
+# about half of the loop at most while records flow, at the price of a pass twice as long
+# (docs/benchmarks.md: p99 publish-to-alert 546 -> 218-354 ms at 5k records/s for 30 models).
+PASS_PAUSE_RATIO = 1.0
 
 
 def reaches_checkpoint(change: MonthChange, min_records: int, min_class_records: int) -> bool:
@@ -52,6 +61,49 @@ def reaches_checkpoint(change: MonthChange, min_records: int, min_class_records:
         return True
     return any(before < min_class_records <= after for before, after in (
         (change.bad - change.added_bad, change.bad), (change.good - change.added_good, change.good)))
+
+def windows(spans: dict[str, tuple[str, ...]], by_month: dict, cumulative, empty: Callable[[], object]) -> dict:
+    """The sum of each distinct span of months: ``cumulative`` is the running total of the earlier
+    months (the last span), a single month is its own sum, other spans are added up.
+
+    >>> spans = {"month": ("b",), "rolling": ("a", "b"), "cumulative": ("a", "b")}
+    >>> windows(spans, {"a": 1, "b": 2}, 3, int)
+    {('b',): 2, ('a', 'b'): 3}
+    """
+    sums: dict[tuple[str, ...], object] = {}
+    for name, span in spans.items():
+        if span in sums:
+            continue
+        if name == "cumulative":
+            sums[span] = cumulative
+        elif len(span) == 1:
+            sums[span] = by_month[span[0]]
+        else:
+            total = empty()
+            for m in span:
+                total += by_month[m]
+            sums[span] = total
+    return sums
+
+
+def per_window(spans: dict[str, tuple[str, ...]], sums: dict, compute: Callable[[object], dict]) -> dict[str, dict]:
+    """``compute`` of each window's sum, once per distinct span (the first months of a model have the
+    same month, rolling and cumulative windows).
+
+    >>> calls = []
+    >>> per_window({"month": ("a",), "rolling": ("a",)}, {("a",): 5}, lambda x: calls.append(x) or {"v": x})
+    {'month': {'v': 5}, 'rolling': {'v': 5}}
+    >>> calls
+    [5]
+    """
+    computed: dict[tuple[str, ...], dict] = {}
+    out = {}
+    for name, span in spans.items():
+        if span not in computed:
+            computed[span] = compute(sums[span])
+        out[name] = computed[span]
+    return out
+
 
 # Take the lease if it is free, keep it if it is ours. KEYS[1] lease; ARGV: owner, ttl ms.
 LEASE_LUA = """
@@ -109,8 +161,19 @@ class MetricsUpdater:
         for model, version in await self.store.models():
             if self.wakeup.is_set():  # a model reached a checkpoint meanwhile: it goes first
                 published += await self.run_due(send)
+            started = time.perf_counter()
             published += await self._update_leased(model, version, send)
+            await self._pause((time.perf_counter() - started) * PASS_PAUSE_RATIO)
         return published
+
+    async def _pause(self, seconds: float) -> None:
+        """Let the records in for ``seconds``; a model marked due (the wakeup) ends the pause at once."""
+        if seconds <= 0 or self.wakeup.is_set():
+            return
+        try:
+            await asyncio.wait_for(self.wakeup.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     async def run_due(self, send: Callable[[bytes], Awaitable[None]] | None = None) -> int:
         """Update the models marked due whose lease we hold or can take; the others are left to
@@ -158,26 +221,28 @@ class MetricsUpdater:
         reference_auc = float(ref_meta["auc"]) if ref_meta.get("auc") else None
         first_changed = min(changed)
         results: dict[str, dict] = {}
-        cumulative = LabelledHistograms.empty(self.settings.resolution)
+        resolution = self.settings.resolution
+        cumulative = LabelledHistograms.empty(resolution)
         for month in months:
             cumulative += cache[month]
             if cumulative_features is not None:
                 cumulative_features += features[month]
             if month < first_changed:
                 continue
-            windows = self.windows_of(month, cache, cumulative)
+            spans = self.window_months(month, months)
+            scores = windows(spans, cache, cumulative, lambda: LabelledHistograms.empty(resolution))
             results[month] = {
                 "model": model, "model_version": version, "month": month,
                 "computed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
                 "rolling_months": previous_months(month, self.settings.rolling_months),
                 "reference_n": reference_n, "reference_auc": reference_auc,
-                "resolution": self.settings.resolution,
-                "windows": {name: compute_metrics(h, reference).to_dict() for name, h in windows.items()},
+                "resolution": resolution,
+                "windows": per_window(spans, scores, lambda h: compute_metrics(h, reference).to_dict()),
             }
             if profile is not None:
-                results[month]["features"] = {
-                    name: {f: d.to_dict() for f, d in feature_drift(counter, profile).items()}
-                    for name, counter in self.feature_windows(month, features, cumulative_features, profile).items()}
+                counters = windows(spans, features, cumulative_features, lambda: FeatureCounter(profile))
+                results[month]["features"] = per_window(spans, counters, lambda counter: {
+                    f: d.to_dict() for f, d in feature_drift(counter, profile).items()})
         await self.store.save_metrics(model, version, results)
         await self.judge(model, version, results[months[-1]], {m: cache[m].n for m in months},
                          reference_n, reference_auc)
@@ -208,21 +273,17 @@ class MetricsUpdater:
                 await self.alerts.apply(model, version, "volume", "month", month, verdict, reference_n, watermark,
                                         states)
 
-    def feature_windows(self, month: str, features: dict[str, FeatureCounter], cumulative: FeatureCounter,
-                        profile: FeatureProfile) -> dict[str, FeatureCounter]:
-        rolling = FeatureCounter(profile)
-        for m in previous_months(month, self.settings.rolling_months):
-            if m in features:
-                rolling += features[m]
-        return {"month": features[month], "rolling": rolling, "cumulative": cumulative.copy()}
+    def window_months(self, month: str, months: list[str]) -> dict[str, tuple[str, ...]]:
+        """The months each window of ``month`` holds, among the model's (sorted) ``months``.
 
-    def windows_of(self, month: str, cache: dict[str, LabelledHistograms],
-                   cumulative: LabelledHistograms) -> dict[str, LabelledHistograms]:
-        rolling = LabelledHistograms.empty(self.settings.resolution)
-        for m in previous_months(month, self.settings.rolling_months):
-            if m in cache:
-                rolling += cache[m]
-        return {"month": cache[month], "rolling": rolling, "cumulative": cumulative.copy()}
+        >>> updater = MetricsUpdater.__new__(MetricsUpdater)
+        >>> updater.settings = Settings(rolling_months=2)
+        >>> updater.window_months("2024-03", ["2024-01", "2024-02", "2024-03", "2024-04"])
+        {'month': ('2024-03',), 'rolling': ('2024-02', '2024-03'), 'cumulative': ('2024-01', '2024-02', '2024-03')}
+        """
+        rolling = set(previous_months(month, self.settings.rolling_months))
+        earlier = tuple(m for m in months if m <= month)
+        return {"month": (month,), "rolling": tuple(m for m in earlier if m in rolling), "cumulative": earlier}
 
     async def publish_outbox(self, model: str, version: str, send: Callable[[bytes], Awaitable[None]]) -> int:
         """Send the model's pending alert events in order, then drop them from the outbox.

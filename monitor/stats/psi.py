@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from scipy import stats as sps
 
@@ -74,7 +76,13 @@ def psi_critical_value(n: int, m: int, buckets: int = 10, alpha: float = 0.05) -
     """
     if n < 1 or m < 1 or buckets < 2:
         return None
-    return float(sps.chi2.ppf(1 - alpha, buckets - 1)) * (1 / n + 1 / m)
+    return _chi2_quantile(1 - alpha, buckets - 1) * (1 / n + 1 / m)
+
+
+@lru_cache(maxsize=64)
+def _chi2_quantile(q: float, df: int) -> float:
+    """scipy's chi2.ppf, remembered: a pass asks for the same few (q, df) hundreds of times."""
+    return float(sps.chi2.ppf(q, df))
 
 
 class PopulationStabilityIndex:
