@@ -10,6 +10,7 @@ the state from the topic (see monitor.store.state_epoch).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -19,6 +20,7 @@ import faust
 import orjson
 
 from monitor.engine import MetricsUpdater
+from monitor.memory import release_free_memory
 from monitor.outcomes import OutcomeProcessor
 from monitor.errors import StateLost
 from monitor.pipeline import TRANSIENT, BatchProcessor, RawMessage
@@ -114,6 +116,11 @@ def register(app: faust.App, settings: Settings, epoch: str) -> None:
             except Exception:  # a task that raises is gone for good: log it, keep computing the others
                 log.exception("metrics pass failed")
             await worker.updater.wait(wait)
+
+    if settings.memory_trim_interval_s > 0:
+        @app.timer(settings.memory_trim_interval_s)
+        async def release_memory():
+            await asyncio.to_thread(release_free_memory)  # ~25 ms after a big backlog: off the loop
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs):

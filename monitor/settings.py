@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     batch_within_s: float = Field(
         0.05, gt=0, description="Max seconds the worker waits to fill a batch. Env MONITOR_BATCH_WITHIN_S."
     )
+    memory_trim_interval_s: float = Field(
+        5.0, ge=0, description="Seconds between returns of the worker's freed heap memory to the OS (glibc "
+        "malloc_trim): without them the RSS stays at the peak of the largest backlog ever read. 0 turns them "
+        "off. Env MONITOR_MEMORY_TRIM_INTERVAL_S.",
+    )
 
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="Kafka security protocol. Env MONITOR_KAFKA_SECURITY_PROTOCOL."

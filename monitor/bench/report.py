@@ -457,9 +457,9 @@ def table_rows(doc: Mapping) -> list[tuple[str, str, str, str, str]]:
     rows += memory_rows(doc.get("memory") or {})
     rss = doc.get("rss") or {}
     for phase, r in (rss.get("phases") or {}).items():
-        rows.append((f"worker RSS {phase}: start / quarter / max / end",
-                     " / ".join(fmt_number(None if r.get(k) is None else r[k] / 1024, 0)
-                                for k in ("start_kb", "quarter_kb", "max_kb", "end_kb")), "MB", "", ""))
+        keys = ("start_kb", "quarter_kb", "max_kb", "end_kb") + (("settled_kb",) if r.get("settled_kb") else ())
+        rows.append((f"worker RSS {phase}: {' / '.join(k[:-3] for k in keys)}",
+                     " / ".join(fmt_number(None if r.get(k) is None else r[k] / 1024, 0) for k in keys), "MB", "", ""))
     flat = [t for t in (doc.get("targets") or []) if t["name"] == "worker RSS flat"]
     if flat:
         rows.append(("worker RSS growth, quarter-way to end (max over phases)",

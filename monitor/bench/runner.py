@@ -146,11 +146,12 @@ def fresh_consumer(settings: Settings, run_id: str, name: str) -> Settings:
 
 
 class RssTracker:
-    """VmRSS of a worker process: when it starts processing, a quarter of the way, max and end."""
+    """VmRSS of a worker process: when it starts processing, a quarter of the way, max, end, and
+    settled (idle a while after the end, once the worker returned its freed memory)."""
 
     def __init__(self, pid: int, expected: int):
         self.pid, self.expected = pid, expected
-        self.start_kb = self.quarter_kb = self.end_kb = None
+        self.start_kb = self.quarter_kb = self.end_kb = self.settled_kb = None
         self.max_kb = 0
         self.samples: list[tuple[float, int, int]] = []  # (t, records, kb)
         self._next = 0.0
@@ -171,9 +172,12 @@ class RssTracker:
             self.quarter_kb = kb
         self.end_kb = kb
 
+    def settle(self) -> None:
+        self.settled_kb = rss_kb(self.pid)
+
     def summary(self) -> dict:
         return {"start_kb": self.start_kb, "quarter_kb": self.quarter_kb, "max_kb": self.max_kb or None,
-                "end_kb": self.end_kb, "growth": report.rss_growth(self.quarter_kb, self.end_kb),
+                "end_kb": self.end_kb, "settled_kb": self.settled_kb, "growth": report.rss_growth(self.quarter_kb, self.end_kb),
                 "samples": len(self.samples)}
 
 
@@ -413,6 +417,7 @@ class Bench:
             rss.sample(expected, force=True)
             if after is not None:
                 await after()
+                rss.settle()
         finally:
             if profile is None and prof is not None:
                 await self.stop_profiler(prof)
@@ -591,9 +596,10 @@ class Bench:
                     snapshots.append(asyncio.create_task(snapshot()))
 
         async def after() -> None:
-            # Let a metrics pass cover the whole month, so its metrics field is at its final size.
+            # Let a metrics pass cover the whole month, so its metrics field is at its final size, and the
+            # worker return its freed memory (the settled RSS).
             await asyncio.gather(*snapshots)
-            await asyncio.sleep(2 * settings.metrics_interval_s + 0.5)
+            await asyncio.sleep(max(2 * settings.metrics_interval_s, settings.memory_trim_interval_s) + 0.5)
             await snapshot()
 
         run = await self.worker_run(settings, opts.memory_records, "memory", on_progress, after)

@@ -1,4 +1,5 @@
-"""The worker's Kafka consumer waits at most MONITOR_CONSUMER_FETCH_WAIT_MS per fetch (faust hard-codes 1,500)."""
+"""The worker's consumer: it waits at most MONITOR_CONSUMER_FETCH_WAIT_MS per fetch (faust hard-codes
+1,500), buffers two batches ahead, and returns the memory a backlog freed."""
 
 import asyncio
 
@@ -36,3 +37,17 @@ def test_create_app_takes_the_wait_from_the_settings(monkeypatch):
     app = create_app(Settings(consumer_fetch_wait_ms=15, kafka_bootstrap="127.0.0.1:9"))
     assert _worker_consumer(app)._fetch_max_wait_ms == 15
     assert app.conf.id.endswith(".e0")
+
+
+def test_the_worker_buffers_two_batches_and_returns_freed_memory_unless_told_not_to(monkeypatch):
+    """A backlog's buffers are bounded in events (two batches) and their memory goes back to the OS."""
+    monkeypatch.setattr("monitor.store.state_epoch", lambda settings: "e0")
+
+    def tasks(app) -> set[str]:
+        return {task.__name__ for task in app._app_tasks}
+
+    app = create_app(Settings(kafka_bootstrap="127.0.0.1:9", batch_size=800))
+    assert app.conf.stream_buffer_maxsize == 1600
+    assert {"recompute_metrics", "release_memory"} <= tasks(app)
+    quiet = create_app(Settings(kafka_bootstrap="127.0.0.1:9", memory_trim_interval_s=0))
+    assert "recompute_metrics" in tasks(quiet) and "release_memory" not in tasks(quiet)
