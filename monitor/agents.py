@@ -23,7 +23,7 @@ from monitor.engine import MetricsUpdater
 from monitor.memory import release_free_memory
 from monitor.outcomes import OutcomeProcessor
 from monitor.errors import StateLost
-from monitor.pipeline import TRANSIENT, BatchProcessor, RawMessage
+from monitor.pipeline import TRANSIENT, BatchProcessor, KafkaMessage
 from monitor.settings import Settings
 from monitor.store import Store, epoch_key
 
@@ -66,7 +66,7 @@ def register(app: faust.App, settings: Settings, epoch: str) -> None:
     alerts_topic = app.topic(settings.alerts_topic, **raw)
     worker = Worker(settings, epoch)
 
-    async def dead_letter(msg: RawMessage, reason: str) -> None:
+    async def dead_letter(msg: KafkaMessage, reason: str) -> None:
         headers = [("dlq.reason", reason.encode()), ("dlq.topic", msg.topic.encode()),
                    ("dlq.partition", str(msg.partition).encode()), ("dlq.offset", str(msg.offset).encode())]
         delivery = await dead_letter_topic.send(key=msg.key, value=msg.value or b"", headers=headers)
@@ -78,9 +78,7 @@ def register(app: faust.App, settings: Settings, epoch: str) -> None:
         worker.ensure_started(dead_letter)
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             try:
-                await worker.processor.process([
-                    RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.value,
-                               e.message.key) for e in events])
+                await worker.processor.process([e.message for e in events])
             except StateLost as lost:
                 await worker.restart_to_rebuild(lost)
 
@@ -88,9 +86,7 @@ def register(app: faust.App, settings: Settings, epoch: str) -> None:
     async def join_outcomes(stream):
         worker.ensure_started(dead_letter)
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            await worker.outcomes.process([
-                RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.value,
-                           e.message.key) for e in events])
+            await worker.outcomes.process([e.message for e in events])
 
     async def publish_alert(raw_event: bytes) -> None:
         event = orjson.loads(raw_event)

@@ -27,9 +27,6 @@ def create_app(settings: Settings) -> MonitorApp:
         broker_heartbeat_interval=max(session / 3, 0.3),
         broker_rebalance_timeout=session,
         stream_wait_empty=False,
-        # Events buffered ahead of the agent (faust's default is 4,096): two batches keep the agent
-        # fed, and a backlog of arrays of 100 records then holds ~60 MB less in the worker.
-        stream_buffer_maxsize=max(1000, 2 * settings.batch_size),
         producer_acks=-1,
         # Large fetches: a batched message holds hundreds of records, and fewer, bigger fetches
         # cost the consumer thread (which shares the GIL with the agent) less.

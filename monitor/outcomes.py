@@ -25,7 +25,7 @@ import orjson
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from monitor.errors import InvalidRecord
-from monitor.pipeline import DeadLetter, OnChange, RawMessage, retry_forever
+from monitor.pipeline import DeadLetter, KafkaMessage, OnChange, retry_forever
 from monitor.store import ADD_BINS_LUA, Store, join_bucket, month_changes
 
 
@@ -140,7 +140,7 @@ class OutcomeProcessor:
         self.on_change = on_change
         self._apply = store.redis.register_script(APPLY_OUTCOMES_LUA)
 
-    async def process(self, messages: Sequence[RawMessage]) -> dict[str, int]:
+    async def process(self, messages: Sequence[KafkaMessage]) -> dict[str, int]:
         groups: dict[tuple[str, str], list] = {}
         totals = {"joined": 0, "pending": 0, "duplicates": 0, "dead_lettered": 0}
         for msg in messages:

@@ -12,6 +12,7 @@ import time
 from bisect import bisect_right
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import redis.exceptions
@@ -43,9 +44,20 @@ async def retry_forever(what: str, call, *args):
             delay = min(RETRY_MAX_S, delay * 2)
 
 
+class KafkaMessage(Protocol):
+    """What the processors read of a message: faust's own messages have these attributes, so the
+    agents hand them over as they are (no copy per message)."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    key: bytes | None
+
+
 @dataclass(frozen=True)
 class RawMessage:
-    """One message as read from Kafka."""
+    """One message as read from Kafka (tests, benchmarks, replays: a :class:`KafkaMessage`)."""
 
     topic: str
     partition: int
@@ -71,7 +83,7 @@ class BatchResult:
         return self
 
 
-DeadLetter = Callable[[RawMessage, str], Awaitable[None]]
+DeadLetter = Callable[[KafkaMessage, str], Awaitable[None]]
 OnChange = Callable[[str, str, list[MonthChange]], Awaitable[None]]
 """Told (model, version, months' counts after a write) after each write to a model's counts."""
 
@@ -195,23 +207,23 @@ class BatchProcessor:
             self._profiles[(model, version)] = (time.monotonic(), profile)
         return profile
 
-    async def process(self, messages: Sequence[RawMessage]) -> BatchResult:
+    async def process(self, messages: Sequence[KafkaMessage]) -> BatchResult:
         """Dead-letter the invalid messages, then apply the records (retrying while Redis is away)."""
         result = BatchResult()
         groups: dict[tuple[str, str], dict[str, PartitionRecords]] = {}
         seen: set[tuple[str, int]] = set()
         for msg in messages:
-            if (msg.offset_field, msg.offset) in seen:  # delivered twice within one batch
+            field_name = f"{msg.topic}:{msg.partition}"  # RawMessage.offset_field
+            if (field_name, msg.offset) in seen:  # delivered twice within one batch
                 result.duplicates_skipped += 1
                 continue
-            seen.add((msg.offset_field, msg.offset))
+            seen.add((field_name, msg.offset))
             try:
                 records = decode_fast(msg.value)
             except InvalidRecord as exc:
                 await self.dead_letter(msg, str(exc))
                 result.dead_lettered += 1
                 continue
-            field_name = msg.offset_field
             for record in records:
                 by_field = groups.get(record[:2]) or groups.setdefault(record[:2], {})
                 part = by_field.get(field_name) or by_field.setdefault(field_name, PartitionRecords())

@@ -112,10 +112,11 @@ end
 # lifetime (see state_epoch). KEYS: offsets, months, watermark, epoch copy, then per month:
 # count, hist bad, hist good, hist unlabeled, feature counts.
 # ARGV: k, latest ref_date of the batch, epoch, key base, join TTL (s), histogram bytes, then k x
-# (offset field, expected stored offset or "", new offset, the partition's latest ref_date), then per month: month, len bad, len good,
-# len unlabeled, n waiting, then (bin, count) pairs of bad, good, unlabeled, then (record_id, bin,
-# join bucket) of the unlabelled records that wait for their outcome, then n feature fields and
-# (field, count) pairs.
+# (offset field, expected stored offset or "", new offset, the partition's latest ref_date), then per
+# month: month, the (bin, count) pairs of bad, good and unlabeled (three strings "bin count bin
+# count ...": one argument each instead of two per bin, which redis-py would encode one by one), n
+# waiting, then (record_id, bin, join bucket) of the unlabelled records that wait for their outcome,
+# then n feature fields and (field, count) pairs.
 # Returns {1, '', ''} then per month: month, n, bad, good after the batch and n, bad, good it added.
 APPLY_BATCH_LUA = ADD_BINS_LUA + """
 local copy = redis.call('GET', KEYS[4])
@@ -153,18 +154,16 @@ local touched = {}  -- join buffer keys written: one EXPIRE each at the end
 local result = {1, '', ''}
 while a <= #ARGV do
   local month = ARGV[a]
-  local lens = {tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3])}
-  local waiting = tonumber(ARGV[a+4])
-  a = a + 5
   local inc, totals = {{}, {}, {}}, {0, 0, 0}
   for h = 1, 3 do
-    for j = 1, lens[h] do
-      local b, c = ARGV[a], tonumber(ARGV[a+1])
+    for b, c in string.gmatch(ARGV[a + h], '(%d+) (%d+)') do
+      c = tonumber(c)
       inc[h][b] = (inc[h][b] or 0) + c
       totals[h] = totals[h] + c
-      a = a + 2
     end
   end
+  local waiting = tonumber(ARGV[a+4])
+  a = a + 5
   -- Unlabelled records one by one: an outcome may have arrived first (pending), else the
   -- record's bin is kept in its month's join bucket for the outcome to come ('j' once joined).
   for j = 1, waiting do
@@ -387,10 +386,10 @@ class Store:
             keys += [self.hist_key(model, version, month, label) for label in LABELS]
             keys.append(self.features_key(model, version, month))
             ids, waiting_bins = inc.waiting
-            args += [month, *(len(inc.bins[label][0]) for label in LABELS), len(ids)]
+            args.append(month)
             for label in LABELS:
-                bins, counts = inc.bins[label]
-                args += np.column_stack((bins, counts)).ravel().tolist()
+                args.append(" ".join(map(str, np.column_stack(inc.bins[label]).ravel().tolist())))
+            args.append(len(ids))
             for rid, score_bin in zip(ids, waiting_bins.tolist()):
                 args += (rid, score_bin, join_bucket(rid))
             args.append(len(inc.features))

@@ -1,5 +1,5 @@
 """The worker's consumer: it waits at most MONITOR_CONSUMER_FETCH_WAIT_MS per fetch (faust hard-codes
-1,500), buffers two batches ahead, and returns the memory a backlog freed."""
+1,500) and returns the memory a backlog freed."""
 
 import asyncio
 
@@ -39,15 +39,14 @@ def test_create_app_takes_the_wait_from_the_settings(monkeypatch):
     assert app.conf.id.endswith(".e0")
 
 
-def test_the_worker_buffers_two_batches_and_returns_freed_memory_unless_told_not_to(monkeypatch):
-    """A backlog's buffers are bounded in events (two batches) and their memory goes back to the OS."""
+def test_the_worker_returns_freed_memory_unless_told_not_to(monkeypatch):
+    """A backlog's buffers are freed once processed; their memory goes back to the OS."""
     monkeypatch.setattr("monitor.store.state_epoch", lambda settings: "e0")
 
     def tasks(app) -> set[str]:
         return {task.__name__ for task in app._app_tasks}
 
-    app = create_app(Settings(kafka_bootstrap="127.0.0.1:9", batch_size=800))
-    assert app.conf.stream_buffer_maxsize == 1600
+    app = create_app(Settings(kafka_bootstrap="127.0.0.1:9"))
     assert {"recompute_metrics", "release_memory"} <= tasks(app)
     quiet = create_app(Settings(kafka_bootstrap="127.0.0.1:9", memory_trim_interval_s=0))
     assert "recompute_metrics" in tasks(quiet) and "release_memory" not in tasks(quiet)
