@@ -516,7 +516,7 @@ def memory_rows(mem: Mapping) -> list[tuple[str, str, str, str, str]]:
                       + (f": {fmt_number(per)} bytes per waiting record" if per is not None else ""),
                       fmt_number(join.get("bytes")), "bytes", "", ""))
         jext = join.get("extrapolated_10m") or {}
-        if jext:
+        if jext and jext.get("at_records", 0) > (join.get("records") or 0):  # else it was measured
             rows.append((f"label-join buffer at {fmt_number(jext.get('at_records'))} records "
                          f"({fmt_number(jext.get('waiting_records'))} waiting, extrapolated"
                          + ("; more: fuller hashes change encoding" if jext.get("encoding_change") else "")
