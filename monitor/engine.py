@@ -128,6 +128,7 @@ class MetricsUpdater:
         self._histograms: dict[tuple[str, str], dict[str, LabelledHistograms]] = {}
         self._features: dict[tuple[str, str], dict[str, FeatureCounter]] = {}
         self.wakeup = asyncio.Event()  # set when a model of this process was marked due
+        self.pause_ratio = PASS_PAUSE_RATIO
         self._next_pass = 0.0  # time.monotonic() of the next full pass
 
     async def on_change(self, model: str, version: str, changes: list[MonthChange]) -> None:
@@ -163,7 +164,7 @@ class MetricsUpdater:
                 published += await self.run_due(send)
             started = time.perf_counter()
             published += await self._update_leased(model, version, send)
-            await self._pause((time.perf_counter() - started) * PASS_PAUSE_RATIO)
+            await self._pause((time.perf_counter() - started) * self.pause_ratio)
         return published
 
     async def _pause(self, seconds: float) -> None:

@@ -96,3 +96,14 @@ def test_a_checkpoint_ends_the_pause_at_once(servers):
             await store.close()
 
     assert asyncio.run(go())
+
+
+def test_the_pass_benchmark_runs_and_prints_its_figures(servers, capsys):
+    from monitor.bench.passes import main
+
+    assert main(["--models", "2", "--months", "1", "--records", "100", "--rounds", "1",
+                 "--redis", servers.redis_url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("2 models x 1 months")
+    assert [line.split(",")[1].split()[:2] for line in lines[1:]] == [["pauses", "off"], ["pauses", "on"]]
+    assert all(float(line.split()[-5]) > 0 for line in lines[1:])  # ms per pass

@@ -1,0 +1,91 @@
+"""Micro-benchmark of a timer pass of the metrics engine: milliseconds per changed model.
+
+Loads ``--models`` models (a reference each) with ``--months`` months of synthetic records through
+the worker's own BatchProcessor into a throwaway redis-server (or ``--redis URL``), runs a first
+pass, then ``--rounds`` times: adds ``--records`` records to the *first* month of every model (so
+every window of every month changes, the most a pass can have to do) and times
+``MetricsUpdater.run_once``. It reports the best round, with the pauses between models off (the
+CPU and Redis cost of the pass) and on (the wall time of a pass in the worker, about twice as long:
+see ``monitor.engine.PASS_PAUSE_RATIO``). Figures only, no assertion on them.
+
+    python -m monitor.bench.passes [--models 30] [--months 2] [--records 3000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+
+import orjson
+
+from monitor.engine import PASS_PAUSE_RATIO, MetricsUpdater
+from monitor.pipeline import BatchProcessor, RawMessage
+from monitor.reference import save_reference
+from monitor.settings import Settings
+from monitor.stats.bench import redis_url_or_server
+from monitor.store import Store, state_epoch
+from producers.synthetic import Scenario, generate, reference_frame
+
+
+async def measure(settings: Settings, models: int, months: int, records: int, rounds: int) -> dict[str, float]:
+    names = [f"pass-{i:02d}" for i in range(models)]
+    ref = reference_frame(Scenario(name="passes", seed=29))
+    for name in names:
+        await save_reference(settings, name, "1", ref["score"].to_numpy(), ref["TARGET"].to_numpy(), source="bench")
+    store = Store.connect(settings)
+
+    async def refuse(msg, reason: str) -> None:
+        raise RuntimeError(f"a synthetic record was refused: {reason}")
+
+    processor = BatchProcessor(store, refuse, await asyncio.to_thread(state_epoch, settings))
+    offset = 0
+
+    async def add(first_month: str, n_months: int, volume: int, seed: int) -> None:
+        nonlocal offset
+        batch = []
+        spec = Scenario(name="passes", start_month=first_month, months=n_months, monthly_volume=volume, seed=seed)
+        for i, record in enumerate(generate(spec)):
+            record["model"] = names[i % models]
+            batch.append(RawMessage(settings.records_topic, 0, offset, orjson.dumps(record)))
+            offset += 1
+        for i in range(0, len(batch), 500):
+            await processor.process(batch[i:i + 500])
+
+    try:
+        await add("2024-01", months, 500 * models, seed=1)
+        updater = MetricsUpdater(store, settings)
+        await updater.run_once(None)
+        best = {}
+        for r in range(rounds):
+            for label, ratio in (("pauses off", 0.0), ("pauses on", PASS_PAUSE_RATIO)):
+                await add("2024-01", 1, records, seed=100 + 2 * r + (ratio > 0))
+                updater.pause_ratio = ratio
+                start = time.perf_counter()
+                await updater.run_once(None)
+                best[label] = min(best.get(label, float("inf")), time.perf_counter() - start)
+        return best
+    finally:
+        await store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m monitor.bench.passes", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=30)
+    parser.add_argument("--months", type=int, default=2)
+    parser.add_argument("--records", type=int, default=3000, help="records added to the first month per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--redis", default=None, help="Redis URL (default: a throwaway redis-server)")
+    opts = parser.parse_args(argv)
+    with redis_url_or_server(opts.redis) as url:
+        settings = Settings(redis_url=url, key_prefix=f"bench-passes-{uuid.uuid4().hex[:6]}")
+        best = asyncio.run(measure(settings, opts.models, opts.months, opts.records, opts.rounds))
+    print(f"{opts.models} models x {opts.months} months, every month changed, best of {opts.rounds}")
+    for label, seconds in best.items():
+        print(f"  pass, {label:<10} {seconds * 1000:8.1f} ms  {seconds * 1000 / opts.models:6.2f} ms per changed model")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
