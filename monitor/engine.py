@@ -202,6 +202,9 @@ class MetricsUpdater:
 
     async def update_model(self, model: str, version: str) -> None:
         key = (model, version)
+        # Read before the months and their counts, so that the counts are at least as recent as the
+        # watermark: a batch folded in between could close a month whose count we read before it.
+        closing = await self.store.closing_watermark(model, version)
         months = await self.store.months(model, version)
         if not months:
             return
@@ -246,11 +249,13 @@ class MetricsUpdater:
                     f: d.to_dict() for f, d in feature_drift(counter, profile).items()})
         await self.store.save_metrics(model, version, results)
         await self.judge(model, version, results[months[-1]], {m: cache[m].n for m in months},
-                         reference_n, reference_auc)
+                         reference_n, reference_auc, closing)
         known.update({m: revisions[m] for m in changed})
 
     async def judge(self, model: str, version: str, latest: dict, counts: dict[str, int],
-                    reference_n: int | None, reference_auc: float | None) -> None:
+                    reference_n: int | None, reference_auc: float | None, closing: str | None) -> None:
+        """The score rules on the latest month's windows, the volume rule on the latest month that
+        the ``closing`` watermark (read before ``counts``) closed."""
         rules = self.config.rules_for(model, version)
         watermark = await self.store.watermark(model, version)
         states = await self.store.redis.hgetall(f"{self.store.base(model, version)}:alerts")
@@ -266,7 +271,6 @@ class MetricsUpdater:
                 if verdict is not None:
                     await self.alerts.apply(model, version, f"feature_psi:{feature}", window, latest["month"],
                                             verdict, drift["reference_n"], watermark, states)
-        closing = await self.store.closing_watermark(model, version)
         if closing is not None:
             judged = judge_volume(counts, closed_months(min(counts), closing, rules.grace_days), rules)
             if judged is not None:

@@ -1,17 +1,20 @@
 """The metrics pass against real Redis: windows holding the same months are computed once and saved
-alike, a timer pass lets records in between models, and a checkpoint cuts its pauses short.
+alike, a timer pass lets records in between models, a checkpoint cuts its pauses short, and a batch
+folded during a pass cannot make it judge a month's volume on a stale count.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 
 from monitor.api.sample import load_scenario
 from monitor.engine import MetricsUpdater
+from monitor.pipeline import BatchProcessor, RawMessage
 from monitor.stats import LabelledHistograms, compute_metrics
-from monitor.store import Store
+from monitor.store import Store, state_epoch
 from producers.synthetic import Scenario
 from tests.conftest import unique_settings
 
@@ -107,3 +110,54 @@ def test_the_pass_benchmark_runs_and_prints_its_figures(servers, capsys):
     assert lines[0].startswith("2 models x 1 months")
     assert [line.split(",")[1].split()[:2] for line in lines[1:]] == [["pauses", "off"], ["pauses", "on"]]
     assert all(float(line.split()[-5]) > 0 for line in lines[1:])  # ms per pass
+
+
+def test_a_batch_folded_during_a_pass_cannot_close_a_month_on_a_stale_count(servers):
+    """The agent folds batches while a pass awaits Redis. A batch that completes a month and moves
+    the watermark past its end lands between the pass's count read and its volume judgement: the
+    pass must not judge that month on the count it read before (it would fire: -80 % volume)."""
+    settings = unique_settings(servers)
+    day = {m: f"2024-{m:02d}-15" for m in range(1, 8)}
+
+    def messages(month_counts: list[tuple[int, int]], first_offset: int) -> list[RawMessage]:
+        out, offset = [], first_offset
+        for month, n in month_counts:
+            for i in range(n):
+                record = {"record_id": f"r{offset}", "model": "race", "ref_date": day[month], "score": (i % 97) / 97,
+                          "target": i % 2}
+                out.append(RawMessage(settings.records_topic, 0, offset, orjson.dumps(record)))
+                offset += 1
+        return out
+
+    async def go():
+        store = Store.connect(settings)
+        try:
+            processor = BatchProcessor(store, None, await asyncio.to_thread(state_epoch, settings))
+            # Four closed months of 1,000, the fifth begun (200 of its 1,000): closed up to 2024-04.
+            first = messages([(1, 1000), (2, 1000), (3, 1000), (4, 1000), (5, 200)], 0)
+            await processor.process(first)
+            updater = MetricsUpdater(store, settings)
+            await updater.run_once(None)
+            # Next pass: once it has read the counts (2024-05 at 200), the rest of 2024-05 and
+            # records of 2024-06 (past 2024-05's end + grace) arrive and close 2024-05.
+            late = messages([(5, 800), (6, 1000)], len(first))
+            await processor.process(late[:1])  # a change, so that the pass reads the counts again
+            save_metrics = store.save_metrics
+
+            async def fold_meanwhile(*args):
+                await save_metrics(*args)
+                if late:
+                    await processor.process(late[1:])
+                    late.clear()
+
+            store.save_metrics = fold_meanwhile
+            await updater.run_once(None)
+            await updater.run_once(None)  # and the pass after it judges 2024-05 on its full count
+            return [orjson.loads(x) for x in await store.redis.lrange(store.history_key(), 0, -1)], \
+                await store.closing_watermark("race", "1")
+        finally:
+            await store.close()
+
+    history, closing = asyncio.run(go())
+    assert closing >= "2024-06-06"  # 2024-05 is closed by now...
+    assert [e for e in history if e["rule"] == "volume"] == []  # ...and was judged on 1,000 records
