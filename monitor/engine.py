@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from monitor.alerts import SCORE_RULES, AlertEvaluator, closed_months, judge_feature_psi, judge_volume
 from monitor.rules import AlertConfig, load_alert_config
 from monitor.settings import Settings
-from monitor.stats import FeatureCounter, FeatureProfile, LabelledHistograms, compute_metrics, feature_drift
+from monitor.stats import FeatureCounter, LabelledHistograms, compute_metrics, feature_drift
 from monitor.stats.windows import previous_months
 from monitor.store import MonthChange, Store
 
@@ -61,6 +61,7 @@ def reaches_checkpoint(change: MonthChange, min_records: int, min_class_records:
         return True
     return any(before < min_class_records <= after for before, after in (
         (change.bad - change.added_bad, change.bad), (change.good - change.added_good, change.good)))
+
 
 def windows(spans: dict[str, tuple[str, ...]], by_month: dict, cumulative, empty: Callable[[], object]) -> dict:
     """The sum of each distinct span of months: ``cumulative`` is the running total of the earlier
