@@ -29,7 +29,7 @@ from monitor.alerts import SCORE_RULES, AlertEvaluator, closed_months, judge_fea
 from monitor.rules import AlertConfig, load_alert_config
 from monitor.settings import Settings
 from monitor.stats import FeatureCounter, LabelledHistograms, compute_metrics, feature_drift
-from monitor.stats.windows import previous_months
+from monitor.stats.windows import previous_months, rolling
 from monitor.store import MonthChange, Store
 
 OUTBOX_CHUNK = 500
@@ -63,36 +63,14 @@ def reaches_checkpoint(change: MonthChange, min_records: int, min_class_records:
         (change.bad - change.added_bad, change.bad), (change.good - change.added_good, change.good)))
 
 
-def windows(spans: dict[str, tuple[str, ...]], by_month: dict, cumulative, empty: Callable[[], object]) -> dict:
-    """The sum of each distinct span of months: ``cumulative`` is the running total of the earlier
-    months (the last span), a single month is its own sum, other spans are added up.
-
-    >>> spans = {"month": ("b",), "rolling": ("a", "b"), "cumulative": ("a", "b")}
-    >>> windows(spans, {"a": 1, "b": 2}, 3, int)
-    {('b',): 2, ('a', 'b'): 3}
-    """
-    sums: dict[tuple[str, ...], object] = {}
-    for name, span in spans.items():
-        if span in sums:
-            continue
-        if name == "cumulative":
-            sums[span] = cumulative
-        elif len(span) == 1:
-            sums[span] = by_month[span[0]]
-        else:
-            total = empty()
-            for m in span:
-                total += by_month[m]
-            sums[span] = total
-    return sums
-
-
-def per_window(spans: dict[str, tuple[str, ...]], sums: dict, compute: Callable[[object], dict]) -> dict[str, dict]:
-    """``compute`` of each window's sum, once per distinct span (the first months of a model have the
-    same month, rolling and cumulative windows).
+def per_window(spans: dict[str, tuple[str, ...]], sums: dict[str, Callable[[], object]],
+               compute: Callable[[object], dict]) -> dict[str, dict]:
+    """``compute`` of each window's sum (``sums[name]()``), once per distinct span of months: a model's
+    first months have the same month, rolling and cumulative windows.
 
     >>> calls = []
-    >>> per_window({"month": ("a",), "rolling": ("a",)}, {("a",): 5}, lambda x: calls.append(x) or {"v": x})
+    >>> per_window({"month": ("a",), "rolling": ("a",)}, {"month": lambda: 5, "rolling": lambda: 5},
+    ...            lambda x: calls.append(x) or {"v": x})
     {'month': {'v': 5}, 'rolling': {'v': 5}}
     >>> calls
     [5]
@@ -101,7 +79,7 @@ def per_window(spans: dict[str, tuple[str, ...]], sums: dict, compute: Callable[
     out = {}
     for name, span in spans.items():
         if span not in computed:
-            computed[span] = compute(sums[span])
+            computed[span] = compute(sums[name]())
         out[name] = computed[span]
     return out
 
@@ -226,7 +204,7 @@ class MetricsUpdater:
         reference_auc = float(ref_meta["auc"]) if ref_meta.get("auc") else None
         first_changed = min(changed)
         results: dict[str, dict] = {}
-        resolution = self.settings.resolution
+        resolution, n_rolling = self.settings.resolution, self.settings.rolling_months
         cumulative = LabelledHistograms.empty(resolution)
         for month in months:
             cumulative += cache[month]
@@ -235,17 +213,19 @@ class MetricsUpdater:
             if month < first_changed:
                 continue
             spans = self.window_months(month, months)
-            scores = windows(spans, cache, cumulative, lambda: LabelledHistograms.empty(resolution))
+            scores = {"month": lambda: cache[month], "cumulative": lambda: cumulative,
+                      "rolling": lambda: rolling(cache, month, n_rolling, LabelledHistograms.empty(resolution))}
             results[month] = {
                 "model": model, "model_version": version, "month": month,
                 "computed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-                "rolling_months": previous_months(month, self.settings.rolling_months),
+                "rolling_months": previous_months(month, n_rolling),
                 "reference_n": reference_n, "reference_auc": reference_auc,
                 "resolution": resolution,
                 "windows": per_window(spans, scores, lambda h: compute_metrics(h, reference).to_dict()),
             }
             if profile is not None:
-                counters = windows(spans, features, cumulative_features, lambda: FeatureCounter(profile))
+                counters = {"month": lambda: features[month], "cumulative": lambda: cumulative_features,
+                            "rolling": lambda: rolling(features, month, n_rolling, FeatureCounter(profile))}
                 results[month]["features"] = per_window(spans, counters, lambda counter: {
                     f: d.to_dict() for f, d in feature_drift(counter, profile).items()})
         await self.store.save_metrics(model, version, results)
