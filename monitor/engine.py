@@ -129,10 +129,7 @@ class MetricsUpdater:
 
     async def wait(self, timeout: float) -> None:
         """Sleep ``timeout`` seconds, or less when a model of this process is marked due."""
-        try:
-            await asyncio.wait_for(self.wakeup.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
+        await self._pause(timeout)
         self.wakeup.clear()
 
     async def run_once(self, send: Callable[[bytes], Awaitable[None]] | None = None) -> int:

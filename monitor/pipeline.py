@@ -65,9 +65,14 @@ class RawMessage:
     value: bytes | None
     key: bytes | None = None
 
-    @property
-    def offset_field(self) -> str:
-        return f"{self.topic}:{self.partition}"
+
+def offset_field(msg: KafkaMessage) -> str:
+    """The message's field in the model's offsets hash: its ``topic:partition``.
+
+    >>> offset_field(RawMessage("credit-records", 3, 41, b"{}"))
+    'credit-records:3'
+    """
+    return f"{msg.topic}:{msg.partition}"
 
 
 @dataclass
@@ -213,7 +218,7 @@ class BatchProcessor:
         groups: dict[tuple[str, str], dict[str, PartitionRecords]] = {}
         seen: set[tuple[str, int]] = set()
         for msg in messages:
-            field_name = f"{msg.topic}:{msg.partition}"  # RawMessage.offset_field
+            field_name = offset_field(msg)
             if (field_name, msg.offset) in seen:  # delivered twice within one batch
                 result.duplicates_skipped += 1
                 continue
