@@ -25,7 +25,8 @@ import orjson
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from monitor.errors import InvalidRecord
-from monitor.pipeline import DeadLetter, KafkaMessage, OnChange, retry_forever
+from monitor.pipeline import DeadLetter, KafkaMessage, OnChange
+from monitor.retry import retry_forever
 from monitor.store import ADD_BINS_LUA, Store, join_bucket, month_changes
 
 
