@@ -26,7 +26,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, Va
 
 from monitor.errors import InvalidRecord
 from monitor.pipeline import DeadLetter, KafkaMessage, OnChange, retry_forever
-from monitor.store import ADD_BINS_LUA, Store, join_bucket, month_changes
+from monitor.store import ADD_BINS_LUA, JOIN_LUA, Store, join_bucket, month_changes
 
 
 class Outcome(BaseModel):
@@ -62,31 +62,44 @@ def decode_outcomes(value: bytes | None) -> list[Outcome]:
         raise InvalidRecord(f"outcome {where}: {first['msg']}") from None
 
 
-# KEYS: outcome counters, months. ARGV: key base, TTL (s), histogram bytes, then (record_id, target,
-# join bucket) triples. Returns joined, pending, duplicates, then per month changed: month, n, bad,
-# good after and n, bad, good added (n: 0).
-APPLY_OUTCOMES_LUA = ADD_BINS_LUA + """
+OUTCOMES_PER_CALL = 1_000
+"""Outcomes per script call at most: a call costs O(1) per outcome (a few bucket probes, its
+month's counts), so this bounds every call well under Redis's script time limit (5 s; see
+``python -m monitor.bench.joins``). A batch of more outcomes takes several calls."""
+
+# KEYS: outcome counters, pending periods. ARGV: key base, TTL (s), histogram bytes, then (record_id,
+# target, join bucket) triples. Returns joined, pending, duplicates, then per month changed: month, n,
+# bad, good after and n, bad, good added (n: 0).
+APPLY_OUTCOMES_LUA = ADD_BINS_LUA + JOIN_LUA + """
 local base, ttl, size = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local bins = size / 8
 local joined, pending, duplicates = 0, 0, 0
 local moves = {}
-local touched = {}  -- join buffer keys written: one EXPIRE each at the end
--- The record's month is unknown: probe the months, newest first (late labels are mostly recent).
-local months = redis.call('SMEMBERS', KEYS[2])
-table.sort(months, function(x, y) return x > y end)
+local touched = {}  -- pending buckets written (this period's): one EXPIREAT each at the end
+local now, period = join_clock()
+-- A record waits in the bucket of the period it was written in; buckets older than this one
+-- have expired. Probed newest first (late labels are mostly recent): at most ceil(ttl/period)+1.
+local oldest = period - math.ceil(ttl / JOIN_PERIOD)
+local waiting = pending_periods(KEYS[2], now, ttl)
 for a = 4, #ARGV, 3 do
   local rid, target, bucket = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-  local month, join, kept
-  for _, m in ipairs(months) do
-    join = base .. ':join:' .. m .. ':' .. bucket
+  local join, kept
+  for p = period, oldest, -1 do
+    join = base .. ':join:' .. p .. ':' .. bucket
     kept = redis.call('HGET', join, rid)
-    if kept then
-      month = m
-      break
-    end
+    if kept then break end
   end
   if not kept then
-    local pending_key = base .. ':pending:' .. bucket
-    if redis.call('HSETNX', pending_key, rid, target) == 1 then
+    -- Its record has not come: the outcome waits, unless an outcome for it already does.
+    local seen = false
+    for _, p in ipairs(waiting) do
+      if redis.call('HEXISTS', base .. ':pending:' .. p .. ':' .. bucket, rid) == 1 then
+        seen = true
+        break
+      end
+    end
+    local pending_key = base .. ':pending:' .. period .. ':' .. bucket
+    if (not seen) and redis.call('HSETNX', pending_key, rid, target) == 1 then
       touched[pending_key] = true
       pending = pending + 1
     else
@@ -95,19 +108,23 @@ for a = 4, #ARGV, 3 do
   elseif kept == 'j' then
     duplicates = duplicates + 1
   else
-    local b = kept
+    local month, b = join_month_bin(kept, bins)
     local label = (target == '1') and 'bad' or 'good'
     moves[month] = moves[month] or {bad = {}, good = {}, unlabeled = {}, n = {bad = 0, good = 0}}
     local m = moves[month]
     m.unlabeled[b] = (m.unlabeled[b] or 0) - 1
     m[label][b] = (m[label][b] or 0) + 1
     m.n[label] = m.n[label] + 1
-    redis.call('HSET', join, rid, 'j')
-    touched[join] = true
+    redis.call('HSET', join, rid, 'j')  -- the bucket keeps its expiry
     joined = joined + 1
   end
 end
-for key in pairs(touched) do redis.call('EXPIRE', key, ttl) end
+if pending > 0 then
+  local deadline = join_deadline(period, ttl)
+  for key in pairs(touched) do redis.call('EXPIREAT', key, deadline) end
+  redis.call('HINCRBY', KEYS[2], period, pending)
+  redis.call('EXPIREAT', KEYS[2], deadline)
+end
 local changes = {}
 for month, m in pairs(moves) do
   local count = base .. ':count:' .. month
@@ -156,17 +173,20 @@ class OutcomeProcessor:
         ttl = max(self.store.settings.label_ttl_days, 1) * 86400
         for (model, version), triples in groups.items():
             base = self.store.base(model, version)
-            joined, pending, duplicates, *changes = await retry_forever(
-                f"outcomes of {model}:{version}", self._call, base, ttl, triples)
-            if changes and self.on_change is not None:
-                await self.on_change(model, version, month_changes(changes))
-            totals["joined"] += joined
-            totals["pending"] += pending
-            totals["duplicates"] += duplicates
+            for start in range(0, len(triples), 3 * OUTCOMES_PER_CALL):
+                chunk = triples[start:start + 3 * OUTCOMES_PER_CALL]
+                joined, pending, duplicates, *changes = await retry_forever(
+                    f"outcomes of {model}:{version}", self._call, base, ttl, chunk)
+                if changes and self.on_change is not None:
+                    await self.on_change(model, version, month_changes(changes))
+                totals["joined"] += joined
+                totals["pending"] += pending
+                totals["duplicates"] += duplicates
         return totals
 
     async def _call(self, base: str, ttl: int, triples: list) -> list[int]:
-        return await self._apply(keys=[f"{base}:outcomes", f"{base}:months"],
+        """One script call: at most OUTCOMES_PER_CALL outcomes (``triples`` is flat)."""
+        return await self._apply(keys=[f"{base}:outcomes", f"{base}:pending:periods"],
                                  args=[base, ttl, self.store.hist_bytes, *triples])
 
 

@@ -23,7 +23,7 @@ import uuid
 import orjson
 import redis.asyncio as aioredis
 
-from monitor.outcomes import OutcomeProcessor
+from monitor.outcomes import APPLY_OUTCOMES_LUA, OutcomeProcessor
 from monitor.pipeline import BatchProcessor, RawMessage
 from monitor.settings import Settings
 from monitor.stats.bench import redis_url_or_server
@@ -60,6 +60,7 @@ async def measure(settings: Settings, months: int, per_month: int) -> dict[str, 
                     for r in records]
         rng.shuffle(outcomes)
         processor = OutcomeProcessor(store, _refuse)
+        await client.script_load(APPLY_OUTCOMES_LUA)  # no NOSCRIPT round in the figures
         await client.config_set("slowlog-log-slower-than", 0)
         await client.config_set("slowlog-max-len", 100_000)
         await client.slowlog_reset()
