@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import orjson
@@ -195,5 +196,97 @@ async def test_a_zero_ttl_keeps_no_join_buffer(settings):
         period = await redis_period(store)
         for key in await keys_of(store, "pending:*"):
             assert await store.redis.expiretime(key) in deadlines(range(period - 1, period + 1), 86400)
+    finally:
+        await store.close()
+
+
+def same_bucket_ids(n: int) -> list[str]:
+    """``n`` record ids that share one join bucket."""
+    by_bucket: dict[int, list[str]] = {}
+    for i in range(100_000):
+        ids = by_bucket.setdefault(join_bucket(f"t{i}"), [])
+        ids.append(f"t{i}")
+        if len(ids) == n:
+            return ids
+    raise AssertionError("unreachable")
+
+
+async def test_a_trickle_does_not_keep_a_bucket_alive(settings):
+    store = Store.connect(settings)
+    try:
+        ttl = settings.label_ttl_days * 86400
+        first, second, third, fourth = same_bucket_ids(4)
+        bucket = join_bucket(first)
+        batches, outcomes = BatchProcessor(store, DeadLetters(), "e1"), OutcomeProcessor(store, DeadLetters())
+        rec = {"model": "m", "ref_date": "2024-05-10", "score": 0.5, "target": None}
+        await batches.process(record_messages([{**rec, "record_id": first}]))
+        await outcomes.process(outcome_messages([{"record_id": third, "target": 1}]))
+        period = await redis_period(store)
+        base = store.base("m", "1")
+        join_key, pending_key = f"{base}:join:{period}:{bucket}", f"{base}:pending:{period}:{bucket}"
+        expiry = {key: await store.redis.expiretime(key) for key in (join_key, pending_key, f"{base}:pending:periods")}
+        assert set(expiry.values()) == deadlines(range(period, period + 1), ttl)
+        await asyncio.sleep(1.1)  # a later write, a second later by Redis's clock
+        await batches.process([RawMessage("records", 0, 1, orjson.dumps({**rec, "record_id": second}))])
+        await outcomes.process(outcome_messages([{"record_id": fourth, "target": 0}]))
+        if await redis_period(store) == period:  # else the writes went to the next period's buckets
+            assert {key: await store.redis.expiretime(key) for key in expiry} == expiry
+            assert await store.redis.hlen(join_key) == 2 and await store.redis.hlen(pending_key) == 2
+    finally:
+        await store.close()
+
+
+async def move_field(store: Store, source: str, target: str, field: str, expire_at: int) -> None:
+    """Move a buffer entry to another period's bucket, as if it had been written then."""
+    value = await store.redis.hget(source, field)
+    pipe = store.redis.pipeline(transaction=True)
+    pipe.hdel(source, field)
+    pipe.hset(target, field, value)
+    pipe.expireat(target, expire_at)
+    await pipe.execute()
+
+
+async def test_entries_of_older_periods_join_and_expired_ones_are_forgotten(settings):
+    store = Store.connect(settings)
+    try:
+        ttl = settings.label_ttl_days * 86400
+        base = store.base("m", "1")
+        batches, outcomes = BatchProcessor(store, DeadLetters(), "e1"), OutcomeProcessor(store, DeadLetters())
+        rec = {"model": "m", "ref_date": "2024-05-10", "score": 0.25, "target": None}
+        old_record, early, expired = "old-record", "early-outcome", "expired-outcome"
+        periods_key = f"{base}:pending:periods"
+
+        # A record written two periods ago (its bucket is older than the current one) still joins.
+        await batches.process(record_messages([{**rec, "record_id": old_record}]))
+        period = await redis_period(store)
+        bucket = join_bucket(old_record)
+        older = period - 2
+        await move_field(store, f"{base}:join:{period}:{bucket}", f"{base}:join:{older}:{bucket}", old_record,
+                         (older + 1) * JOIN_PERIOD_S + ttl)
+        got = await outcomes.process(outcome_messages([{"record_id": old_record, "target": 1}]))
+        assert (got["joined"], got["pending"]) == (1, 0)
+        assert await store.counts("m", "1", "2024-05") == {"n": 1, "bad": 1, "good": 0, "unlabeled": 0}
+        assert await store.redis.hget(f"{base}:join:{older}:{bucket}", old_record) == b"j"
+
+        # An outcome waiting since three periods ago: a second one is a duplicate; its record joins it.
+        # One waiting since long expired (its bucket is gone): forgotten, its record stays unlabelled.
+        await outcomes.process(outcome_messages([{"record_id": early, "target": 0},
+                                                 {"record_id": expired, "target": 1}]))
+        for rid, back in ((early, 3), (expired, 30)):
+            moved = period - back
+            await move_field(store, f"{base}:pending:{period}:{join_bucket(rid)}",
+                             f"{base}:pending:{moved}:{join_bucket(rid)}", rid, (moved + 1) * JOIN_PERIOD_S + ttl)
+            await store.redis.hincrby(periods_key, period, -1)
+            await store.redis.hincrby(periods_key, moved, 1)
+        await store.redis.hdel(periods_key, period)
+        got = await outcomes.process(outcome_messages([{"record_id": early, "target": 1}]))
+        assert (got["joined"], got["pending"], got["duplicates"]) == (0, 0, 1)
+        assert await store.redis.hgetall(periods_key) == {str(period - 3).encode(): b"1"}  # the expired: forgotten
+        await batches.process([RawMessage("records", 0, 1, orjson.dumps(
+            [{**rec, "record_id": early}, {**rec, "record_id": expired}]))])
+        assert await store.counts("m", "1", "2024-05") == {"n": 3, "bad": 1, "good": 1, "unlabeled": 1}
+        assert await store.redis.exists(periods_key) == 0
+        assert await outcome_counters(store, "m", "1") == {"joined": 1, "pending": 2, "pending_joined": 1,
+                                                           "duplicates": 1, "orphans": 1}
     finally:
         await store.close()
