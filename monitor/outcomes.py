@@ -1,15 +1,18 @@
 """Delayed labels: an outcome moves its record from the unlabelled histogram to its label's.
 
 An outcome ``{record_id, model, model_version, target, observed_at}`` arrives on the outcomes
-topic, often months after the score. The batch script keeps each unlabelled record's bin in its
-month's join bucket, the hash ``<base>:join:YYYY-MM:<bucket>`` (field record_id, ``<bucket> =
-store.join_bucket(record_id)``), for ``MONITOR_LABEL_TTL_DAYS`` after the bucket's last write. The
-outcome script does not know the record's month: it probes the model's months (``<base>:months``),
-newest first, in the outcome's bucket, and moves one count, in the record's month, from
-``unlabeled`` to ``bad`` or ``good``; the field becomes ``j``. An outcome that arrives before its
-record waits in ``<base>:pending:<bucket>`` (field record_id -> target, same TTL) and is applied when
-the record comes. A second outcome for a record changes nothing (counted as a duplicate); outcomes
-whose record never came are orphans.
+topic, often months after the score. The batch script keeps each unlabelled record's month and bin
+(one integer, ``store.join_value``) in the join bucket of the period it was written in, the hash
+``<base>:join:<period>:<bucket>`` (field record_id, ``<bucket> = store.join_bucket(record_id)``,
+``<period> = store.join_period(Redis time)``), which expires at its period's end plus
+``MONITOR_LABEL_TTL_DAYS``. The outcome script probes the outcome's bucket in the live periods, newest
+first (at most ``ceil(TTL / JOIN_PERIOD_S) + 1`` of them, whatever the model's months), and moves one
+count, in the record's month, from ``unlabeled`` to ``bad`` or ``good``; the field becomes ``j``. An
+outcome that arrives before its record waits in ``<base>:pending:<period>:<bucket>`` (field record_id ->
+target, same expiry; ``<base>:pending:periods`` counts them per period, so that the batch script
+probes only the periods that hold some) and is applied when the record comes. A second outcome for a
+record changes nothing (counted as a duplicate); outcomes whose record never came are orphans. A batch
+is applied in script calls of at most ``OUTCOMES_PER_CALL`` outcomes, each O(1) per outcome.
 
 >>> decode_outcomes(b'{"record_id": "r1", "model": "m", "target": 1}')[0].target
 1
@@ -62,10 +65,12 @@ def decode_outcomes(value: bytes | None) -> list[Outcome]:
         raise InvalidRecord(f"outcome {where}: {first['msg']}") from None
 
 
-OUTCOMES_PER_CALL = 1_000
-"""Outcomes per script call at most: a call costs O(1) per outcome (a few bucket probes, its
-month's counts), so this bounds every call well under Redis's script time limit (5 s; see
-``python -m monitor.bench.joins``). A batch of more outcomes takes several calls."""
+OUTCOMES_PER_CALL = 500
+"""Outcomes per script call at most. A call costs O(1) per outcome: a few bucket probes and its
+month's counts, the dearest part being a month's first label, whose histograms (80 KB each at the
+default resolution) the call creates. 500 keeps every call well under Redis's script time limit
+(5 s): ~70 ms for the longest at 1,000 months x 12,000 outcomes, against ~160 ms with 1,000 (``python
+-m monitor.bench.joins``). A batch of more outcomes takes several calls (a round trip each)."""
 
 # KEYS: outcome counters, pending periods. ARGV: key base, TTL (s), histogram bytes, then (record_id,
 # target, join bucket) triples. Returns joined, pending, duplicates, then per month changed: month, n,

@@ -27,11 +27,13 @@ key                                                   type    holds
 ``cm:{m:v}:alerts``                                   hash    ``rule|window`` -> JSON alert state
 ``cm:{m:v}:outbox``                                   list    alert events not yet on the alerts topic
 ``cm:{m:v}:lease``                                    string  the worker that computes this model now
-``cm:{m:v}:join:YYYY-MM:<bucket>``                    hash    record_id -> score bin of an unlabelled record
-                                                              of the month awaiting its outcome, ``j`` once
-                                                              joined (TTL, refreshed on each write)
-``cm:{m:v}:pending:<bucket>``                         hash    record_id -> target (0/1) of an outcome that
-                                                              came before its record (TTL, same)
+``cm:{m:v}:join:<period>:<bucket>``                   hash    record_id -> month and score bin (one integer,
+                                                              ``join_value``) of an unlabelled record written
+                                                              in the period, awaiting its outcome; ``j`` once
+                                                              joined (expires at the period's end + TTL)
+``cm:{m:v}:pending:<period>:<bucket>``                hash    record_id -> target (0/1) of an outcome that
+                                                              came before its record (same expiry)
+``cm:{m:v}:pending:periods``                          hash    ``<period>`` -> outcomes still pending in it
 ``cm:{m:v}:outcomes``                                 hash    ``joined``, ``pending``, ``pending_joined``,
                                                               ``duplicates`` (outcome counters)
 ``cm:due``                                            set     ``model:version`` of models whose metrics
@@ -42,11 +44,17 @@ key                                                   type    holds
 ====================================================  ======  ==========================================
 
 The delayed-label join buffer is bucketed: ``<bucket> = join_bucket(record_id)`` (crc32 modulo
-``JOIN_BUCKETS``), so a month's waiting records share a few thousand small listpack-encoded hashes
-(the record id plus ~10 bytes per record once the buckets hold dozens: 35 bytes with 25-character ids
-at 200,000 waiting records a month) instead of one key each (~120 bytes by ``MEMORY USAGE``, ~180 with
-the key and expiry dictionaries). A bucket's TTL (``MONITOR_LABEL_TTL_DAYS``) is refreshed by every
-script call that writes to it, so a month's buffer lives that long after its last write.
+``JOIN_BUCKETS``), so the records waiting for their outcome share a few thousand small listpack-encoded
+hashes (the record id plus ~10 bytes per record once the buckets hold dozens: 38 bytes with
+25-character ids at 40,000 waiting records) instead of one key each (~120 bytes by ``MEMORY USAGE``, ~180 with the key and expiry
+dictionaries). The buckets rotate by *write* period, not by the record's month: ``<period> =
+floor(Redis TIME / JOIN_PERIOD_S)`` (30 days), and each bucket expires at a fixed time, its period's end
+plus ``MONITOR_LABEL_TTL_DAYS``, set when it is written (a steady trickle of writes cannot keep it alive):
+an entry is kept at least the TTL and at most a period more. The record's month travels in the value, so
+an outcome probes at most ``ceil(TTL / JOIN_PERIOD_S) + 1`` buckets (5 at 120 days) whatever the model's
+months. Capacity: ~500k records written in one period stay compact (128 per bucket); more convert the
+fuller buckets to Redis's hashtable encoding (dearer per entry), still correct. A replay of history
+writes all its months in one period: that is when the limit is nearest.
 """
 
 from __future__ import annotations
