@@ -46,15 +46,15 @@ key                                                   type    holds
 The delayed-label join buffer is bucketed: ``<bucket> = join_bucket(record_id)`` (crc32 modulo
 ``JOIN_BUCKETS``), so the records waiting for their outcome share a few thousand small listpack-encoded
 hashes (the record id plus ~10 bytes per record once the buckets hold dozens: 38 bytes with
-25-character ids at 40,000 waiting records) instead of one key each (~120 bytes by ``MEMORY USAGE``, ~180 with the key and expiry
-dictionaries). The buckets rotate by *write* period, not by the record's month: ``<period> =
-floor(Redis TIME / JOIN_PERIOD_S)`` (30 days), and each bucket expires at a fixed time, its period's end
-plus ``MONITOR_LABEL_TTL_DAYS``, set when it is written (a steady trickle of writes cannot keep it alive):
-an entry is kept at least the TTL and at most a period more. The record's month travels in the value, so
-an outcome probes at most ``ceil(TTL / JOIN_PERIOD_S) + 1`` buckets (5 at 120 days) whatever the model's
-months. Capacity: ~500k records written in one period stay compact (128 per bucket); more convert the
-fuller buckets to Redis's hashtable encoding (dearer per entry), still correct. A replay of history
-writes all its months in one period: that is when the limit is nearest.
+25-character ids at 40,000 waiting records) instead of one key each (~120 bytes by ``MEMORY USAGE``,
+~180 with the key and expiry dictionaries). The buckets rotate by *write* period, not by the record's
+month: ``<period> = floor(Redis TIME / JOIN_PERIOD_S)`` (30 days), and each bucket expires at a fixed
+time, its period's end plus ``MONITOR_LABEL_TTL_DAYS``, set when it is written (a steady trickle of
+writes cannot keep it alive): an entry is kept at least the TTL and at most a period more. The record's
+month travels in the value, so an outcome probes at most ``ceil(TTL / JOIN_PERIOD_S) + 1`` buckets (5 at
+120 days) whatever the model's months. Capacity: ~500k records written in one period stay compact (128
+per bucket); more convert the fuller buckets to Redis's hashtable encoding (dearer per entry), still
+correct. A replay of history writes all its months in one period: that is when the limit is nearest.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def join_value(month: str, score_bin: int, bins: int) -> int:
     """What the join buffer keeps of a waiting record: its month and score bin as one integer.
 
     >>> join_value("2000-01", 7, 10_001), join_value("2024-05", 0, 10_001), join_value("1999-12", 3, 101)
-    (7, 2890288, -98)
+    (7, 2920292, -98)
     """
     year, mon = int(month[:4]), int(month[5:7])
     return (year * 12 + mon - 1 - MONTH_ORIGIN) * bins + score_bin
@@ -125,7 +125,7 @@ def join_value(month: str, score_bin: int, bins: int) -> int:
 def join_month_bin(value: int, bins: int) -> tuple[str, int]:
     """The month and score bin of a join buffer value (the inverse of :func:`join_value`).
 
-    >>> join_month_bin(2890288, 10_001), join_month_bin(-98, 101)
+    >>> join_month_bin(2920292, 10_001), join_month_bin(-98, 101)
     (('2024-05', 0), ('1999-12', 3))
     """
     index, score_bin = divmod(value, bins)

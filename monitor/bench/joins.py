@@ -5,8 +5,9 @@ own BatchProcessor into a throwaway redis-server (or ``--redis URL``), then hand
 shuffled, to one ``OutcomeProcessor.process`` call (as one Kafka message: one batch of the worker).
 With ``slowlog-log-slower-than`` at 1 ms Redis logs every script call with its duration (``LATENCY
 LATEST`` is a second witness); the report gives the outcome script's calls (count, longest, median,
-total, in ms) and Redis commands per outcome (``INFO commandstats``). Redis answers ``BUSY`` to every other client while one script runs longer than
-``lua-time-limit`` (5 s), so the longest call is the figure to keep well under it. Figures only.
+total, in ms) and Redis commands per outcome (``INFO commandstats``). Redis answers ``BUSY`` to every
+other client while one script runs longer than ``lua-time-limit`` (5 s), so the longest call is the
+figure to keep well under it. Figures only.
 
     python -m monitor.bench.joins [--months 1000] [--per-month 12] [--resolution 0.0001] [--per-call 500]
 """
@@ -92,7 +93,9 @@ async def measure(settings: Settings, months: int, per_month: int) -> dict[str, 
         commands = sum(v for c, v in calls.items() if c not in ("evalsha", "eval", "info", "config|resetstat"))
         return {"months": months, "outcomes": n, "joined": totals["joined"], "script_calls": script_calls,
                 "latency_max_ms": latest.get(b"command", latest.get("command", 0)),
-                "worst_call_ms": max(durations) / 1000, "median_call_ms": sorted(durations)[len(durations) // 2] / 1000, "total_script_ms": sum(durations) / 1000,
+                "worst_call_ms": max(durations) / 1000,
+                "median_call_ms": sorted(durations)[len(durations) // 2] / 1000,
+                "total_script_ms": sum(durations) / 1000,
                 "wall_s": wall, "commands_per_outcome": commands / n,
                 "lookups_per_outcome": sum(calls.get(c, 0) for c in ("hget", "hexists", "hsetnx")) / n}
     finally:
