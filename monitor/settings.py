@@ -120,7 +120,8 @@ class Settings(BaseSettings):
     )
     label_ttl_days: int = Field(
         120, ge=0, description="Days an unlabelled record's score waits in Redis for its outcome (and an "
-        "outcome for its record); 0 turns the join off. Env MONITOR_LABEL_TTL_DAYS.",
+        "outcome for its record), at least: the buffer expires by 30-day write periods, so up to 30 days "
+        "more; 0 turns the join off. Env MONITOR_LABEL_TTL_DAYS.",
     )
     rolling_months: int = Field(
         3, ge=1, description="Months in the rolling window (this month and the N-1 before). Env MONITOR_ROLLING_MONTHS."
