@@ -1,7 +1,8 @@
 """Micro-benchmark of the outcome join: the longest script call, by Redis's own SLOWLOG.
 
 Loads ``--months`` months of ``--per-month`` unlabelled records each (one model) through the worker's
-own BatchProcessor into a throwaway redis-server (or ``--redis URL``), then hands all their outcomes,
+own BatchProcessor, in calls as large as the worker makes them (the batch script's longest call is
+reported too) into a throwaway redis-server (or ``--redis URL``), then hands all their outcomes,
 shuffled, to one ``OutcomeProcessor.process`` call (as one Kafka message: one batch of the worker).
 With ``slowlog-log-slower-than`` at 1 ms Redis logs every script call with its duration (``LATENCY
 LATEST`` is a second witness); the report gives the outcome script's calls (count, longest, median,
@@ -26,7 +27,7 @@ import redis.asyncio as aioredis
 
 from monitor import outcomes as outcome_join
 from monitor.outcomes import APPLY_OUTCOMES_LUA, OutcomeProcessor
-from monitor.pipeline import BatchProcessor, RawMessage
+from monitor.pipeline import MAX_RECORDS_PER_CALL, BatchProcessor, RawMessage
 from monitor.settings import Settings
 from monitor.stats.bench import redis_url_or_server
 from monitor.store import Store
@@ -59,8 +60,16 @@ async def measure(settings: Settings, months: int, per_month: int) -> dict[str, 
                     "score": round(rng.random(), 4), "target": None}
                    for m in month_labels(months) for i in range(per_month)]
         batches = BatchProcessor(store, _refuse, "bench")
-        for offset, start in enumerate(range(0, len(records), 1_000)):
-            await batches.process([RawMessage("records", 0, offset, orjson.dumps(records[start:start + 1_000]))])
+        # The records go in messages of MAX_RECORDS_PER_CALL, so each batch script call is as large as
+        # one can be, and spans many months: its longest call is the batch script's worst case.
+        await client.config_set("slowlog-log-slower-than", SLOWLOG_THRESHOLD_US)
+        await client.slowlog_reset()
+        size = MAX_RECORDS_PER_CALL
+        for offset, start in enumerate(range(0, len(records), size)):
+            await batches.process([RawMessage("records", 0, offset, orjson.dumps(records[start:start + size]))])
+        batch_sha = store._apply.sha.encode()
+        batch_calls = [e["duration"] for e in await client.slowlog_get(10_000)
+                       if len(e["command"].split()) > 1 and e["command"].split()[1] == batch_sha]
         outcomes = [{"record_id": r["record_id"], "model": "bench", "target": int(rng.random() < 0.2)}
                     for r in records]
         rng.shuffle(outcomes)
@@ -97,6 +106,7 @@ async def measure(settings: Settings, months: int, per_month: int) -> dict[str, 
                 "median_call_ms": sorted(durations)[len(durations) // 2] / 1000,
                 "total_script_ms": sum(durations) / 1000,
                 "wall_s": wall, "commands_per_outcome": commands / n,
+                "batch_calls": len(batch_calls), "batch_worst_call_ms": max(batch_calls, default=0) / 1000,
                 "lookups_per_outcome": sum(calls.get(c, 0) for c in ("hget", "hexists", "hsetnx")) / n}
     finally:
         await client.config_set("slowlog-log-slower-than", 10_000)
@@ -123,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  joined {got['joined']:,} in {got['script_calls']} script call(s) of at most {args.per_call:,}; "
           f"longest call {got['worst_call_ms']:.1f} ms, median {got['median_call_ms']:.1f} ms, "
           f"all calls {got['total_script_ms']:.1f} ms, wall {got['wall_s']:.2f} s")
+    print(f"  loading the records: {got['batch_calls']} batch script call(s) of up to {MAX_RECORDS_PER_CALL:,} records "
+          f"over up to {got['months']:,} months; longest {got['batch_worst_call_ms']:.1f} ms")
     print(f"  LATENCY LATEST max of the 'command' event: {got['latency_max_ms']} ms")
     print(f"  per outcome: {got['lookups_per_outcome']:.2f} hash lookups, {got['commands_per_outcome']:.2f} Redis commands")
     return 0
