@@ -254,6 +254,9 @@ def bench(args) -> None:
     Options: --records N (200000), --batch-size B (100), --repeat K (1), --latency-seconds S (20),
     --latency-rate R (5000), --skip-latency, --skip-memory, --quick, --json PATH (artifacts/bench.json).
     Prints a table (records/s, ratios, latency p50/p99, Redis bytes per model and month, RSS) and writes JSON.
+
+    `monitor bench --alerts`: the alert-quality benchmark instead (monitor/bench/alerts.py: --scale small|full,
+    --volume N, --models N, --scenario NAME, --list, --markdown, --check-targets; `--alerts --help`).
     """
     from monitor.bench import main as bench_main
 

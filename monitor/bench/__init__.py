@@ -10,8 +10,17 @@ the others; publish-to-alert and publish-to-state latency at a fixed rate; Redis
 
 from __future__ import annotations
 
+import sys
+
 
 def main(argv=None) -> int:
+    """``monitor bench``; with ``--alerts``, the alert-quality benchmark (monitor/bench/alerts.py)
+    with the other arguments."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--alerts" in argv:
+        from monitor.bench.alerts import main as alerts_main
+
+        return alerts_main([a for a in argv if a != "--alerts"])
     from monitor.bench.runner import main as run_main
 
     return run_main(argv)
