@@ -26,6 +26,7 @@ from monitor.settings import Settings
 
 Key = tuple[str, str]  # (model, version)
 _KEY_MONTH, _DAY, _FEATURES = itemgetter(0, 1, 3), itemgetter(2), itemgetter(7)
+_MODEL, _VERSION, _MONTH = itemgetter(0), itemgetter(1), itemgetter(3)
 
 
 def key_months(records: Sequence[tuple]) -> set[tuple[str, str, str]]:
@@ -34,7 +35,14 @@ def key_months(records: Sequence[tuple]) -> set[tuple[str, str, str]]:
     >>> sorted(key_months([("m", "1", "2024-01-05", "2024-01", 0, 0.5, "a", None),
     ...                    ("m", "1", "2024-01-09", "2024-01", 1, 0.2, "b", None)]))
     [('m', '1', '2024-01')]
+    >>> sorted(key_months([("m", "1", "2024-01-05", "2024-01", 0, 0.5, "a", None),
+    ...                    ("m", "2", "2024-02-09", "2024-02", 1, 0.2, "b", None)]))
+    [('m', '1', '2024-01'), ('m', '2', '2024-02')]
     """
+    models, versions = set(map(_MODEL, records)), set(map(_VERSION, records))
+    if len(models) == 1 and len(versions) == 1:  # the common message: no tuple per record
+        (model,), (version,) = models, versions
+        return {(model, version, month) for month in set(map(_MONTH, records))}
     return set(map(_KEY_MONTH, records))
 
 
@@ -81,10 +89,13 @@ class RecordBounds:
         return earliest, latest
 
 
-def check_bounds(records: Sequence[tuple], bounds: RecordBounds, today: dt.date) -> None:
+def check_bounds(records: Sequence[tuple], bounds: RecordBounds, today: dt.date,
+                 values_within: int | None = None) -> None:
     """Raise :class:`OutOfBounds` for the first record of a decoded message that is out of bounds.
 
     ``records`` are decoder tuples (model, version, ref_date ISO, month, label, score, id, features).
+    ``values_within``: what the decoder vouches for, the longest a string feature value of these
+    records can be (monitor.fastpath.decode_tiered); within the bound, the values are not looked at.
 
     >>> rec = ("m", "1", "9999-12-31", "9999-12", 0, 0.5, "a", None)
     >>> check_bounds([rec], RecordBounds(), dt.date(2026, 11, 30))
@@ -104,11 +115,12 @@ def check_bounds(records: Sequence[tuple], bounds: RecordBounds, today: dt.date)
                 raise OutOfBounds(f"record {i}: ref_date {day} is more than {bounds.max_event_future_days} days "
                                   f"after today {today.isoformat()} (MONITOR_MAX_EVENT_FUTURE_DAYS)")
     limit = bounds.max_feature_value_chars
-    if limit:
+    if limit and (values_within is None or values_within > limit):
         for i, features in enumerate(map(_FEATURES, records)):
             if features:
-                for name, value in features.items():
+                for value in features.values():
                     if type(value) is str and len(value) > limit:
+                        name = next(k for k, v in features.items() if v is value)
                         raise OutOfBounds(f"record {i}: features.{name}: a string of {len(value)} characters, "
                                           f"more than {limit} (MONITOR_MAX_FEATURE_VALUE_CHARS)")
 

@@ -21,7 +21,7 @@ import redis.exceptions
 from monitor.bounds import (CardinalityGate, CardinalityLimits, OutOfBounds, RecordBounds, check_bounds, key_months,
                             utc_today)
 from monitor.errors import InvalidRecord, MonitorError, StateLost
-from monitor.fastpath import LABEL_UNLABELED, FastRecord, decode_fast
+from monitor.fastpath import LABEL_UNLABELED, FastRecord, decode_tiered
 from monitor.stats import FeatureCounter, FeatureProfile
 from monitor.stats.features import DEFAULT_MAX_CATEGORIES
 from monitor.store import LABELS, EpochMismatch, MonthChange, MonthIncrements, OffsetConflict, StoredCardinality, Store
@@ -245,8 +245,8 @@ class BatchProcessor:
                 continue
             seen.add((field_name, msg.offset))
             try:
-                records = decode_fast(msg.value)
-                check_bounds(records, self.bounds, today)
+                records, values_within = decode_tiered(msg.value)
+                check_bounds(records, self.bounds, today, values_within)
             except InvalidRecord as exc:
                 await self.dead_letter(msg, str(exc))
                 result.dead_lettered += 1

@@ -143,3 +143,19 @@ def test_the_unseen_names_counter_field_is_not_a_category():
     read = FeatureCounter.from_redis_fields({b"c|a": b"2", b"c|zz": b"1", f"c|{OTHER}".encode(): b"4",
                                              f"c|{UNSEEN_NAMES_PART}".encode(): b"1"}, p)
     assert read.counts("c") == {"a": 2, "zz": 1, OTHER: 4}
+
+
+def test_a_message_tier_one_decoded_needs_no_value_scan_and_a_long_value_still_decodes():
+    from monitor.fastpath import FAST_FEATURE_VALUE_CHARS, decode_tiered
+    from monitor.schema import decode_records
+
+    short = b'{"record_id": "a", "model": "m", "ref_date": "2024-03-05", "score": 0.5, "features": {"c": "OWN"}}'
+    records, within = decode_tiered(short)
+    assert within == FAST_FEATURE_VALUE_CHARS
+    check_bounds(records, RecordBounds(max_feature_value_chars=FAST_FEATURE_VALUE_CHARS), TODAY, within)
+    long = short.replace(b'"OWN"', b'"' + "é".encode() * 300 + b'"')
+    records, within = decode_tiered(long)                              # the next tier takes it, as the contract does
+    assert within is None and records[0][7] == decode_records(long)[0].features == {"c": "é" * 300}
+    with pytest.raises(OutOfBounds, match="a string of 300 characters, more than 256"):
+        check_bounds(records, RecordBounds(), TODAY, within)
+    check_bounds(records, RecordBounds(max_feature_value_chars=300), TODAY, within)
