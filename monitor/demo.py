@@ -25,7 +25,8 @@ from monitor.views import alert_line, collect_state, print_state
 SETTINGS_ENV = {"records_topic", "outcomes_topic", "alerts_topic", "dead_letter_topic", "consumer_group",
                 "key_prefix", "kafka_bootstrap", "redis_url", "partitions", "run_dir", "resolution",
                 "models_dir", "metrics_interval_s", "broker_session_timeout_s", "broker",
-                "data_dir"}
+                "data_dir", "max_event_age_days", "max_event_future_days", "max_months_per_model", "max_models",
+                "require_reference", "max_feature_value_chars", "max_unseen_categories"}
 
 
 def demo_settings(settings: Settings, run_id: str) -> Settings:

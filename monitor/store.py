@@ -21,7 +21,10 @@ key                                                   type    holds
 ``cm:{m:v}:ref`` / ``cm:{m:v}:ref:meta``              string  reference (test-set) histogram, same layout
                                                       / hash  / its card (n, resolution, source, AUC)
 ``cm:{m:v}:features:YYYY-MM``                         hash    ``feature|bucket`` -> count (buckets of the
-                                                              reference feature profile)
+                                                              reference feature profile; at most
+                                                              max_unseen_categories unseen names per
+                                                              feature, the rest in ``feature|__other__``,
+                                                              their number in ``feature|~unseen``)
 ``cm:{m:v}:ref:features``                             string  reference feature profile (JSON)
 ``cm:{m:v}:metrics``                                  hash    ``YYYY-MM`` -> JSON of the month's metrics
 ``cm:{m:v}:alerts``                                   hash    ``rule|window`` -> JSON alert state
