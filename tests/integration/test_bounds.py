@@ -203,3 +203,36 @@ async def test_two_workers_see_each_others_months(servers):
         assert len(await store.months("m", "1")) == 6
     finally:
         await store.close()
+
+
+async def test_the_worker_dead_letters_out_of_bounds_messages_with_their_reasons(settings, worker_process):
+    """End to end: the settings reach the worker process, the reasons reach the dead-letter topic."""
+    from producers.publish import kafka_producer
+    from tests.integration.test_worker import consume_all
+
+    s = settings.model_copy(update={"max_models": 2, "max_months_per_model": 3})
+    worker_process(s)
+    valid = [record(0, "2024-01-05"), record(1, "2024-02-05"), record(2, "2024-03-05"), record(3, "2024-03-09"),
+             record(4, "2024-01-05", model="b")]
+    refused = {"MONITOR_MAX_MONTHS_PER_MODEL": record(10, "2024-04-05"),
+               "MONITOR_MAX_EVENT_FUTURE_DAYS": record(11, "9999-12-31"),
+               "MONITOR_MAX_MODELS": record(12, "2024-01-05", model="c"),
+               "MONITOR_MAX_FEATURE_VALUE_CHARS": record(13, "2024-01-05", features={"purpose": "z" * 5000})}
+    producer = kafka_producer(s)
+    await producer.start()
+    try:
+        for value in [*valid, *refused.values()]:                  # one partition: in this order
+            await producer.send_and_wait(s.records_topic, value=orjson.dumps(value), key=b"k", partition=0)
+    finally:
+        await producer.stop()
+    dead = await consume_all(s, s.dead_letter_topic, len(refused), timeout_s=90)
+    reasons = {orjson.loads(m.value)["record_id"]: dict(m.headers)["dlq.reason"].decode() for m in dead}
+    assert {rid: [name for name in refused if name in reason] for rid, reason in reasons.items()} == {
+        value["record_id"]: [name] for name, value in refused.items()}
+    store = Store.connect(s)
+    try:
+        assert (await store.worker_counters())["records"] == len(valid)
+        assert await store.models() == [("b", "1"), ("m", "1")]
+        assert await store.months("m", "1") == ["2024-01", "2024-02", "2024-03"]
+    finally:
+        await store.close()
