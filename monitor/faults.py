@@ -438,6 +438,8 @@ def run(scenario: str, records: int = 200_000, kills: int = 5, malformed: int = 
         flood, admitted = cardinality_flood(max(1, malformed // 4), dt.datetime.now(dt.timezone.utc).date())
         bad += flood
     report = FaultReport(scenario, records, malformed=len(bad) - admitted, admitted_hostile=admitted)
+    if scenario == "oversized-invalid":
+        report.faults.append(f"4 invalid messages of {OVERSIZED_BYTES:,} bytes among the valid ones")
     messages = interleave(valid, bad)
     broker = "noida" if scenario == "broker-restart" else "tansu"
     with tempfile.TemporaryDirectory(prefix="faults-", dir=work_dir) as tmp, servers(broker, Path(tmp)) as settings:
