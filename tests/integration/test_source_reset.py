@@ -16,6 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from monitor import faults, infra
+from monitor.demo import stop_process
 from monitor.store import Store
 from producers.publish import publish
 
@@ -102,6 +103,36 @@ def test_records_of_a_log_the_broker_lost_are_counted_and_the_reset_is_reported(
             assert events and all(e["model"] == MODEL and e["status"] == "firing" for e in events)
         finally:
             workers.stop_all()
+
+
+async def recreate_records_topic(settings) -> None:
+    """Delete the records topic and create it again (empty, offsets from 0), as an admin would."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([settings.records_topic])
+    finally:
+        await admin.close()
+    await infra.create_topics(settings)
+
+
+def test_records_of_a_re_created_topic_are_counted_even_past_the_old_offsets(settings, worker_process):
+    """The topic is re-created while the workers are stopped (a redeployment) and its new log grows
+    past the stored offsets before they start: only the message at a stored offset (another one)
+    tells it is a new log. The group's committed offsets went with the topic (Tansu, as Kafka)."""
+    first = worker_process()
+    asyncio.run(publish(month_records("2024-01", 1000, seed=1), settings))
+    wait_for_counts(settings, {"2024-01": 1000})
+    stop_process(first)
+    asyncio.run(recreate_records_topic(settings))
+    asyncio.run(publish(month_records("2024-02", 4000, seed=2), settings))
+    worker_process()
+    counts = wait_for_counts(settings, {"2024-01": 1000, "2024-02": 4000})
+    counters = asyncio.run(worker_counters(settings))
+    print("counts", counts, "worker counters", counters)
+    assert counters.get("source_resets") == settings.partitions
 
 
 def test_a_redelivery_of_the_same_log_is_verified_and_skipped_not_reset(tmp_path):
