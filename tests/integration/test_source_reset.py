@@ -157,3 +157,62 @@ def test_a_redelivery_of_the_same_log_is_verified_and_skipped_not_reset(tmp_path
             assert counters["duplicates_skipped"] >= 5000
         finally:
             workers.stop_all()
+
+
+def raw(offset: int, month: str, i: int) -> "RawMessage":
+    from monitor.pipeline import RawMessage
+
+    record = {"record_id": f"{month}-{i}", "model": MODEL, "ref_date": f"{month}-10", "score": 0.5, "target": 1}
+    return RawMessage("records", 0, offset, orjson.dumps(record), key=str(i).encode())
+
+
+async def test_a_batch_holding_another_message_at_the_stored_offset_starts_a_new_lifetime(settings):
+    """The check needs no broker when the batch holds the message at the stored offset."""
+    from monitor.pipeline import BatchProcessor
+    from monitor.sources import fingerprint
+
+    store = Store.connect(settings)
+    dead = []
+
+    async def dead_letter(msg, reason):
+        dead.append(reason)
+
+    try:
+        old = [raw(o, "2024-01", o) for o in range(10)]
+        await BatchProcessor(store, dead_letter, "e1").process(old)
+        base = store.base(MODEL, "1")
+        assert await store.redis.hget(f"{base}:fingerprints", "records:0") == fingerprint(b"9", old[9].value).encode()
+        # A restarted worker gets the same log again: skipped, nothing reset.
+        again = await BatchProcessor(store, dead_letter, "e1").process(old[5:])
+        assert (again.records, again.duplicates_skipped) == (0, 5)
+        # A new log: offsets 0..11, other messages.
+        new = [raw(o, "2024-02", 100 + o) for o in range(12)]
+        result = await BatchProcessor(store, dead_letter, "e1").process(new)
+        assert (result.records, result.duplicates_skipped) == (12, 0)
+        assert await month_counts(settings) == {"2024-01": 10, "2024-02": 12}
+        counters = await store.worker_counters()
+        assert (counters["source_checks"], counters["source_resets"]) == (2, 1)
+        [event] = [orjson.loads(e) for e in await store.redis.lrange(f"{base}:outbox", 0, -1)]
+        assert (event["rule"], event["window"], event["value"], event["month"]) == ("source_reset", "records:0", 9, "2024-02")
+        assert orjson.loads((await store.redis.lrange(store.history_key(), 0, 0))[0])["event_id"] == event["event_id"]
+    finally:
+        await store.close()
+
+
+async def test_a_reset_forgets_a_stored_offset_only_if_no_one_moved_it(settings):
+    from monitor.pipeline import BatchProcessor
+
+    store = Store.connect(settings)
+    try:
+        async def dead_letter(msg, reason):
+            raise AssertionError(reason)
+
+        await BatchProcessor(store, dead_letter, "e1").process([raw(o, "2024-01", o) for o in range(5)])
+        held = await store.stored_fingerprint(MODEL, "1", "records:0")
+        assert not await store.reset_source(MODEL, "1", "records:0", 3, held, b"{}")      # moved on to 4
+        assert not await store.reset_source(MODEL, "1", "records:0", 4, "00000000", b"{}")  # another message
+        assert await store.reset_source(MODEL, "1", "records:0", 4, held, b"{}")
+        assert await store.stored_offsets(MODEL, "1", ["records:0"]) == ("e1", {"records:0": None})
+        assert await store.stored_fingerprint(MODEL, "1", "records:0") is None
+    finally:
+        await store.close()
