@@ -19,11 +19,13 @@ import time
 import faust
 import orjson
 
+from monitor.deadletter import DeadLetterQueue
 from monitor.engine import MetricsUpdater
 from monitor.memory import release_free_memory
 from monitor.outcomes import OutcomeProcessor
 from monitor.errors import StateLost
-from monitor.pipeline import TRANSIENT, BatchProcessor, KafkaMessage
+from monitor.pipeline import BatchProcessor
+from monitor.retry import apply_or_stop, is_transient
 from monitor.settings import Settings
 from monitor.store import Store, epoch_key
 
@@ -66,19 +68,22 @@ def register(app: faust.App, settings: Settings, epoch: str) -> None:
     alerts_topic = app.topic(settings.alerts_topic, **raw)
     worker = Worker(settings, epoch)
 
-    async def dead_letter(msg: KafkaMessage, reason: str) -> None:
-        headers = [("dlq.reason", reason.encode()), ("dlq.topic", msg.topic.encode()),
-                   ("dlq.partition", str(msg.partition).encode()), ("dlq.offset", str(msg.offset).encode())]
-        delivery = await dead_letter_topic.send(key=msg.key, value=msg.value or b"", headers=headers)
+    async def send_dead_letter(key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        delivery = await dead_letter_topic.send(key=key, value=value, headers=headers)
         await delivery  # on the broker before the record's offset can be committed
-        log.warning("dead-lettered %s:%s@%s: %s", msg.topic, msg.partition, msg.offset, reason)
 
+    dead_letter = DeadLetterQueue(send_dead_letter, settings.dead_letter_max_bytes)
+
+    # faust acknowledges a taken batch when the loop body ends, even by an exception: so no
+    # exception leaves the body. A batch is applied (or dead-lettered), or the process exits
+    # (monitor.retry.apply_or_stop) before faust can acknowledge it.
     @app.agent(records_topic, name="fold_records")
     async def fold_records(stream):
         worker.ensure_started(dead_letter)
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             try:
-                await worker.processor.process([e.message for e in events])
+                await apply_or_stop("a batch of records", worker.processor.process, [e.message for e in events],
+                                    attempts=settings.apply_attempts, passes=(StateLost,))
             except StateLost as lost:
                 await worker.restart_to_rebuild(lost)
 
@@ -86,7 +91,8 @@ def register(app: faust.App, settings: Settings, epoch: str) -> None:
     async def join_outcomes(stream):
         worker.ensure_started(dead_letter)
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            await worker.outcomes.process([e.message for e in events])
+            await apply_or_stop("a batch of outcomes", worker.outcomes.process, [e.message for e in events],
+                                attempts=settings.apply_attempts)
 
     async def publish_alert(raw_event: bytes) -> None:
         event = orjson.loads(raw_event)
@@ -107,16 +113,23 @@ def register(app: faust.App, settings: Settings, epoch: str) -> None:
                         await worker.restart_to_rebuild(
                             StateLost(f"the state epoch {worker.epoch} is gone", rebuild=False))
                 wait = await worker.updater.step(publish_alert)
-            except TRANSIENT as exc:
-                log.warning("metrics pass skipped: Redis unavailable (%s)", exc)
-            except Exception:  # a task that raises is gone for good: log it, keep computing the others
-                log.exception("metrics pass failed")
+            except Exception as exc:  # a task that raises is gone for good: log it, keep computing
+                if is_transient(exc):
+                    log.warning("metrics pass skipped: Redis unavailable (%s)", exc)
+                else:
+                    log.exception("metrics pass failed")
             await worker.updater.wait(wait)
 
     if settings.memory_trim_interval_s > 0:
         @app.timer(settings.memory_trim_interval_s)
         async def release_memory():
             await asyncio.to_thread(release_free_memory)  # ~25 ms after a big backlog: off the loop
+
+    def on_log_rewound(tp) -> None:
+        if worker.processor is not None:  # its verified offsets may be of the lost log: check again
+            worker.processor.forget_offsets()
+
+    app.on_log_rewound = on_log_rewound
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs):

@@ -14,6 +14,8 @@ import sys
 import time
 import uuid
 
+import orjson
+from pydantic import SecretStr
 from rich.console import Console
 
 from monitor import infra
@@ -22,25 +24,27 @@ from monitor.settings import Settings
 from monitor.store import Store
 from monitor.views import alert_line, collect_state, print_state
 
-SETTINGS_ENV = {"records_topic", "outcomes_topic", "alerts_topic", "dead_letter_topic", "consumer_group",
-                "key_prefix", "kafka_bootstrap", "redis_url", "partitions", "run_dir", "resolution",
-                "models_dir", "metrics_interval_s", "broker_session_timeout_s", "broker",
-                "data_dir"}
-
-
-def demo_settings(settings: Settings, run_id: str) -> Settings:
-    name = f"demo-{run_id}"
-    return settings.model_copy(update={
-        "records_topic": f"{name}-records", "outcomes_topic": f"{name}-outcomes",
-        "alerts_topic": f"{name}-alerts", "dead_letter_topic": f"{name}-dead-letter",
-        "consumer_group": name, "key_prefix": name})
-
-
 def settings_env(settings: Settings) -> dict[str, str]:
-    """Environment that gives a child process the same settings."""
+    """Environment that gives a child process the same settings: every field, so that none is lost.
+
+    >>> env = settings_env(Settings(key_prefix="t1", redis_password="s3cret", apply_attempts=2))
+    >>> env["MONITOR_KEY_PREFIX"], env["MONITOR_REDIS_PASSWORD"], env["MONITOR_APPLY_ATTEMPTS"]
+    ('t1', 's3cret', '2')
+    """
     env = dict(os.environ)
-    for name in SETTINGS_ENV:
-        env[f"MONITOR_{name.upper()}"] = str(getattr(settings, name))
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        key = f"MONITOR_{name.upper()}"
+        if value is None:
+            env.pop(key, None)
+        elif isinstance(value, SecretStr):
+            env[key] = value.get_secret_value()
+        elif isinstance(value, bool):
+            env[key] = "true" if value else "false"
+        elif isinstance(value, (list, tuple, set, dict)):
+            env[key] = orjson.dumps(sorted(value) if isinstance(value, set) else value).decode()
+        else:
+            env[key] = str(value)
     return env
 
 

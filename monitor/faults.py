@@ -11,6 +11,19 @@ and compares every month's histograms with the input, bin by bin:
 - ``redis-flush``: FLUSHALL during the stream; the workers rebuild the state from the topic;
 - ``broker-restart``: the broker restarted during the stream. Tansu keeps topics in memory only,
   so this one runs on ``noida-db`` (PyPI), a Kafka-protocol broker that persists its log.
+
+Hostile streams and failing calls (every message applied or dead-lettered, never skipped):
+
+- ``oversized-invalid``: invalid messages of 1.2 MB among the valid ones, over what a producer
+  or broker takes by default: they reach the dead-letter topic truncated, nothing behind them is lost;
+- ``redis-busy``: another client runs a script of 6 s (past Redis's 5 s busy-reply-threshold) twice
+  during the stream: every call of the worker is answered BUSY meanwhile, and waits;
+- ``fold-exception``: Redis refuses the worker's scripts (an ACL change, ``NOPERM``) for longer than
+  the worker's retries: it exits unacknowledged (status 70) and is restarted, as a supervisor would,
+  until Redis takes the scripts again.
+
+Workers that exit are restarted (as docker-compose's ``restart: unless-stopped`` does); the report
+counts the restarts.
 """
 
 from __future__ import annotations
@@ -21,9 +34,11 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,13 +50,17 @@ from aiokafka import AIOKafkaConsumer
 
 from monitor import infra
 from monitor.demo import start_worker, stop_process
+from monitor.retry import is_transient
 from monitor.settings import Settings
 from monitor.stats import ScoreHistogram
 from monitor.store import LABELS, Store
 from producers.publish import kafka_producer
 from producers.synthetic import Scenario, generate
 
-SCENARIOS = ("kills", "takeover", "redis-restart", "redis-flush", "broker-restart")
+SCENARIOS = ("kills", "takeover", "redis-restart", "redis-flush", "broker-restart", "oversized-invalid",
+             "redis-busy", "fold-exception")
+MID_STREAM = ("broker-restart", "redis-restart", "redis-flush", "redis-busy", "fold-exception")
+"""Scenarios whose fault lands mid-stream: half the messages published before it, half after."""
 
 
 @dataclass
@@ -53,6 +72,8 @@ class FaultReport:
     double_counted: int = 0
     malformed: int = 0
     dead_lettered_distinct: int = 0
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    restarts: int = 0
     faults: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -88,6 +109,18 @@ def malformed_messages(k: int, seed: int = 5) -> list[bytes]:
         lambda i: orjson.dumps([{**good, "model": ""}] * 2000),                           # large (~200 KB)
     ]
     return [kinds[i % len(kinds)](i) for i in range(k)]
+
+
+OVERSIZED_BYTES = 1_200_000
+
+
+def oversized_messages(k: int) -> list[bytes]:
+    """``k`` invalid messages of 1.2 MB: over faust's producer limit (1,000,000 bytes) and Apache
+    Kafka's default message.max.bytes, so they cannot be dead-lettered whole."""
+    good = {"record_id": "x", "model": "faults", "ref_date": "2024-01-15", "score": 0.4, "target": 0}
+    kinds = [lambda: b"{" + b"x" * (OVERSIZED_BYTES - 1),                                     # not JSON
+             lambda: orjson.dumps([good] * (OVERSIZED_BYTES // 80) + [{**good, "score": 2}])]  # one bad record
+    return [kinds[i % len(kinds)]() for i in range(k)]
 
 
 def _without(record: dict, key: str) -> dict:
@@ -168,13 +201,29 @@ def _dense(h: ScoreHistogram, bins: np.ndarray) -> np.ndarray:
     return out
 
 
-async def distinct_dead_letters(settings: Settings, expected: int, timeout_s: float = 60) -> int:
+def reason_kind(reason: str) -> str:
+    """A dead-letter reason without the details that vary from message to message.
+
+    >>> reason_kind("record 3: score: Input should be less than or equal to 1")
+    'record: score: Input should be less than or equal to 1'
+    >>> reason_kind("not JSON: unexpected character: line 1 column 2 (char 1)")
+    'not JSON'
+    """
+    head, _, rest = reason.partition(": ")
+    if head.startswith("record "):
+        return "record: " + rest
+    return head
+
+
+async def dead_letters(settings: Settings, expected: int, timeout_s: float = 60) -> dict[tuple[bytes, bytes], str]:
+    """The dead-letter records found, by (partition, offset) of the original message: the kind of
+    their reason (:func:`reason_kind`), marked when the record was truncated."""
     consumer = AIOKafkaConsumer(settings.dead_letter_topic, bootstrap_servers=settings.kafka_bootstrap,
                                 group_id=f"dlq-check-{uuid.uuid4().hex[:8]}", auto_offset_reset="earliest",
                                 enable_auto_commit=False, session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
                                 heartbeat_interval_ms=300, max_partition_fetch_bytes=8 * 1024 * 1024)
     await consumer.start()
-    seen: set[tuple[bytes, bytes]] = set()
+    seen: dict[tuple[bytes, bytes], str] = {}
     deadline = time.monotonic() + timeout_s
     try:
         while len(seen) < expected and time.monotonic() < deadline:
@@ -182,10 +231,13 @@ async def distinct_dead_letters(settings: Settings, expected: int, timeout_s: fl
                 for m in msgs:
                     headers = dict(m.headers)
                     if headers.get("dlq.reason"):
-                        seen.add((headers["dlq.partition"], headers["dlq.offset"]))
+                        reason = reason_kind(headers["dlq.reason"].decode())
+                        if headers.get("dlq.truncated") == b"true":
+                            reason += " (dead-lettered truncated)"
+                        seen[(headers["dlq.partition"], headers["dlq.offset"])] = reason
     finally:
         await consumer.stop()
-    return len(seen)
+    return seen
 
 
 # ---- servers and workers ----------------------------------------------------------------------
@@ -220,37 +272,66 @@ class Workers:
     def kill(self, proc: subprocess.Popen) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        self.procs.remove(proc)
+
+    def revive(self) -> int:
+        """Restart the workers that exited by themselves (a supervisor's job); how many."""
+        exited = [p for p in self.procs if p.poll() is not None]
+        for proc in exited:
+            self.procs.remove(proc)
+            self.start()
+        return len(exited)
 
     def stop_all(self) -> None:
         for proc in self.procs:
             stop_process(proc)
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.2) -> None:
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.2,
+             workers: "Workers | None" = None, report: FaultReport | None = None) -> None:
+    """Poll ``predicate``; meanwhile restart the ``workers`` that exit (counted in the report)."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
+        if workers is not None:
+            restarted = workers.revive()
+            if report is not None:
+                report.restarts += restarted
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         time.sleep(poll_s)
 
 
 def progress(settings: Settings) -> int:
-    import redis
-
     try:
         return asyncio.run(total_records(settings))
-    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):  # Redis down during a fault
+    except Exception as exc:  # Redis down or busy during a fault
+        if not is_transient(exc):
+            raise
         return -1
 
 
-def wait_for_progress(settings: Settings, beyond: int, timeout_s: float = 90) -> int:
+def wait_for_all(settings: Settings, records: int, stall_s: float = 60, timeout_s: float = 600, **supervise) -> None:
+    """Wait until every record is counted, or the count has not moved for ``stall_s`` (records
+    lost: the report says how many)."""
+    box = {"n": -1, "moved": time.monotonic()}
+
+    def done() -> bool:
+        n = progress(settings)
+        if n != box["n"]:
+            box["n"], box["moved"] = n, time.monotonic()
+        return n >= records or time.monotonic() - box["moved"] > stall_s
+
+    wait_for(done, timeout_s, f"all {records} records counted", **supervise)
+
+
+def wait_for_progress(settings: Settings, beyond: int, timeout_s: float = 90, **supervise) -> int:
     box = {}
 
     def moved() -> bool:
         box["n"] = progress(settings)
         return box["n"] > beyond
 
-    wait_for(moved, timeout_s, f"the worker to count beyond {beyond} records")
+    wait_for(moved, timeout_s, f"the worker to count beyond {beyond} records", **supervise)
     return box["n"]
 
 
@@ -260,21 +341,25 @@ def run(scenario: str, records: int = 200_000, kills: int = 5, malformed: int = 
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown fault scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
     rng = random.Random(seed)
-    report = FaultReport(scenario, records, malformed=malformed)
     started = time.monotonic()
     valid = valid_records(records)
-    messages = interleave(valid, malformed_messages(malformed))
+    bad = malformed_messages(malformed)
+    if scenario == "oversized-invalid":
+        bad += oversized_messages(4)
+    report = FaultReport(scenario, records, malformed=len(bad))
+    messages = interleave(valid, bad)
     broker = "noida" if scenario == "broker-restart" else "tansu"
     with tempfile.TemporaryDirectory(prefix="faults-", dir=work_dir) as tmp, servers(broker, Path(tmp)) as settings:
         expected = expected_histograms(valid, settings.resolution)
         workers = Workers(settings, Path(tmp))
+        supervise = {"workers": workers, "report": report}
         try:
-            if scenario in ("broker-restart", "redis-restart", "redis-flush"):
+            if scenario in MID_STREAM:
                 # Half the stream before the fault, half after: the fault lands mid-stream.
                 half = len(messages) // 2
                 asyncio.run(publish_messages(settings, messages[:half]))
                 workers.start()
-                wait_for_progress(settings, records // 10)
+                wait_for_progress(settings, records // 10, **supervise)
                 inject(scenario, settings, report, say)
                 asyncio.run(publish_messages(settings, messages[half:]))
             else:
@@ -286,7 +371,7 @@ def run(scenario: str, records: int = 200_000, kills: int = 5, malformed: int = 
                     workers.kill(second)
                     report.faults.append("killed one of two workers for good (kill -9)")
                     say(report.faults[-1])
-                else:
+                elif scenario == "kills":
                     current = first
                     # Random moments spread over the replay: each kill once the count passes a
                     # random point, and after the restarted worker has counted again.
@@ -297,10 +382,12 @@ def run(scenario: str, records: int = 200_000, kills: int = 5, malformed: int = 
                         report.faults.append(f"kill -9 #{k + 1} at {progress(settings):,} records counted")
                         say(report.faults[-1])
                         current = workers.start()
-            wait_for(lambda: progress(settings) >= records, 600, f"all {records} records counted")
+            wait_for_all(settings, records, **supervise)
             time.sleep(2 * settings.metrics_interval_s)
             asyncio.run(compare(settings, expected, report))
-            report.dead_lettered_distinct = asyncio.run(distinct_dead_letters(settings, malformed))
+            found = asyncio.run(dead_letters(settings, len(bad)))
+            report.dead_lettered_distinct = len(found)
+            report.dead_letter_reasons = dict(Counter(found.values()))
         finally:
             workers.stop_all()
     report.seconds = time.monotonic() - started
@@ -329,14 +416,55 @@ def inject(scenario: str, settings: Settings, report: FaultReport, say: Callable
     elif scenario == "redis-flush":
         redis.Redis.from_url(settings.redis_url).flushall()
         report.faults.append("redis FLUSHALL: every key gone mid-stream")
+    elif scenario == "redis-busy":
+        for _ in range(2):
+            busy_script(settings, seconds=6)
+        report.faults.append("redis busy: a 6 s script of another client, twice (BUSY answered meanwhile)")
+    elif scenario == "fold-exception":
+        refuse_scripts(settings, seconds=12)
+        report.faults.append("redis refused the worker's scripts (ACL -@scripting, NOPERM) for 12 s")
     say(report.faults[-1])
+
+
+BUSY_LUA = """
+local stop = tonumber(redis.call('TIME')[1]) + tonumber(ARGV[1])
+while tonumber(redis.call('TIME')[1]) < stop do end
+return 1
+"""
+
+
+def busy_script(settings: Settings, seconds: int) -> None:
+    """Run a read-only script of ``seconds`` on Redis: past busy-reply-threshold (5 s by default)
+    Redis answers BUSY to every other client until it ends."""
+    import redis
+
+    redis.Redis.from_url(settings.redis_url, socket_timeout=seconds + 30).eval(BUSY_LUA, 0, seconds)
+
+
+def refuse_scripts(settings: Settings, seconds: float) -> None:
+    """Deny the scripting commands to Redis's default user for ``seconds``, then allow them again."""
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url)
+    client.acl_setuser("default", enabled=True, nopass=True, categories=["+@all", "-@scripting"],
+                       keys=["*"], channels=["*"], reset=False)
+    try:
+        time.sleep(seconds)
+    finally:
+        client.acl_setuser("default", enabled=True, nopass=True, categories=["+@all"], keys=["*"], channels=["*"])
 
 
 def format_report(r: FaultReport) -> str:
     verdict = "EXACT" if r.exact else "NOT EXACT"
-    return (f"{r.scenario:15} input {r.input_records:>9,}  final {r.final_records:>9,}  lost {r.lost}  "
-            f"double-counted {r.double_counted}  malformed {r.malformed:,} -> dead-letter {r.dead_lettered_distinct:,}  "
-            f"{r.seconds:6.1f} s  {verdict}")
+    restarts = f"  restarts {r.restarts}" if r.restarts else ""
+    return (f"{r.scenario:17} input {r.input_records:>9,}  applied {r.final_records:>9,}  lost {r.lost}  "
+            f"double-counted {r.double_counted}  bad {r.malformed:,} -> dead-letter {r.dead_lettered_distinct:,}"
+            f"{restarts}  {r.seconds:6.1f} s  {verdict}")
+
+
+def format_reasons(r: FaultReport) -> str:
+    """The dead-letter reasons of a run, most frequent first."""
+    return "\n".join(f"  {n:>7,}  {reason}" for reason, n in sorted(r.dead_letter_reasons.items(), key=lambda kv: -kv[1]))
 
 
 def main(argv=None) -> int:
@@ -347,11 +475,15 @@ def main(argv=None) -> int:
     parser.add_argument("--malformed", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
+    # A terminated run stops what it started (servers, workers) on its way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     chosen = SCENARIOS if args.scenario == "all" else (args.scenario,)
     reports = [run(s, args.records, args.kills, args.malformed, args.seed) for s in chosen]
     print()
     for r in reports:
         print(format_report(r))
+    for r in reports:
+        print(f"\n{r.scenario}: dead-letter reasons\n{format_reasons(r)}")
     return 0 if all(r.exact for r in reports) else 1
 
 

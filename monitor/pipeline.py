@@ -6,7 +6,6 @@ worker, tests and benchmarks. Invalid messages go to the dead-letter callback wi
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from bisect import bisect_right
@@ -15,34 +14,16 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-import redis.exceptions
 
 from monitor.errors import InvalidRecord, MonitorError, StateLost
 from monitor.fastpath import LABEL_UNLABELED, FastRecord, decode_fast
+from monitor.retry import retry_forever
 from monitor.sources import LogProbe, Probe, belongs, fingerprint, source_reset_event
 from monitor.stats import FeatureCounter, FeatureProfile
 from monitor.store import LABELS, EpochMismatch, MonthChange, MonthIncrements, OffsetConflict, Store
 
 MAX_CONFLICT_RETRIES = 5
-RETRY_FIRST_S, RETRY_MAX_S = 0.1, 5.0
-TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
 log = logging.getLogger("monitor.pipeline")
-
-
-async def retry_forever(what: str, call, *args):
-    """Await ``call(*args)`` until it succeeds, backing off on lost Redis connections.
-
-    A batch is never dropped: the worker stalls (and says so) while Redis is away, and goes on
-    where it was when Redis is back.
-    """
-    delay = RETRY_FIRST_S
-    while True:
-        try:
-            return await call(*args)
-        except TRANSIENT as exc:
-            log.warning("%s: Redis unavailable (%s); retrying in %.1f s", what, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(RETRY_MAX_S, delay * 2)
 
 
 class KafkaMessage(Protocol):
@@ -134,24 +115,60 @@ class PartitionRecords:
         self.features.append(record[7])
 
 
-def fold(parts: list[tuple[PartitionRecords, int]], resolution: float, keep_unlabeled: bool = False,
+MAX_RECORDS_PER_CALL = 20_000
+"""Records one batch script call applies at most (a single larger message is applied whole): the
+call stays in the tens of milliseconds, far under Redis's 5 s busy-reply-threshold."""
+
+Span = tuple[int, int]
+"""A slice ``[lo, hi)`` of a :class:`PartitionRecords`, made of whole messages."""
+
+
+def plan_calls(offsets_by_field: dict[str, list[int]], starts: dict[str, int],
+               limit: int = MAX_RECORDS_PER_CALL) -> list[dict[str, Span]]:
+    """Split the records past ``starts`` into script calls of at most ``limit`` records each,
+    never splitting a message (its records share an offset, and one offset moves with them).
+
+    >>> plan_calls({"t:0": [1, 2, 2, 2, 3], "t:1": [7, 8]}, {"t:0": 0, "t:1": 0}, limit=3)
+    [{'t:0': (0, 4)}, {'t:0': (4, 5), 't:1': (0, 2)}]
+    >>> plan_calls({"t:0": [1, 2]}, {"t:0": 2})
+    []
+    """
+    calls, call, size = [], {}, 0
+    for name, offsets in offsets_by_field.items():
+        lo = starts[name]
+        while lo < len(offsets):
+            hi = min(len(offsets), lo + limit - size)
+            while hi < len(offsets) and offsets[hi] == offsets[hi - 1]:
+                hi += 1
+            call[name] = (lo, hi)
+            size += hi - lo
+            lo = hi
+            if size >= limit:
+                calls.append(call)
+                call, size = {}, 0
+    if call:
+        calls.append(call)
+    return calls
+
+
+def fold(parts: list[tuple[PartitionRecords, int, int]], resolution: float, keep_unlabeled: bool = False,
          profile: FeatureProfile | None = None) -> tuple[dict[str, MonthIncrements], str, int]:
-    """Bin counts per month and label of the records past ``start`` in each part (vectorised).
+    """Bin counts per month and label of the records ``[lo, hi)`` of each part (vectorised).
 
     With ``keep_unlabeled`` the unlabelled records are also listed one by one (id, bin), for
     the join with their outcomes; with a feature ``profile``, the features are counted in its
     buckets. Returns the increments, the latest ref_date and the number of records folded.
     """
     months, labels, scores, ids, features, latest, n = [], [], [], [], [], "", 0
-    for part, start in parts:
-        if start < len(part.offsets):
-            months += part.months[start:]
-            labels += part.labels[start:]
-            scores += part.scores[start:]
-            ids += part.record_ids[start:]
-            features += part.features[start:]
-            latest = max(latest, max(part.dates[start:]))
-            n += len(part.offsets) - start
+    for part, lo, hi in parts:
+        if lo < hi:
+            months += part.months[lo:hi]
+            labels += part.labels[lo:hi]
+            scores += part.scores[lo:hi]
+            ids += part.record_ids[lo:hi]
+            features += part.features[lo:hi]
+            latest = max(latest, max(part.dates[lo:hi]))
+            n += hi - lo
     if not n:
         return {}, latest, 0
     names = sorted(set(months))
@@ -255,7 +272,16 @@ class BatchProcessor:
 
     async def _apply_group(self, model: str, version: str, by_field: dict[str, PartitionRecords],
                            messages: dict[tuple[str, int], KafkaMessage]) -> BatchResult:
+        """Apply the group's records not applied yet, in calls of at most MAX_RECORDS_PER_CALL records,
+        each moving its partitions' offsets with it (so each call is atomic and idempotent).
+
+        ``messages``: the batch's messages by (offset field, offset), for the fingerprints kept with
+        the offsets and the check of a stored offset before records are skipped."""
         key = (model, version)
+        total = sum(len(part.offsets) for part in by_field.values())
+        applied = 0
+        profile = await self.profile(model, version)
+        keep_unlabeled = self.store.settings.label_ttl_days > 0
         for _ in range(MAX_CONFLICT_RETRIES):
             known = self._applied.setdefault(key, {})
             missing = by_field.keys() - known.keys()
@@ -272,20 +298,19 @@ class BatchProcessor:
             if unchecked and await self._reset_lost_sources(model, version, unchecked, by_field, messages):
                 self._applied.pop(key, None)
                 continue
-            new_offsets = {f: part.offsets[-1] for f, part in by_field.items() if starts[f] < len(part.offsets)}
-            total = sum(len(part.offsets) for part in by_field.values())
-            months, latest, n = fold([(part, starts[f]) for f, part in by_field.items()], self.resolution,
-                                     keep_unlabeled=self.store.settings.label_ttl_days > 0,
-                                     profile=await self.profile(model, version))
-            result = BatchResult(records=n, duplicates_skipped=total - n)
-            if not new_offsets:
-                return result
             try:
-                changes = await self.store.apply_batch(
-                    model, version, {f: (known[f], new, max(by_field[f].dates[starts[f]:]))
-                                     for f, new in new_offsets.items()}, months, latest,
-                    self.epoch, {f: fingerprint(messages[(f, new)].key, messages[(f, new)].value)
-                                 for f, new in new_offsets.items()})
+                for call in plan_calls({f: part.offsets for f, part in by_field.items()}, starts):
+                    months, latest, n = fold([(by_field[f], lo, hi) for f, (lo, hi) in call.items()], self.resolution,
+                                             keep_unlabeled=keep_unlabeled, profile=profile)
+                    moves = {f: (known[f], by_field[f].offsets[hi - 1], max(by_field[f].dates[lo:hi]))
+                             for f, (lo, hi) in call.items()}
+                    prints = {f: fingerprint(messages[(f, new)].key, messages[(f, new)].value)
+                              for f, (_, new, _) in moves.items()}
+                    changes = await self.store.apply_batch(model, version, moves, months, latest, self.epoch, prints)
+                    known.update({f: new for f, (_, new, _) in moves.items()})
+                    applied += n
+                    if self.on_change is not None:
+                        await self.on_change(model, version, changes)
             except EpochMismatch as mismatch:
                 await self._handle_other_epoch(model, version, mismatch.found)
                 continue
@@ -298,10 +323,7 @@ class BatchProcessor:
                 # Another worker applied some of these offsets: reread them and filter again.
                 self._applied.pop(key, None)
                 continue
-            known.update(new_offsets)
-            if self.on_change is not None:
-                await self.on_change(model, version, changes)
-            return result
+            return BatchResult(records=applied, duplicates_skipped=total - applied)
         raise MonitorError(f"{model}:{version}: offsets kept moving after {MAX_CONFLICT_RETRIES} retries")
 
     async def _reset_lost_sources(self, model: str, version: str, stored: dict[str, int],

@@ -18,6 +18,9 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+SAMPLE_BYTES_FLOOR = 8192
+"""The dead-letter limit cannot go below what a truncated dead-letter record keeps (monitor.deadletter)."""
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MONITOR_", frozen=True, extra="ignore")
@@ -59,6 +62,19 @@ class Settings(BaseSettings):
         "answers as soon as data arrives, so this only paces idle polls (faust's own value is 1,500); the "
         "local broker holds the fetch for the whole wait, so records wait up to this long. "
         "Env MONITOR_CONSUMER_FETCH_WAIT_MS.",
+    )
+    dead_letter_max_bytes: int = Field(
+        900_000, ge=SAMPLE_BYTES_FLOOR,
+        description="Largest message (key + value) dead-lettered whole; a larger one, or one the producer or "
+        "broker refuses as too large, goes to the dead-letter topic truncated, with the headers dlq.truncated "
+        "and dlq.original_bytes. Below faust's producer limit (1,000,000) and Apache Kafka's message.max.bytes "
+        "(1,048,588). Env MONITOR_DEAD_LETTER_MAX_BYTES.",
+    )
+    apply_attempts: int = Field(
+        5, ge=1,
+        description="Times the worker tries a batch that fails with an unexpected error (transient Redis or "
+        "Kafka errors are retried for as long as they last) before it exits with status 70, unacknowledged, "
+        "to restart from the last applied offsets. Env MONITOR_APPLY_ATTEMPTS.",
     )
     batch_within_s: float = Field(
         0.05, gt=0, description="Max seconds the worker waits to fill a batch. Env MONITOR_BATCH_WITHIN_S."
@@ -104,7 +120,8 @@ class Settings(BaseSettings):
     )
     label_ttl_days: int = Field(
         120, ge=0, description="Days an unlabelled record's score waits in Redis for its outcome (and an "
-        "outcome for its record); 0 turns the join off. Env MONITOR_LABEL_TTL_DAYS.",
+        "outcome for its record), at least: the buffer expires by 30-day write periods, so up to 30 days "
+        "more; 0 turns the join off. Env MONITOR_LABEL_TTL_DAYS.",
     )
     rolling_months: int = Field(
         3, ge=1, description="Months in the rolling window (this month and the N-1 before). Env MONITOR_ROLLING_MONTHS."

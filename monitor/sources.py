@@ -102,26 +102,34 @@ class LogProbe:
         start. A message read past ``offset`` (none at it: a gap) counts as another message.
         """
         from aiokafka import TopicPartition
-        from aiokafka.errors import KafkaError, OffsetOutOfRangeError
+        from aiokafka.errors import KafkaError
 
         tp = TopicPartition(topic, partition)
         delay = 0.2
         async with self._lock:
             while True:
                 try:
-                    consumer = await self._started()
-                    consumer.assign([tp])
-                    consumer.seek(tp, offset)
-                    return await asyncio.wait_for(self._read(consumer, tp, offset), PROBE_TIMEOUT_S)
-                except OffsetOutOfRangeError:
-                    start = (await consumer.beginning_offsets([tp]))[tp]
-                    return Probe("below_start") if offset < start else Probe("beyond_end")
+                    probe = await asyncio.wait_for(self._probe(tp, offset), PROBE_TIMEOUT_S)
+                    log.info("%s:%s@%s holds %s", topic, partition, offset, probe)
+                    return probe
                 except (KafkaError, asyncio.TimeoutError, OSError) as exc:
                     log.warning("reading %s:%s@%s to check the stored offset failed (%r); retrying in %.1f s",
                                 topic, partition, offset, exc, delay)
                     await self.close()
                     await asyncio.sleep(delay)
                     delay = min(5.0, delay * 2)
+
+    async def _probe(self, tp, offset: int) -> Probe:
+        from aiokafka.errors import OffsetOutOfRangeError
+
+        consumer = await self._started()
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        try:
+            return await self._read(consumer, tp, offset)
+        except OffsetOutOfRangeError:
+            start = (await consumer.beginning_offsets([tp]))[tp]
+            return Probe("below_start") if offset < start else Probe("beyond_end")
 
     @staticmethod
     async def _read(consumer, tp, offset: int) -> Probe:
@@ -140,7 +148,7 @@ class LogProbe:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             try:
-                await consumer.stop()
+                await asyncio.wait_for(consumer.stop(), PROBE_TIMEOUT_S)
             except Exception:  # a consumer that never connected: nothing to release
                 pass
 

@@ -29,11 +29,13 @@ key                                                   type    holds
 ``cm:{m:v}:alerts``                                   hash    ``rule|window`` -> JSON alert state
 ``cm:{m:v}:outbox``                                   list    alert events not yet on the alerts topic
 ``cm:{m:v}:lease``                                    string  the worker that computes this model now
-``cm:{m:v}:join:YYYY-MM:<bucket>``                    hash    record_id -> score bin of an unlabelled record
-                                                              of the month awaiting its outcome, ``j`` once
-                                                              joined (TTL, refreshed on each write)
-``cm:{m:v}:pending:<bucket>``                         hash    record_id -> target (0/1) of an outcome that
-                                                              came before its record (TTL, same)
+``cm:{m:v}:join:<period>:<bucket>``                   hash    record_id -> month and score bin (one integer,
+                                                              ``join_value``) of an unlabelled record written
+                                                              in the period, awaiting its outcome; ``j`` once
+                                                              joined (expires at the period's end + TTL)
+``cm:{m:v}:pending:<period>:<bucket>``                hash    record_id -> target (0/1) of an outcome that
+                                                              came before its record (same expiry)
+``cm:{m:v}:pending:periods``                          hash    ``<period>`` -> outcomes still pending in it
 ``cm:{m:v}:outcomes``                                 hash    ``joined``, ``pending``, ``pending_joined``,
                                                               ``duplicates`` (outcome counters)
 ``cm:due``                                            set     ``model:version`` of models whose metrics
@@ -44,11 +46,17 @@ key                                                   type    holds
 ====================================================  ======  ==========================================
 
 The delayed-label join buffer is bucketed: ``<bucket> = join_bucket(record_id)`` (crc32 modulo
-``JOIN_BUCKETS``), so a month's waiting records share a few thousand small listpack-encoded hashes
-(the record id plus ~10 bytes per record once the buckets hold dozens: 35 bytes with 25-character ids
-at 200,000 waiting records a month) instead of one key each (~120 bytes by ``MEMORY USAGE``, ~180 with
-the key and expiry dictionaries). A bucket's TTL (``MONITOR_LABEL_TTL_DAYS``) is refreshed by every
-script call that writes to it, so a month's buffer lives that long after its last write.
+``JOIN_BUCKETS``), so the records waiting for their outcome share a few thousand small listpack-encoded
+hashes (the record id plus ~10 bytes per record once the buckets hold dozens: 38 bytes with
+25-character ids at 40,000 waiting records) instead of one key each (~120 bytes by ``MEMORY USAGE``,
+~180 with the key and expiry dictionaries). The buckets rotate by *write* period, not by the record's
+month: ``<period> = floor(Redis TIME / JOIN_PERIOD_S)`` (30 days), and each bucket expires at a fixed
+time, its period's end plus ``MONITOR_LABEL_TTL_DAYS``, set when it is written (a steady trickle of
+writes cannot keep it alive): an entry is kept at least the TTL and at most a period more. The record's
+month travels in the value, so an outcome probes at most ``ceil(TTL / JOIN_PERIOD_S) + 1`` buckets (5 at
+120 days) whatever the model's months. Capacity: ~500k records written in one period stay compact (128
+per bucket); more convert the fuller buckets to Redis's hashtable encoding (dearer per entry), still
+correct. A replay of history writes all its months in one period: that is when the limit is nearest.
 """
 
 from __future__ import annotations
@@ -74,17 +82,98 @@ ALERT_HISTORY_CAP = 10_000
 log = logging.getLogger("monitor.store")
 
 # Redis keeps a hash of up to 128 entries (hash-max-listpack-entries) in a compact listpack: 4096
-# buckets keep a month of up to ~500k waiting records compact.
+# buckets keep up to ~500k records waiting from one write period compact.
 JOIN_BUCKETS = 4096
+
+JOIN_PERIOD_S = 30 * 86400
+"""Length of a join buffer's write period: a bucket holds the records (or early outcomes) written in
+one period and expires at the period's end plus the label TTL, so an outcome probes at most
+``ceil(TTL / JOIN_PERIOD_S) + 1`` buckets (5 with the default 120 days), however many months the model
+has. Changing it orphans the buffered records: keep it."""
+
+MONTH_ORIGIN = 2000 * 12
+"""Month index of 2000-01: a waiting record's value is ``(month index - MONTH_ORIGIN) * bins + bin``,
+small enough for listpack's 24-bit integers until 2069 at the default resolution."""
 
 
 def join_bucket(record_id: str) -> int:
-    """The bucket of a record's entry in the join buffer (``join:<month>:<bucket>``, ``pending:<bucket>``).
+    """The bucket of a record's entry in the join buffer (``join:<period>:<bucket>``, ``pending:<period>:<bucket>``).
 
     >>> join_bucket("r1"), join_bucket("r42"), 0 <= join_bucket("x" * 256) < JOIN_BUCKETS
     (2481, 1883, True)
     """
     return zlib.crc32(record_id.encode()) % JOIN_BUCKETS
+
+
+def join_period(unix_s: float) -> int:
+    """The write period of the join buffer at this Redis time (``join:<period>:<bucket>``).
+
+    >>> join_period(0), join_period(JOIN_PERIOD_S - 1), join_period(JOIN_PERIOD_S)
+    (0, 0, 1)
+    """
+    return int(unix_s // JOIN_PERIOD_S)
+
+
+def join_value(month: str, score_bin: int, bins: int) -> int:
+    """What the join buffer keeps of a waiting record: its month and score bin as one integer.
+
+    >>> join_value("2000-01", 7, 10_001), join_value("2024-05", 0, 10_001), join_value("1999-12", 3, 101)
+    (7, 2920292, -98)
+    """
+    year, mon = int(month[:4]), int(month[5:7])
+    return (year * 12 + mon - 1 - MONTH_ORIGIN) * bins + score_bin
+
+
+def join_month_bin(value: int, bins: int) -> tuple[str, int]:
+    """The month and score bin of a join buffer value (the inverse of :func:`join_value`).
+
+    >>> join_month_bin(2920292, 10_001), join_month_bin(-98, 101)
+    (('2024-05', 0), ('1999-12', 3))
+    """
+    index, score_bin = divmod(value, bins)
+    index += MONTH_ORIGIN
+    return f"{index // 12:04d}-{index % 12 + 1:02d}", score_bin
+
+
+# The join buffer's Lua helpers, shared by the batch and outcome scripts (the same arithmetic as
+# join_period / join_value / join_month_bin above). Pending outcomes are tracked per period in
+# <base>:pending:periods (period -> outcomes still waiting), so that the batch script probes only
+# the periods that hold some: none at all when no outcome came before its record.
+JOIN_LUA = ("local JOIN_PERIOD, MONTH_ORIGIN = " + str(JOIN_PERIOD_S) + ", " + str(MONTH_ORIGIN) + "\n" + """
+local function join_clock()
+  local now = tonumber(redis.call('TIME')[1])
+  return now, math.floor(now / JOIN_PERIOD)
+end
+-- A bucket written in a period expires then, however often it is written: a trickle cannot keep it.
+local function join_deadline(period, ttl)
+  return (period + 1) * JOIN_PERIOD + ttl
+end
+local function join_value(month, bin, bins)
+  local index = tonumber(string.sub(month, 1, 4)) * 12 + tonumber(string.sub(month, 6, 7)) - 1 - MONTH_ORIGIN
+  return string.format('%d', index * bins + tonumber(bin))
+end
+local function join_month_bin(value, bins)
+  value = tonumber(value)
+  local index = math.floor(value / bins)
+  local bin = value - index * bins
+  index = index + MONTH_ORIGIN
+  return string.format('%04d-%02d', math.floor(index / 12), index % 12 + 1), bin
+end
+-- The periods whose pending buckets hold outcomes and still live, newest first; forgets the others.
+local function pending_periods(key, now, ttl)
+  local raw, live = redis.call('HGETALL', key), {}
+  for i = 1, #raw, 2 do
+    local period = tonumber(raw[i])
+    if tonumber(raw[i + 1]) <= 0 or join_deadline(period, ttl) <= now then
+      redis.call('HDEL', key, raw[i])
+    else
+      live[#live + 1] = period
+    end
+  end
+  table.sort(live, function(x, y) return x > y end)
+  return live
+end
+""")
 
 
 # Applies one batch of one (model, version) and moves its offsets, atomically. The offsets
@@ -121,7 +210,7 @@ end
 # waiting, then (record_id, bin, join bucket) of the unlabelled records that wait for their outcome,
 # then n feature fields and (field, count) pairs.
 # Returns {1, '', ''} then per month: month, n, bad, good after the batch and n, bad, good it added.
-APPLY_BATCH_LUA = ADD_BINS_LUA + """
+APPLY_BATCH_LUA = ADD_BINS_LUA + JOIN_LUA + """
 local copy = redis.call('GET', KEYS[4])
 if copy and copy ~= ARGV[3] then
   return {-2, 'epoch', copy}
@@ -155,7 +244,13 @@ if (not watermark) or ARGV[2] > watermark then redis.call('SET', KEYS[3], ARGV[2
 local a = 7 + 5*k
 local key = 5
 local pending_joined = 0
-local touched = {}  -- join buffer keys written: one EXPIRE each at the end
+local touched = {}  -- join buffer keys written (this period's): one EXPIREAT each at the end
+local bins = size / 8
+local join_now, join_now_period, join_pending = 0, 0, {}
+if ttl > 0 then
+  join_now, join_now_period = join_clock()
+  join_pending = pending_periods(base .. ':pending:periods', join_now, ttl)
+end
 local result = {1, '', ''}
 while a <= #ARGV do
   local month = ARGV[a]
@@ -170,21 +265,32 @@ while a <= #ARGV do
   local waiting = tonumber(ARGV[a+4])
   a = a + 5
   -- Unlabelled records one by one: an outcome may have arrived first (pending), else the
-  -- record's bin is kept in its month's join bucket for the outcome to come ('j' once joined).
+  -- record's month and bin are kept in this period's join bucket for the outcome to come ('j' once
+  -- joined). Pending buckets are probed only in the periods that hold outcomes.
   for j = 1, waiting do
     local rid, b, bucket = ARGV[a], ARGV[a+1], ARGV[a+2]
     a = a + 3
     local h = 3
     if ttl > 0 then
-      local pending_key, join = base .. ':pending:' .. bucket, base .. ':join:' .. month .. ':' .. bucket
-      local pending = redis.call('HGET', pending_key, rid)
+      local join = base .. ':join:' .. join_now_period .. ':' .. bucket
+      local pending
+      for _, period in ipairs(join_pending) do
+        local pending_key = base .. ':pending:' .. period .. ':' .. bucket
+        pending = redis.call('HGET', pending_key, rid)
+        if pending then
+          redis.call('HDEL', pending_key, rid)
+          if redis.call('HINCRBY', base .. ':pending:periods', period, -1) <= 0 then
+            redis.call('HDEL', base .. ':pending:periods', period)
+          end
+          break
+        end
+      end
       if pending then
         h = (pending == '1') and 1 or 2
-        redis.call('HDEL', pending_key, rid)
         redis.call('HSET', join, rid, 'j')
         pending_joined = pending_joined + 1
       else
-        redis.call('HSET', join, rid, b)
+        redis.call('HSET', join, rid, join_value(month, b, bins))
       end
       touched[join] = true
     end
@@ -209,7 +315,7 @@ while a <= #ARGV do
   end
   key = key + 5
 end
-for join in pairs(touched) do redis.call('EXPIRE', join, ttl) end
+for join in pairs(touched) do redis.call('EXPIREAT', join, join_deadline(join_now_period, ttl)) end
 if pending_joined > 0 then redis.call('HINCRBY', base .. ':outcomes', 'pending_joined', pending_joined) end
 return result
 """

@@ -40,9 +40,10 @@ EXTRAPOLATE_AT_RECORDS = 10_000_000
 # Key kinds (the name's first part after the model's key base ``cm:{model:version}``) of the label-join
 # buffer: one entry per unlabelled record (or early outcome), kept MONITOR_LABEL_TTL_DAYS so that a
 # delayed outcome finds its record. It is a queue of records awaiting their outcome, not monitor state,
-# and grows with the volume in any layout: ``join:YYYY-MM:<bucket>`` / ``pending:<bucket>`` (bucketed
-# hashes) and ``score:<record_id>`` / ``pending:<record_id>`` (one string key per record, the old
-# layout). Every other kind (hist, count, features, metrics, offsets, outcomes...) is monitor state,
+# and grows with the volume in any layout: ``join:<period>:<bucket>``, ``pending:<period>:<bucket>``
+# and ``pending:periods`` (bucketed hashes by write period), ``join:YYYY-MM:<bucket>`` / ``pending:<bucket>``
+# (by month, before) and ``score:<record_id>`` / ``pending:<record_id>`` (one string key per record, the
+# oldest layout). Every other kind (hist, count, features, metrics, offsets, outcomes...) is monitor state,
 # the part the memory target bounds.
 JOIN_BUFFER_KINDS = frozenset({"join", "pending", "score"})
 RSS_FLAT_TOLERANCE = 0.10  # RSS at the end at most 10 % above RSS a quarter of the way in

@@ -13,6 +13,7 @@ pytestmark = pytest.mark.integration
 
 def check(report: faults.FaultReport) -> None:
     print(faults.format_report(report))
+    print(faults.format_reasons(report))
     assert report.final_records == report.input_records
     assert (report.lost, report.double_counted) == (0, 0)
     assert report.dead_lettered_distinct == report.malformed
@@ -33,3 +34,15 @@ def test_state_is_exact_after(scenario, tmp_path):
 @pytest.mark.skipif(shutil.which("noida-db") is None, reason="noida-db is installed by requirements-dev.txt")
 def test_state_is_exact_after_a_broker_restart(tmp_path):
     check(faults.run("broker-restart", records=50_000, malformed=1_000, work_dir=tmp_path))
+
+
+@pytest.mark.parametrize("scenario", ["oversized-invalid", "redis-busy", "fold-exception"])
+def test_every_message_is_applied_or_dead_lettered_under(scenario, tmp_path):
+    report = faults.run(scenario, records=20_000, malformed=200, work_dir=tmp_path)
+    check(report)
+    if scenario == "oversized-invalid":
+        assert report.dead_letter_reasons.get("not JSON (dead-lettered truncated)") == 2
+        assert report.dead_letter_reasons.get("record: score: Input should be less than or equal to 1 "
+                                              "(dead-lettered truncated)") == 2
+    if scenario == "fold-exception":
+        assert report.restarts >= 1, "the worker should have stopped unacknowledged and been restarted"
