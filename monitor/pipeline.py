@@ -6,6 +6,7 @@ worker, tests and benchmarks. Invalid messages go to the dead-letter callback wi
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from bisect import bisect_right
@@ -15,12 +16,15 @@ from typing import Protocol
 
 import numpy as np
 
+from monitor.bounds import (CardinalityGate, CardinalityLimits, OutOfBounds, RecordBounds, check_bounds, key_months,
+                            utc_today)
 from monitor.errors import InvalidRecord, MonitorError, StateLost
-from monitor.fastpath import LABEL_UNLABELED, FastRecord, decode_fast
+from monitor.fastpath import LABEL_UNLABELED, FastRecord, decode_tiered
 from monitor.retry import retry_forever
 from monitor.sources import LogProbe, Probe, belongs, fingerprint, source_reset_event
 from monitor.stats import FeatureCounter, FeatureProfile
-from monitor.store import LABELS, EpochMismatch, MonthChange, MonthIncrements, OffsetConflict, Store
+from monitor.stats.features import DEFAULT_MAX_CATEGORIES
+from monitor.store import LABELS, EpochMismatch, MonthChange, MonthIncrements, OffsetConflict, StoredCardinality, Store
 
 MAX_CONFLICT_RETRIES = 5
 log = logging.getLogger("monitor.pipeline")
@@ -152,12 +156,14 @@ def plan_calls(offsets_by_field: dict[str, list[int]], starts: dict[str, int],
 
 
 def fold(parts: list[tuple[PartitionRecords, int, int]], resolution: float, keep_unlabeled: bool = False,
-         profile: FeatureProfile | None = None) -> tuple[dict[str, MonthIncrements], str, int]:
+         profile: FeatureProfile | None = None, max_unseen: int = DEFAULT_MAX_CATEGORIES,
+         ) -> tuple[dict[str, MonthIncrements], str, int]:
     """Bin counts per month and label of the records ``[lo, hi)`` of each part (vectorised).
 
     With ``keep_unlabeled`` the unlabelled records are also listed one by one (id, bin), for
     the join with their outcomes; with a feature ``profile``, the features are counted in its
-    buckets. Returns the increments, the latest ref_date and the number of records folded.
+    buckets (at most ``max_unseen`` unseen category names per feature, the rest as ``__other__``).
+    Returns the increments, the latest ref_date and the number of records folded.
     """
     months, labels, scores, ids, features, latest, n = [], [], [], [], [], "", 0
     for part, lo, hi in parts:
@@ -191,18 +197,20 @@ def fold(parts: list[tuple[PartitionRecords, int, int]], resolution: float, keep
             rows = np.flatnonzero(waiting & (month_index == i))
             inc.waiting = ([ids[r] for r in rows], bins[rows])
         if profile is not None:
-            inc.features = count_features(profile, [features[r] for r in np.flatnonzero(month_index == i)])
+            inc.features, inc.unseen_features = count_features(
+                profile, [features[r] for r in np.flatnonzero(month_index == i)], max_unseen)
         out[month] = inc
     return out, latest, n
 
 
-def count_features(profile: FeatureProfile, records_features: list[dict | None]) -> dict[str, int]:
+def count_features(profile: FeatureProfile, records_features: list[dict | None],
+                   max_unseen: int = DEFAULT_MAX_CATEGORIES) -> tuple[dict[str, int], dict[str, int]]:
     """Bucket counts of the profile's features over these records (a record without features
-    counts as missing in each)."""
+    counts as missing in each): the profile's buckets, and the unseen category names."""
     values = {name: [(f or {}).get(name) for f in records_features] for name in profile.features}
-    counter = FeatureCounter(profile)
+    counter = FeatureCounter(profile, max_unseen)
     counter.update_many(values)
-    return counter.to_redis_fields()
+    return counter.split_redis_fields()
 
 
 PROFILE_REFRESH_S = 30.0
@@ -213,7 +221,7 @@ class BatchProcessor:
     """Decode, validate and apply batches; remembers the offsets it applied per model."""
 
     def __init__(self, store: Store, dead_letter: DeadLetter, epoch: str, on_change: OnChange | None = None,
-                 probe: LogProbe | None = None):
+                 today: Callable[[], dt.date] = utc_today, probe: LogProbe | None = None):
         self.store = store
         self.dead_letter = dead_letter
         self.epoch = epoch
@@ -229,6 +237,15 @@ class BatchProcessor:
         # (model, version, offset field, stored offset) found to belong to the partition's log:
         # checked once until the partitions are reassigned (forget_offsets).
         self._verified: set[tuple[str, str, str, int]] = set()
+        # Bounded input (monitor.bounds). The models, months and references known to be stored: a
+        # cache that only grows (so do they, but for a rebuilt model's months), filled from Redis for
+        # the new ones each batch brings and from what it admits.
+        self.today = today
+        self.bounds = RecordBounds.from_settings(store.settings)
+        self.limits = CardinalityLimits.from_settings(store.settings)
+        self._known_models: set[tuple[str, str]] = set()
+        self._known_months: dict[tuple[str, str], set[str]] = {}
+        self._referenced: set[tuple[str, str]] = set()
 
     async def profile(self, model: str, version: str) -> FeatureProfile | None:
         fetched_at, profile = self._profiles.get((model, version), (-PROFILE_REFRESH_S, None))
@@ -238,10 +255,13 @@ class BatchProcessor:
         return profile
 
     async def process(self, messages: Sequence[KafkaMessage]) -> BatchResult:
-        """Dead-letter the invalid messages, then apply the records (retrying while Redis is away)."""
+        """Dead-letter the invalid and out-of-bounds messages, then apply the records (retrying
+        while Redis is away)."""
         result = BatchResult()
         groups: dict[tuple[str, str], dict[str, PartitionRecords]] = {}
         seen: dict[tuple[str, int], KafkaMessage] = {}  # (offset field, offset) -> message
+        decoded = []
+        today = self.today()
         for msg in messages:
             field_name = offset_field(msg)
             if (field_name, msg.offset) in seen:  # delivered twice within one batch
@@ -249,11 +269,22 @@ class BatchProcessor:
                 continue
             seen[(field_name, msg.offset)] = msg
             try:
-                records = decode_fast(msg.value)
+                records, values_within = decode_tiered(msg.value)
+                check_bounds(records, self.bounds, today, values_within)
             except InvalidRecord as exc:
                 await self.dead_letter(msg, str(exc))
                 result.dead_lettered += 1
                 continue
+            decoded.append((msg, records, key_months(records)))
+        gate = await retry_forever("stored models and months", self._gate, decoded)
+        for msg, records, shape in decoded:
+            try:
+                gate.admit(records, shape)
+            except OutOfBounds as exc:
+                await self.dead_letter(msg, str(exc))
+                result.dead_lettered += 1
+                continue
+            field_name = offset_field(msg)
             for record in records:
                 by_field = groups.get(record[:2]) or groups.setdefault(record[:2], {})
                 part = by_field.get(field_name) or by_field.setdefault(field_name, PartitionRecords())
@@ -265,6 +296,37 @@ class BatchProcessor:
                                           seen)
         await retry_forever("worker counters", self._count, result)
         return result
+
+    async def _gate(self, decoded: list[tuple[KafkaMessage, list[FastRecord], set]]) -> CardinalityGate:
+        """The bounds on models and months for this batch: Redis is read only for the models and
+        months the batch brings that this worker does not know to be stored (none, mostly).
+
+        Several workers admit against what Redis held when each read it, so while they race to
+        add new months or models the caps can be overshot by what the others admit in that moment:
+        at most (workers - 1) x (new months or models of one batch).
+        """
+        limits = self.limits
+        models: set[tuple[str, str]] = set()
+        months: dict[tuple[str, str], set[str]] = {}
+        references: set[tuple[str, str]] = set()
+        for _, _, shape in decoded:
+            for model, version, month in shape:
+                key = (model, version)
+                if limits.max_models and key not in self._known_models:
+                    models.add(key)
+                if limits.require_reference and key not in self._referenced:
+                    references.add(key)
+                if limits.max_months_per_model and month not in self._known_months.get(key, ()):
+                    months.setdefault(key, set()).add(month)
+        stored = StoredCardinality(models=0)
+        if models or months or references:
+            stored = await self.store.stored_cardinality(models, months, references)
+            self._known_models |= stored.known_models
+            for key, known in stored.known_months.items():
+                self._known_months.setdefault(key, set()).update(known)
+            self._referenced |= stored.referenced
+        return CardinalityGate(limits, stored.models, self._known_models, stored.months, self._known_months,
+                               self._referenced)
 
     async def _count(self, result: BatchResult) -> None:
         await self.store.incr_worker_counters(records=result.records, dead_lettered=result.dead_lettered,
@@ -301,7 +363,8 @@ class BatchProcessor:
             try:
                 for call in plan_calls({f: part.offsets for f, part in by_field.items()}, starts):
                     months, latest, n = fold([(by_field[f], lo, hi) for f, (lo, hi) in call.items()], self.resolution,
-                                             keep_unlabeled=keep_unlabeled, profile=profile)
+                                             keep_unlabeled=keep_unlabeled, profile=profile,
+                                             max_unseen=self.store.settings.max_unseen_categories)
                     moves = {f: (known[f], by_field[f].offsets[hi - 1], max(by_field[f].dates[lo:hi]))
                              for f, (lo, hi) in call.items()}
                     prints = {f: fingerprint(messages[(f, new)].key, messages[(f, new)].value)
@@ -371,6 +434,7 @@ class BatchProcessor:
         log.warning("%s:%s holds state of epoch %s written after a loss; rebuilding it", model, version, found)
         await self.store.adopt_model(model, version, found, self.epoch)
         self._applied.pop((model, version), None)
+        self._known_months.pop((model, version), None)  # the adoption dropped them
 
     def forget_offsets(self) -> None:
         """Drop the offset cache (on partition revocation): the next batch rereads Redis, and

@@ -23,7 +23,10 @@ key                                                   type    holds
 ``cm:{m:v}:ref`` / ``cm:{m:v}:ref:meta``              string  reference (test-set) histogram, same layout
                                                       / hash  / its card (n, resolution, source, AUC)
 ``cm:{m:v}:features:YYYY-MM``                         hash    ``feature|bucket`` -> count (buckets of the
-                                                              reference feature profile)
+                                                              reference feature profile; at most
+                                                              max_unseen_categories unseen names per
+                                                              feature, the rest in ``feature|__other__``,
+                                                              their number in ``feature|~unseen``)
 ``cm:{m:v}:ref:features``                             string  reference feature profile (JSON)
 ``cm:{m:v}:metrics``                                  hash    ``YYYY-MM`` -> JSON of the month's metrics
 ``cm:{m:v}:alerts``                                   hash    ``rule|window`` -> JSON alert state
@@ -202,13 +205,14 @@ end
 # The model's copy of the state epoch guards against writing into a state from another
 # lifetime (see state_epoch). KEYS: offsets, months, watermark, epoch copy, then per month:
 # count, hist bad, hist good, hist unlabeled, feature counts; last, the fingerprints hash.
-# ARGV: k, latest ref_date of the batch, epoch, key base, join TTL (s), histogram bytes, then k x
-# (offset field, expected stored offset or "", new offset, the partition's latest ref_date), then k
-# fingerprints of the messages at the new offsets ("" = unknown: the stored one is dropped), then per
-# month: month, the (bin, count) pairs of bad, good and unlabeled (three strings "bin count bin
-# count ...": one argument each instead of two per bin, which redis-py would encode one by one), n
-# waiting, then (record_id, bin, join bucket) of the unlabelled records that wait for their outcome,
-# then n feature fields and (field, count) pairs.
+# ARGV: k, latest ref_date of the batch, epoch, key base, join TTL (s), histogram bytes, max unseen
+# category names per feature and month, then k x (offset field, expected stored offset or "", new
+# offset, the partition's latest ref_date), then k fingerprints of the messages at the new offsets
+# ("" = unknown: the stored one is dropped), then per month: month, the (bin, count) pairs of bad,
+# good and unlabeled (three strings "bin count bin count ...": one argument each instead of two per
+# bin, which redis-py would encode one by one), n waiting, then (record_id, bin, join bucket) of the
+# unlabelled records that wait for their outcome, then n feature fields of the profile's buckets and
+# (field, count) pairs, then n fields of unseen category names and (field, count) pairs.
 # Returns {1, '', ''} then per month: month, n, bad, good after the batch and n, bad, good it added.
 APPLY_BATCH_LUA = ADD_BINS_LUA + JOIN_LUA + """
 local copy = redis.call('GET', KEYS[4])
@@ -217,31 +221,31 @@ if copy and copy ~= ARGV[3] then
 end
 local k = tonumber(ARGV[1])
 for i = 0, k - 1 do
-  local stored = redis.call('HGET', KEYS[1], ARGV[7 + 4*i])
-  local expected = ARGV[8 + 4*i]
+  local stored = redis.call('HGET', KEYS[1], ARGV[8 + 4*i])
+  local expected = ARGV[9 + 4*i]
   if (stored or '') ~= expected then
-    return {-1, ARGV[7 + 4*i], stored or ''}
+    return {-1, ARGV[8 + 4*i], stored or ''}
   end
 end
 -- Checks done: from here on it writes (a script is not rolled back, so no return below).
 if not copy then redis.call('SET', KEYS[4], ARGV[3]) end
-local base, ttl, size = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local base, ttl, size, max_unseen = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 -- Per partition: its latest ref_date and when it last delivered (Redis clock), for the
 -- event-time watermark that closes months (monitor.alerts.event_time_watermark).
 local now = redis.call('TIME')[1]
 for i = 0, k - 1 do
-  local partition = ARGV[7 + 4*i]
-  redis.call('HSET', KEYS[1], partition, ARGV[9 + 4*i])
-  local latest = ARGV[10 + 4*i]
+  local partition = ARGV[8 + 4*i]
+  redis.call('HSET', KEYS[1], partition, ARGV[10 + 4*i])
+  local latest = ARGV[11 + 4*i]
   local seen = redis.call('HGET', base .. ':watermarks', partition)
   if seen and string.sub(seen, 1, 10) > latest then latest = string.sub(seen, 1, 10) end
   redis.call('HSET', base .. ':watermarks', partition, latest .. '|' .. now)
-  local print = ARGV[7 + 4*k + i]
+  local print = ARGV[8 + 4*k + i]
   if print == '' then redis.call('HDEL', KEYS[#KEYS], partition) else redis.call('HSET', KEYS[#KEYS], partition, print) end
 end
 local watermark = redis.call('GET', KEYS[3])
 if (not watermark) or ARGV[2] > watermark then redis.call('SET', KEYS[3], ARGV[2]) end
-local a = 7 + 5*k
+local a = 8 + 5*k
 local key = 5
 local pending_joined = 0
 local touched = {}  -- join buffer keys written (this period's): one EXPIREAT each at the end
@@ -313,6 +317,28 @@ while a <= #ARGV do
     redis.call('HINCRBY', KEYS[key + 4], ARGV[a], ARGV[a + 1])
     a = a + 2
   end
+  -- Unseen category names: a name already in the hash adds to it; a new one takes one of the
+  -- feature's max_unseen places (counted in '<feature>|~unseen') or else counts in the overflow
+  -- bucket '<feature>|__other__', which the drift counts as unseen too (the field names are
+  -- monitor.stats.features.UNSEEN_NAMES_PART and OTHER).
+  local unseen = tonumber(ARGV[a])
+  a = a + 1
+  for j = 1, unseen do
+    local name, c, hash = ARGV[a], ARGV[a + 1], KEYS[key + 4]
+    a = a + 2
+    if redis.call('HEXISTS', hash, name) == 1 then
+      redis.call('HINCRBY', hash, name, c)
+    else
+      local feature = string.sub(name, 1, string.find(name, '|', 1, true) - 1)
+      local places = feature .. '|~unseen'
+      if tonumber(redis.call('HGET', hash, places) or '0') < max_unseen then
+        redis.call('HINCRBY', hash, places, 1)
+        redis.call('HINCRBY', hash, name, c)
+      else
+        redis.call('HINCRBY', hash, feature .. '|__other__', c)
+      end
+    end
+  end
   key = key + 5
 end
 for join in pairs(touched) do redis.call('EXPIREAT', join, join_deadline(join_now_period, ttl)) end
@@ -330,8 +356,10 @@ class MonthIncrements:
     # Unlabelled records kept one by one (in the join buffer) so that their outcome can find
     # them: ids and bins.
     waiting: tuple[list[str], np.ndarray] = field(default_factory=lambda: ([], np.empty(0, np.int64)))
-    # Feature bucket counts ("feature|bucket" -> n), when the model has a reference feature profile.
+    # Feature bucket counts ("feature|bucket" -> n), when the model has a reference feature profile:
+    # the profile's buckets, and the unseen category names (capped per month by the batch script).
     features: dict[str, int] = field(default_factory=dict)
+    unseen_features: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -355,6 +383,17 @@ def month_changes(flat: list) -> list[MonthChange]:
     """
     return [MonthChange(flat[i].decode() if isinstance(flat[i], bytes) else flat[i], *map(int, flat[i + 1:i + 7]))
             for i in range(0, len(flat), 7)]
+
+
+@dataclass
+class StoredCardinality:
+    """Stored models and months, as far as one batch's new ones are concerned (Store.stored_cardinality)."""
+
+    models: int
+    known_models: set[tuple[str, str]] = field(default_factory=set)
+    months: dict[tuple[str, str], int] = field(default_factory=dict)
+    known_months: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    referenced: set[tuple[str, str]] = field(default_factory=set)
 
 
 class OffsetConflict(Exception):
@@ -511,7 +550,7 @@ class Store:
         base = self.base(model, version)
         keys = [f"{base}:offsets", f"{base}:months", f"{base}:watermark", f"{base}:epoch"]
         args: list = [len(offsets), latest_ref_date, epoch, base, self.settings.label_ttl_days * 86400,
-                      self.hist_bytes]
+                      self.hist_bytes, self.settings.max_unseen_categories]
         for offset_field, (expected, new, latest) in offsets.items():
             args += [offset_field, "" if expected is None else str(expected), str(new), latest]
         args += [(fingerprints or {}).get(offset_field, "") for offset_field in offsets]
@@ -526,9 +565,10 @@ class Store:
             args.append(len(ids))
             for rid, score_bin in zip(ids, waiting_bins.tolist()):
                 args += (rid, score_bin, join_bucket(rid))
-            args.append(len(inc.features))
-            for name, n in inc.features.items():
-                args += (name, n)
+            for fields in (inc.features, inc.unseen_features):
+                args.append(len(fields))
+                for name, n in fields.items():
+                    args += (name, n)
         keys.append(f"{base}:fingerprints")
         status, offset_field, stored, *changes = await self._apply(keys=keys, args=args)
         if status == -2:
@@ -537,6 +577,32 @@ class Store:
             raise OffsetConflict(model, version, offset_field.decode(), int(stored) if stored else None)
         await self.redis.sadd(self.models_key(), f"{model}:{version}")
         return month_changes(changes)
+
+    async def stored_cardinality(self, models: Iterable[tuple[str, str]], months: Mapping[tuple[str, str], Iterable[str]],
+                                 references: Iterable[tuple[str, str]]) -> "StoredCardinality":
+        """What the bounds on models and months need to know (monitor.bounds.CardinalityGate), in
+        one round trip: how many models and months per model are stored, which of these models and
+        months are among them, and which of ``references`` have a reference loaded."""
+        models, references = list(models), list(references)
+        months = {key: list(ms) for key, ms in months.items()}
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.scard(self.models_key())
+        if models:
+            pipe.smismember(self.models_key(), [f"{m}:{v}" for m, v in models])
+        for (model, version), wanted in months.items():
+            pipe.scard(f"{self.base(model, version)}:months")
+            pipe.smismember(f"{self.base(model, version)}:months", wanted)
+        for model, version in references:
+            pipe.exists(f"{self.base(model, version)}:ref")
+        replies = iter(await pipe.execute())
+        out = StoredCardinality(models=next(replies))
+        if models:
+            out.known_models = {key for key, member in zip(models, next(replies)) if member}
+        for key, wanted in months.items():
+            out.months[key] = next(replies)
+            out.known_months[key] = {m for m, member in zip(wanted, next(replies)) if member}
+        out.referenced = {key for key in references if next(replies)}
+        return out
 
     async def current_epoch(self) -> str | None:
         raw = await self.redis.get(epoch_key(self.settings))
