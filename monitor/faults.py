@@ -18,6 +18,11 @@ Hostile streams and failing calls (every message applied or dead-lettered, never
   or broker takes by default: they reach the dead-letter topic truncated, nothing behind them is lost;
 - ``redis-busy``: another client runs a script of 6 s (past Redis's 5 s busy-reply-threshold) twice
   during the stream: every call of the worker is answered BUSY meanwhile, and waits;
+- ``broker-lost-log``: the broker stopped and started with the worker running (Tansu, memory
+  storage: every topic, record and group offset is gone, as after ``monitor infra down && up``),
+  the topics created again and the second half of the stream published into the new, empty logs:
+  at offsets the worker had already applied in the old ones. Every record counted (a source reset
+  per partition, ``cm:worker`` ``source_resets``); the dead letters of both halves are counted;
 - ``fold-exception``: Redis refuses the worker's scripts (an ACL change, ``NOPERM``) for longer than
   the worker's retries: it exits unacknowledged (status 70) and is restarted, as a supervisor would,
   until Redis takes the scripts again;
@@ -65,7 +70,7 @@ from producers.publish import kafka_producer
 from producers.synthetic import Scenario, generate
 
 SCENARIOS = ("kills", "takeover", "redis-restart", "redis-flush", "broker-restart", "oversized-invalid",
-             "redis-busy", "fold-exception", "cardinality-flood")
+             "redis-busy", "fold-exception", "cardinality-flood", "broker-lost-log")
 MID_STREAM = ("broker-restart", "redis-restart", "redis-flush", "redis-busy", "fold-exception")
 """Scenarios whose fault lands mid-stream: half the messages published before it, half after."""
 
@@ -451,7 +456,9 @@ def run(scenario: str, records: int = 200_000, kills: int = 5, malformed: int = 
         workers = Workers(settings, Path(tmp))
         supervise = {"workers": workers, "report": report}
         try:
-            if scenario in MID_STREAM:
+            if scenario == "broker-lost-log":
+                found = lost_log(settings, valid, bad, workers, report, say, supervise)
+            elif scenario in MID_STREAM:
                 # Half the stream before the fault, half after: the fault lands mid-stream.
                 half = len(messages) // 2
                 asyncio.run(publish_messages(settings, messages[:half]))
@@ -482,7 +489,10 @@ def run(scenario: str, records: int = 200_000, kills: int = 5, malformed: int = 
             wait_for_all(settings, records, **supervise)
             time.sleep(2 * settings.metrics_interval_s)
             asyncio.run(compare(settings, expected, report))
-            found = asyncio.run(dead_letters(settings, len(bad)))
+            if scenario != "broker-lost-log":
+                found = asyncio.run(dead_letters(settings, len(bad)))
+            else:
+                found.update(asyncio.run(dead_letters(settings, len(bad) - len(found))))
             report.dead_lettered_distinct = len(found)
             report.dead_letter_reasons = dict(Counter(found.values()))
             if scenario == "cardinality-flood":
@@ -491,6 +501,38 @@ def run(scenario: str, records: int = 200_000, kills: int = 5, malformed: int = 
             workers.stop_all()
     report.seconds = time.monotonic() - started
     return report
+
+
+def lost_log(settings: Settings, valid: list[dict], bad: list[bytes], workers: "Workers", report: FaultReport,
+             say: Callable[[str], None], supervise: dict) -> dict:
+    """``broker-lost-log`` up to the second half published: returns the first half's dead letters
+    (their topic is lost with the broker), keyed apart from the second half's (same offsets)."""
+    half, bad_half = len(valid) // 2, len(bad) // 2
+    asyncio.run(publish_messages(settings, interleave(valid[:half], bad[:bad_half])))
+    workers.start()
+    wait_for_all(settings, half, **supervise)
+    first = asyncio.run(dead_letters(settings, bad_half))
+    broker = infra.services(settings)[0]
+    broker.stop()
+    broker.start(timeout_s=60)
+    asyncio.run(infra.create_topics(settings))
+    report.faults.append(f"broker stopped and started (Tansu, memory storage: every log lost) after "
+                         f"{progress(settings):,} records counted; topics created again")
+    say(report.faults[-1])
+    asyncio.run(publish_messages(settings, interleave(valid[half:], bad[bad_half:], seed=4)))
+    wait_for_all(settings, len(valid), **supervise)
+    resets = asyncio.run(worker_counter(settings, "source_resets"))
+    report.faults.append(f"source resets counted by the worker: {resets}")
+    say(report.faults[-1])
+    return {(b"old log", *key): reason for key, reason in first.items()}
+
+
+async def worker_counter(settings: Settings, name: str) -> int:
+    store = Store.connect(settings)
+    try:
+        return (await store.worker_counters()).get(name, 0)
+    finally:
+        await store.close()
 
 
 def measure_flood(settings: Settings, report: FaultReport, before: int, say: Callable[[str], None]) -> None:

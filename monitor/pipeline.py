@@ -21,6 +21,7 @@ from monitor.bounds import (CardinalityGate, CardinalityLimits, OutOfBounds, Rec
 from monitor.errors import InvalidRecord, MonitorError, StateLost
 from monitor.fastpath import LABEL_UNLABELED, FastRecord, decode_tiered
 from monitor.retry import retry_forever
+from monitor.sources import LogProbe, Probe, belongs, fingerprint, source_reset_event
 from monitor.stats import FeatureCounter, FeatureProfile
 from monitor.stats.features import DEFAULT_MAX_CATEGORIES
 from monitor.store import LABELS, EpochMismatch, MonthChange, MonthIncrements, OffsetConflict, StoredCardinality, Store
@@ -220,7 +221,7 @@ class BatchProcessor:
     """Decode, validate and apply batches; remembers the offsets it applied per model."""
 
     def __init__(self, store: Store, dead_letter: DeadLetter, epoch: str, on_change: OnChange | None = None,
-                 today: Callable[[], dt.date] = utc_today):
+                 today: Callable[[], dt.date] = utc_today, probe: LogProbe | None = None):
         self.store = store
         self.dead_letter = dead_letter
         self.epoch = epoch
@@ -230,6 +231,12 @@ class BatchProcessor:
         # by the batch script, so a stale entry costs a retry, never a wrong count.
         self._applied: dict[tuple[str, str], dict[str, int | None]] = {}
         self._profiles: dict[tuple[str, str], tuple[float, FeatureProfile | None]] = {}
+        # Reads the message at a stored offset from the broker (monitor.sources); None: made on
+        # first need from the store's settings.
+        self.probe = probe
+        # (model, version, offset field, stored offset) found to belong to the partition's log:
+        # checked once until the partitions are reassigned (forget_offsets).
+        self._verified: set[tuple[str, str, str, int]] = set()
         # Bounded input (monitor.bounds). The models, months and references known to be stored: a
         # cache that only grows (so do they, but for a rebuilt model's months), filled from Redis for
         # the new ones each batch brings and from what it admits.
@@ -252,7 +259,7 @@ class BatchProcessor:
         while Redis is away)."""
         result = BatchResult()
         groups: dict[tuple[str, str], dict[str, PartitionRecords]] = {}
-        seen: set[tuple[str, int]] = set()
+        seen: dict[tuple[str, int], KafkaMessage] = {}  # (offset field, offset) -> message
         decoded = []
         today = self.today()
         for msg in messages:
@@ -260,7 +267,7 @@ class BatchProcessor:
             if (field_name, msg.offset) in seen:  # delivered twice within one batch
                 result.duplicates_skipped += 1
                 continue
-            seen.add((field_name, msg.offset))
+            seen[(field_name, msg.offset)] = msg
             try:
                 records, values_within = decode_tiered(msg.value)
                 check_bounds(records, self.bounds, today, values_within)
@@ -285,7 +292,8 @@ class BatchProcessor:
         for (model, version), by_field in groups.items():
             for part in by_field.values():
                 part.sort()
-            result += await retry_forever(f"batch of {model}:{version}", self._apply_group, model, version, by_field)
+            result += await retry_forever(f"batch of {model}:{version}", self._apply_group, model, version, by_field,
+                                          seen)
         await retry_forever("worker counters", self._count, result)
         return result
 
@@ -324,9 +332,13 @@ class BatchProcessor:
         await self.store.incr_worker_counters(records=result.records, dead_lettered=result.dead_lettered,
                                               duplicates_skipped=result.duplicates_skipped, batches=1)
 
-    async def _apply_group(self, model: str, version: str, by_field: dict[str, PartitionRecords]) -> BatchResult:
+    async def _apply_group(self, model: str, version: str, by_field: dict[str, PartitionRecords],
+                           messages: dict[tuple[str, int], KafkaMessage]) -> BatchResult:
         """Apply the group's records not applied yet, in calls of at most MAX_RECORDS_PER_CALL records,
-        each moving its partitions' offsets with it (so each call is atomic and idempotent)."""
+        each moving its partitions' offsets with it (so each call is atomic and idempotent).
+
+        ``messages``: the batch's messages by (offset field, offset), for the fingerprints kept with
+        the offsets and the check of a stored offset before records are skipped."""
         key = (model, version)
         total = sum(len(part.offsets) for part in by_field.values())
         applied = 0
@@ -343,6 +355,11 @@ class BatchProcessor:
                 known.update(offsets)
             # Offsets grow within a partition: the records already applied are a prefix.
             starts = {f: (0 if known[f] is None else bisect_right(part.offsets, known[f])) for f, part in by_field.items()}
+            # Records are about to be skipped as applied: only true if the stored offset is of this log.
+            unchecked = {f: known[f] for f in by_field if starts[f] and (model, version, f, known[f]) not in self._verified}
+            if unchecked and await self._reset_lost_sources(model, version, unchecked, by_field, messages):
+                self._applied.pop(key, None)
+                continue
             try:
                 for call in plan_calls({f: part.offsets for f, part in by_field.items()}, starts):
                     months, latest, n = fold([(by_field[f], lo, hi) for f, (lo, hi) in call.items()], self.resolution,
@@ -350,7 +367,9 @@ class BatchProcessor:
                                              max_unseen=self.store.settings.max_unseen_categories)
                     moves = {f: (known[f], by_field[f].offsets[hi - 1], max(by_field[f].dates[lo:hi]))
                              for f, (lo, hi) in call.items()}
-                    changes = await self.store.apply_batch(model, version, moves, months, latest, self.epoch)
+                    prints = {f: fingerprint(messages[(f, new)].key, messages[(f, new)].value)
+                              for f, (_, new, _) in moves.items()}
+                    changes = await self.store.apply_batch(model, version, moves, months, latest, self.epoch, prints)
                     known.update({f: new for f, (_, new, _) in moves.items()})
                     applied += n
                     if self.on_change is not None:
@@ -370,6 +389,43 @@ class BatchProcessor:
             return BatchResult(records=applied, duplicates_skipped=total - applied)
         raise MonitorError(f"{model}:{version}: offsets kept moving after {MAX_CONFLICT_RETRIES} retries")
 
+    async def _reset_lost_sources(self, model: str, version: str, stored: dict[str, int],
+                                  by_field: dict[str, PartitionRecords],
+                                  messages: dict[tuple[str, int], KafkaMessage]) -> bool:
+        """Check that each partition's stored offset still belongs to its log (the message there
+        is the one applied); forget those that do not (a new lifetime of the partition: source
+        reset, alert event). Returns whether any stored offset changed, so the batch rereads them.
+        """
+        changed, checks, resets = False, 0, 0
+        try:
+            for field_name, offset in stored.items():
+                held = await self.store.stored_fingerprint(model, version, field_name)
+                in_batch = messages.get((field_name, offset))
+                if in_batch is not None:  # redelivered with the batch: no need to ask the broker
+                    probe = Probe("found", fingerprint(in_batch.key, in_batch.value))
+                else:
+                    if self.probe is None:
+                        self.probe = LogProbe(self.store.settings)
+                    topic, _, partition = field_name.rpartition(":")
+                    probe = await self.probe.message_at(topic, int(partition), offset)
+                checks += 1
+                if belongs(held, probe):
+                    self._verified.add((model, version, field_name, offset))
+                    continue
+                part = by_field[field_name]
+                event = source_reset_event(model, version, field_name, offset, probe, max(part.months),
+                                           len(part.offsets))
+                changed = True
+                if await self.store.reset_source(model, version, field_name, offset, held,
+                                                 event.model_dump_json().encode()):
+                    resets += 1
+                    log.warning("%s:%s %s: source reset: %s", model, version, field_name, event.message)
+        finally:
+            if self.probe is not None:
+                await self.probe.close()  # rare (after a restart or rebalance): no idle consumer kept
+            await self.store.incr_worker_counters(source_checks=checks, source_resets=resets)
+        return changed
+
     async def _handle_other_epoch(self, model: str, version: str, found: str) -> None:
         """The model's state is of another lifetime: ours is stale (StateLost), or it is stale."""
         if await self.store.current_epoch() != self.epoch:
@@ -381,5 +437,7 @@ class BatchProcessor:
         self._known_months.pop((model, version), None)  # the adoption dropped them
 
     def forget_offsets(self) -> None:
-        """Drop the offset cache (on partition revocation): the next batch rereads Redis."""
+        """Drop the offset cache (on partition revocation): the next batch rereads Redis, and
+        checks again that stored offsets belong to the partitions' logs before skipping records."""
         self._applied.clear()
+        self._verified.clear()

@@ -14,6 +14,8 @@ key                                                   type    holds
                                                               (``BITFIELD key GET i64 #<bin>``,
                                                               bin = round(score / resolution))
 ``cm:{m:v}:offsets``                                  hash    ``topic:partition`` -> last offset applied
+``cm:{m:v}:fingerprints``                             hash    ``topic:partition`` -> fingerprint of the message
+                                                              at that offset (monitor.sources.fingerprint)
 ``cm:{m:v}:watermark``                                string  latest ref_date seen (ISO date)
 ``cm:{m:v}:watermarks``                               hash    ``topic:partition`` -> its latest ref_date
                                                               and when it last delivered (``date|unix s``)
@@ -202,10 +204,11 @@ end
 
 # The model's copy of the state epoch guards against writing into a state from another
 # lifetime (see state_epoch). KEYS: offsets, months, watermark, epoch copy, then per month:
-# count, hist bad, hist good, hist unlabeled, feature counts.
+# count, hist bad, hist good, hist unlabeled, feature counts; last, the fingerprints hash.
 # ARGV: k, latest ref_date of the batch, epoch, key base, join TTL (s), histogram bytes, max unseen
 # category names per feature and month, then k x (offset field, expected stored offset or "", new
-# offset, the partition's latest ref_date), then per month: month, the (bin, count) pairs of bad,
+# offset, the partition's latest ref_date), then k fingerprints of the messages at the new offsets
+# ("" = unknown: the stored one is dropped), then per month: month, the (bin, count) pairs of bad,
 # good and unlabeled (three strings "bin count bin count ...": one argument each instead of two per
 # bin, which redis-py would encode one by one), n waiting, then (record_id, bin, join bucket) of the
 # unlabelled records that wait for their outcome, then n feature fields of the profile's buckets and
@@ -237,10 +240,12 @@ for i = 0, k - 1 do
   local seen = redis.call('HGET', base .. ':watermarks', partition)
   if seen and string.sub(seen, 1, 10) > latest then latest = string.sub(seen, 1, 10) end
   redis.call('HSET', base .. ':watermarks', partition, latest .. '|' .. now)
+  local print = ARGV[8 + 4*k + i]
+  if print == '' then redis.call('HDEL', KEYS[#KEYS], partition) else redis.call('HSET', KEYS[#KEYS], partition, print) end
 end
 local watermark = redis.call('GET', KEYS[3])
 if (not watermark) or ARGV[2] > watermark then redis.call('SET', KEYS[3], ARGV[2]) end
-local a = 8 + 4*k
+local a = 8 + 5*k
 local key = 5
 local pending_joined = 0
 local touched = {}  -- join buffer keys written (this period's): one EXPIREAT each at the end
@@ -419,8 +424,24 @@ for _, m in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   redis.call('DEL', base .. ':count:' .. m, base .. ':hist:' .. m .. ':bad', base .. ':hist:' .. m .. ':good',
              base .. ':hist:' .. m .. ':unlabeled', base .. ':features:' .. m)
 end
-redis.call('DEL', KEYS[2], base .. ':offsets', base .. ':watermark', base .. ':watermarks', base .. ':metrics')
+redis.call('DEL', KEYS[2], base .. ':offsets', base .. ':fingerprints', base .. ':watermark', base .. ':watermarks', base .. ':metrics')
 redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+# A partition's stored offset no longer belongs to its log (monitor.sources): forget it, if it is
+# still the one checked, and queue the source_reset alert event, in one step.
+# KEYS: offsets, fingerprints, outbox, alert history. ARGV: offset field, the stored offset checked,
+# its fingerprint ("" = none), the event (JSON), history cap. Returns 1, or 0 when either moved.
+RESET_SOURCE_LUA = """
+if (redis.call('HGET', KEYS[1], ARGV[1]) or '') ~= ARGV[2] then return 0 end
+if (redis.call('HGET', KEYS[2], ARGV[1]) or '') ~= ARGV[3] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('RPUSH', KEYS[3], ARGV[4])
+redis.call('LPUSH', KEYS[4], ARGV[4])
+redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[5]) - 1)
 return 1
 """
 
@@ -466,6 +487,7 @@ class Store:
         self.prefix = settings.key_prefix
         self._apply = redis.register_script(APPLY_BATCH_LUA)
         self._adopt = redis.register_script(ADOPT_EPOCH_LUA)
+        self._reset_source = redis.register_script(RESET_SOURCE_LUA)
         # A histogram string's full length: the batch scripts create it at this size.
         self.hist_bytes = (ScoreHistogram(settings.resolution).max_bin + 1) * 8
 
@@ -514,9 +536,14 @@ class Store:
         return (epoch.decode() if epoch else None), {f: (int(v) if v is not None else None) for f, v in zip(fields, values)}
 
     async def apply_batch(self, model: str, version: str, offsets: Mapping[str, tuple[int | None, int, str]],
-                          months: Mapping[str, MonthIncrements], latest_ref_date: str, epoch: str) -> list[MonthChange]:
+                          months: Mapping[str, MonthIncrements], latest_ref_date: str, epoch: str,
+                          fingerprints: Mapping[str, str] | None = None) -> list[MonthChange]:
         """Add the increments and move offsets ``field -> (expected stored, new, latest ref_date of
         the partition's records)`` in one step; returns each month's counts after it.
+
+        ``fingerprints``: per field, the fingerprint of the message at the new offset
+        (:func:`monitor.sources.fingerprint`), kept with it to tell later whether the offset still
+        belongs to the partition's log; a field without one drops the stored one.
 
         Raises OffsetConflict when a stored offset is not the expected one; nothing is written then.
         """
@@ -526,6 +553,7 @@ class Store:
                       self.hist_bytes, self.settings.max_unseen_categories]
         for offset_field, (expected, new, latest) in offsets.items():
             args += [offset_field, "" if expected is None else str(expected), str(new), latest]
+        args += [(fingerprints or {}).get(offset_field, "") for offset_field in offsets]
         for month, inc in months.items():
             keys.append(self.count_key(model, version, month))
             keys += [self.hist_key(model, version, month, label) for label in LABELS]
@@ -541,6 +569,7 @@ class Store:
                 args.append(len(fields))
                 for name, n in fields.items():
                     args += (name, n)
+        keys.append(f"{base}:fingerprints")
         status, offset_field, stored, *changes = await self._apply(keys=keys, args=args)
         if status == -2:
             raise EpochMismatch(model, version, stored.decode())
@@ -582,6 +611,21 @@ class Store:
     async def adopt_model(self, model: str, version: str, found: str, epoch: str) -> None:
         base = self.base(model, version)
         await self._adopt(keys=[f"{base}:epoch", f"{base}:months"], args=[found, epoch, base])
+
+    async def stored_fingerprint(self, model: str, version: str, offset_field: str) -> str | None:
+        """The fingerprint of the message at the partition's stored offset (None: not kept)."""
+        raw = await self.redis.hget(f"{self.base(model, version)}:fingerprints", offset_field)
+        return raw.decode() if raw else None
+
+    async def reset_source(self, model: str, version: str, offset_field: str, stored: int,
+                           stored_fingerprint: str | None, event: bytes) -> bool:
+        """Forget the partition's stored offset (its log is gone) if it is still ``stored``, and
+        queue ``event`` in the model's alert outbox; False when another worker moved it first."""
+        base = self.base(model, version)
+        done = await self._reset_source(
+            keys=[f"{base}:offsets", f"{base}:fingerprints", f"{base}:outbox", self.history_key()],
+            args=[offset_field, str(stored), stored_fingerprint or "", event, ALERT_HISTORY_CAP])
+        return bool(done)
 
     async def incr_worker_counters(self, **counters: int) -> None:
         pipe = self.redis.pipeline(transaction=False)

@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from monitor import faults
+from monitor.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +47,13 @@ def test_every_message_is_applied_or_dead_lettered_under(scenario, tmp_path):
                                               "(dead-lettered truncated)") == 2
     if scenario == "fold-exception":
         assert report.restarts >= 1, "the worker should have stopped unacknowledged and been restarted"
+
+
+def test_every_record_published_after_the_broker_lost_its_log_is_counted(tmp_path):
+    report = faults.run("broker-lost-log", records=20_000, malformed=200, work_dir=tmp_path)
+    check(report)
+    partitions = Settings().partitions  # each held a stored offset of the lost log
+    assert f"source resets counted by the worker: {partitions}" in report.faults
 
 
 def test_a_cardinality_flood_is_bounded_and_dead_lettered_with_reasons(tmp_path):
