@@ -623,6 +623,13 @@ class Store:
         raw = await self.redis.hgetall(f"{self.base(model, version)}:alerts")
         return {k.decode(): orjson.loads(v) for k, v in raw.items()}
 
+    async def metrics_of(self, model: str, version: str, months: list[str]) -> dict[str, dict]:
+        """The saved metrics of these months (those not computed yet are left out)."""
+        if not months:
+            return {}
+        raw = await self.redis.hmget(f"{self.base(model, version)}:metrics", months)
+        return {m: orjson.loads(v) for m, v in zip(months, raw) if v is not None}
+
     async def metrics(self, model: str, version: str) -> dict[str, dict]:
         raw = await self.redis.hgetall(f"{self.base(model, version)}:metrics")
         return {k.decode(): orjson.loads(v) for k, v in sorted(raw.items())}
