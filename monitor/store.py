@@ -24,7 +24,7 @@ key                                                   type    holds
                                                               reference feature profile)
 ``cm:{m:v}:ref:features``                             string  reference feature profile (JSON)
 ``cm:{m:v}:metrics``                                  hash    ``YYYY-MM`` -> JSON of the month's metrics
-``cm:{m:v}:alerts``                                   hash    ``rule|window`` -> JSON alert state
+``cm:{m:v}:alerts``                                   hash    ``rule|window|month`` -> JSON alert state
 ``cm:{m:v}:outbox``                                   list    alert events not yet on the alerts topic
 ``cm:{m:v}:lease``                                    string  the worker that computes this model now
 ``cm:{m:v}:join:<period>:<bucket>``                   hash    record_id -> month and score bin (one integer,
