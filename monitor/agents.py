@@ -125,6 +125,12 @@ def register(app: faust.App, settings: Settings, epoch: str) -> None:
         async def release_memory():
             await asyncio.to_thread(release_free_memory)  # ~25 ms after a big backlog: off the loop
 
+    def on_log_rewound(tp) -> None:
+        if worker.processor is not None:  # its verified offsets may be of the lost log: check again
+            worker.processor.forget_offsets()
+
+    app.on_log_rewound = on_log_rewound
+
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs):
         if worker.processor is not None:

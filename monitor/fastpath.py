@@ -35,6 +35,8 @@ decides; tests/unit/test_fastpath.py has an example of each):
   ValidationError / UnicodeDecodeError (not DecodeError) -> every exception means "next tier";
 * the aliases ``REF_DATE``/``TARGET``: the contract takes ``ref_date``/``target`` when the key is
   present (even null) and the alias otherwise -> both are fields defaulting to UNSET;
+* string feature values: tier 1 takes at most ``FAST_FEATURE_VALUE_CHARS`` characters (so that the
+  bounds need not look at the values of the messages it decodes); a longer one goes to the next tier;
 * nesting: msgspec stops at Python's recursion limit (RecursionError), orjson has no limit (a
   3000-deep list in an unknown field is accepted by the contract) -> the next tier decides;
 * ``Meta(pattern=...)`` is ``re.search`` (``$`` also matches before a final newline, where
@@ -93,6 +95,11 @@ def _month_of_date(text: str) -> str | None:
 # as int and bounds must fit an int64, so [2**63, 2**64) goes to the next tier too.
 _Int = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 _Label = Union[Literal[0, 1], None, UnsetType]  # an int 0/1 only: no bool, no 1.0, no "1"
+FAST_FEATURE_VALUE_CHARS = 256
+"""Tier 1 takes string feature values of at most this many characters (a longer one: next tier, which
+accepts it as the contract does), so a message tier 1 decoded needs no length check against a
+``MONITOR_MAX_FEATURE_VALUE_CHARS`` of at least this (monitor.bounds.check_bounds)."""
+_FeatureText = Annotated[str, Meta(max_length=FAST_FEATURE_VALUE_CHARS)]
 
 
 class _Record(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
@@ -107,7 +114,7 @@ class _Record(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True)
     REF_DATE: Union[str, UnsetType] = UNSET
     target: _Label = UNSET
     TARGET: _Label = UNSET
-    features: Union[Annotated[dict[str, Union[str, _Int, float, bool, None]], Meta(max_length=2000)], None] = None
+    features: Union[Annotated[dict[str, Union[_FeatureText, _Int, float, bool, None]], Meta(max_length=2000)], None] = None
 
 
 _decoder = msgspec.json.Decoder(Union[list[_Record], _Record])
@@ -223,12 +230,26 @@ def decode_orjson(value: bytes | None) -> list[FastRecord]:
 
 def decode_fast(value: bytes | None) -> list[FastRecord]:
     """Records of one message as tuples; InvalidRecord (with pydantic's reason) otherwise."""
+    return decode_tiered(value)[0]
+
+
+def decode_tiered(value: bytes | None) -> tuple[list[FastRecord], int | None]:
+    """:func:`decode_fast`, and the longest a string feature value can be: FAST_FEATURE_VALUE_CHARS
+    when tier 1 decoded the message, None (not known) otherwise.
+
+    >>> decode_tiered(b'{"record_id": "a", "model": "m", "ref_date": "2024-03-05", "score": 0.5,'
+    ...               b' "features": {"home": "OWN"}}')[1]
+    256
+    >>> decode_tiered(b'{"record_id": "a", "model": "m", "ref_date": "2024-03-05", "score": 0.5,'
+    ...               b' "features": {"home": "' + b'x' * 300 + b'"}}')[1] is None
+    True
+    """
     if value is not None and len(value) <= MAX_MESSAGE_BYTES:
         out = _decode_msgspec(value)
         if out is not None:
-            return out
-    return decode_orjson(value)
+            return out, FAST_FEATURE_VALUE_CHARS
+    return decode_orjson(value), None
 
 
-__all__ = ["decode_fast", "decode_orjson", "FastRecord", "InvalidRecord", "LABEL_BAD", "LABEL_GOOD",
+__all__ = ["decode_fast", "decode_tiered", "decode_orjson", "FastRecord", "InvalidRecord", "LABEL_BAD", "LABEL_GOOD",
            "LABEL_UNLABELED"]

@@ -18,9 +18,19 @@ Hostile streams and failing calls (every message applied or dead-lettered, never
   or broker takes by default: they reach the dead-letter topic truncated, nothing behind them is lost;
 - ``redis-busy``: another client runs a script of 6 s (past Redis's 5 s busy-reply-threshold) twice
   during the stream: every call of the worker is answered BUSY meanwhile, and waits;
+- ``broker-lost-log``: the broker stopped and started with the worker running (Tansu, memory
+  storage: every topic, record and group offset is gone, as after ``monitor infra down && up``),
+  the topics created again and the second half of the stream published into the new, empty logs:
+  at offsets the worker had already applied in the old ones. Every record counted (a source reset
+  per partition, ``cm:worker`` ``source_resets``); the dead letters of both halves are counted;
 - ``fold-exception``: Redis refuses the worker's scripts (an ACL change, ``NOPERM``) for longer than
   the worker's retries: it exits unacknowledged (status 70) and is restarted, as a supervisor would,
-  until Redis takes the scripts again.
+  until Redis takes the scripts again;
+- ``cardinality-flood``: well-formed messages that would make Redis grow without bound (far months,
+  new model names, new months of one model, long feature values) among the valid ones, whose own
+  features carry thousands of unseen categories; the worker runs with caps of
+  ``FLOOD_CAPS`` (20 models, 24 months a model): what the caps admit is applied, the rest is
+  dead-lettered with the setting it broke, and the report gives Redis's memory growth.
 
 Workers that exit are restarted (as docker-compose's ``restart: unless-stopped`` does); the report
 counts the restarts.
@@ -30,8 +40,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -58,7 +70,7 @@ from producers.publish import kafka_producer
 from producers.synthetic import Scenario, generate
 
 SCENARIOS = ("kills", "takeover", "redis-restart", "redis-flush", "broker-restart", "oversized-invalid",
-             "redis-busy", "fold-exception")
+             "redis-busy", "fold-exception", "cardinality-flood", "broker-lost-log")
 MID_STREAM = ("broker-restart", "redis-restart", "redis-flush", "redis-busy", "fold-exception")
 """Scenarios whose fault lands mid-stream: half the messages published before it, half after."""
 
@@ -76,11 +88,15 @@ class FaultReport:
     restarts: int = 0
     faults: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    admitted_hostile: int = 0  # well-formed hostile messages the bounds admit (applied, not dead-lettered)
+    redis_growth: int | None = None  # bytes of the run's keys (MEMORY USAGE), when measured
+    redis_bound: int | None = None  # what the bounds allow this run's input to take
 
     @property
     def exact(self) -> bool:
         return (self.lost == 0 and self.double_counted == 0 and self.final_records == self.input_records
-                and self.dead_lettered_distinct == self.malformed)
+                and self.dead_lettered_distinct == self.malformed
+                and (self.redis_bound is None or (self.redis_growth or 0) <= self.redis_bound))
 
 
 # ---- input ----------------------------------------------------------------------------------
@@ -121,6 +137,76 @@ def oversized_messages(k: int) -> list[bytes]:
     kinds = [lambda: b"{" + b"x" * (OVERSIZED_BYTES - 1),                                     # not JSON
              lambda: orjson.dumps([good] * (OVERSIZED_BYTES // 80) + [{**good, "score": 2}])]  # one bad record
     return [kinds[i % len(kinds)]() for i in range(k)]
+
+
+FLOOD_CAPS = {"max_models": 20, "max_months_per_model": 24}
+"""The bounds of the cardinality-flood run (small, so that a flood reaches them quickly)."""
+FLOOD_MONTHS_MODEL = "faults-months"
+"""A model with a loaded reference (so known from the start) whose months the flood multiplies."""
+
+
+def cardinality_flood(k: int, today: dt.date) -> tuple[list[bytes], int]:
+    """``k`` well-formed hostile messages of each kind, and how many of them FLOOD_CAPS admit.
+
+    Far months (out of the event-time window), new model names, new months of FLOOD_MONTHS_MODEL
+    (in the window) and long string feature values, one record each.
+    """
+    good = {"record_id": "x", "model": "faults", "ref_date": "2024-01-15", "score": 0.4, "target": 0}
+    far = [orjson.dumps({**good, "record_id": f"far-{i}",
+                         "ref_date": f"{1000 + i % 900:04d}-01-15" if i % 2 else f"{9000 + i % 999:04d}-06-15"})
+           for i in range(k)]
+    models = [orjson.dumps({**good, "record_id": f"mod-{i}", "model": f"flood-model-{i}"}) for i in range(k)]
+    months = []
+    year, month = today.year, today.month
+    for i in range(k):  # back from this month: all in the window while k <= 240
+        months.append(orjson.dumps({**good, "record_id": f"mon-{i}", "model": FLOOD_MONTHS_MODEL,
+                                    "ref_date": f"{year:04d}-{month:02d}-01"}))
+        year, month = (year - 1, 12) if month == 1 else (year, month - 1)
+    long_values = [orjson.dumps({**good, "record_id": f"long-{i}", "features": {"purpose": "z" * (300 + i)}})
+                   for i in range(k)]
+    # "faults" and FLOOD_MONTHS_MODEL have a reference: the model flood gets the other places.
+    admitted = min(k, FLOOD_CAPS["max_months_per_model"]) + min(k, FLOOD_CAPS["max_models"] - 2)
+    return far + models + months + long_values, admitted
+
+
+def with_unseen_categories(records: list[dict]) -> list[dict]:
+    """Every other record with a purpose of its own (200 characters, never seen in the reference):
+    still valid, still counted, and its feature hash stays bounded."""
+    out = []
+    for i, r in enumerate(records):
+        if i % 2 == 0 and r.get("features"):
+            r = {**r, "features": {**r["features"], "purpose": f"unseen-{i:07d}-" + "u" * 185}}
+        out.append(r)
+    return out
+
+
+async def load_flood_references(settings: Settings) -> None:
+    """References for the models the flood must not crowd out (as an operator loads them)."""
+    from monitor.reference import save_reference
+    from producers.synthetic import reference_frame
+
+    frame = reference_frame(Scenario(name="faults", model="faults"), n=5000)
+    await save_reference(settings, "faults", "1", frame["score"].to_numpy(), frame["TARGET"].to_numpy(),
+                         source="faults", features=frame.drop(columns=["score", "TARGET"]))
+    await save_reference(settings, FLOOD_MONTHS_MODEL, "1", frame["score"].to_numpy(), source="faults")
+
+
+async def redis_footprint(settings: Settings) -> tuple[int, int, int]:
+    """Bytes (MEMORY USAGE) of the run's keys, months stored over all models, and the most
+    unseen-category fields a feature hash holds for one feature."""
+    store = Store.connect(settings)
+    try:
+        total, months, unseen = 0, 0, 0
+        async for key in store.redis.scan_iter(match=f"{settings.key_prefix}:*", count=1000):
+            total += await store.redis.memory_usage(key, samples=0) or 0
+            if b":features:" in key:
+                per_feature = Counter(f.split(b"|")[0] for f in await store.redis.hkeys(key))
+                unseen = max(unseen, max(per_feature.values(), default=0))
+        for model, version in await store.models():
+            months += len(await store.months(model, version))
+        return total, months, unseen
+    finally:
+        await store.close()
 
 
 def _without(record: dict, key: str) -> dict:
@@ -208,7 +294,12 @@ def reason_kind(reason: str) -> str:
     'record: score: Input should be less than or equal to 1'
     >>> reason_kind("not JSON: unexpected character: line 1 column 2 (char 1)")
     'not JSON'
+    >>> reason_kind("record 0: ref_date 9999-12-31 is more than 7 days after today 2026-11-30 (MONITOR_MAX_EVENT_FUTURE_DAYS)")
+    'out of bounds: MONITOR_MAX_EVENT_FUTURE_DAYS'
     """
+    bound = re.search(r"\((MONITOR_[A-Z_]+)\)$", reason)
+    if bound:
+        return f"out of bounds: {bound.group(1)}"
     head, _, rest = reason.partition(": ")
     if head.startswith("record "):
         return "record: " + rest
@@ -344,17 +435,30 @@ def run(scenario: str, records: int = 200_000, kills: int = 5, malformed: int = 
     started = time.monotonic()
     valid = valid_records(records)
     bad = malformed_messages(malformed)
+    admitted = 0
     if scenario == "oversized-invalid":
         bad += oversized_messages(4)
-    report = FaultReport(scenario, records, malformed=len(bad))
+    if scenario == "cardinality-flood":
+        valid = with_unseen_categories(valid)
+        flood, admitted = cardinality_flood(max(1, malformed // 4), dt.datetime.now(dt.timezone.utc).date())
+        bad += flood
+    report = FaultReport(scenario, records, malformed=len(bad) - admitted, admitted_hostile=admitted)
+    if scenario == "oversized-invalid":
+        report.faults.append(f"4 invalid messages of {OVERSIZED_BYTES:,} bytes among the valid ones")
     messages = interleave(valid, bad)
     broker = "noida" if scenario == "broker-restart" else "tansu"
     with tempfile.TemporaryDirectory(prefix="faults-", dir=work_dir) as tmp, servers(broker, Path(tmp)) as settings:
         expected = expected_histograms(valid, settings.resolution)
+        if scenario == "cardinality-flood":
+            settings = settings.model_copy(update=FLOOD_CAPS)
+            asyncio.run(load_flood_references(settings))
+            before = asyncio.run(redis_footprint(settings))[0]
         workers = Workers(settings, Path(tmp))
         supervise = {"workers": workers, "report": report}
         try:
-            if scenario in MID_STREAM:
+            if scenario == "broker-lost-log":
+                found = lost_log(settings, valid, bad, workers, report, say, supervise)
+            elif scenario in MID_STREAM:
                 # Half the stream before the fault, half after: the fault lands mid-stream.
                 half = len(messages) // 2
                 asyncio.run(publish_messages(settings, messages[:half]))
@@ -385,13 +489,66 @@ def run(scenario: str, records: int = 200_000, kills: int = 5, malformed: int = 
             wait_for_all(settings, records, **supervise)
             time.sleep(2 * settings.metrics_interval_s)
             asyncio.run(compare(settings, expected, report))
-            found = asyncio.run(dead_letters(settings, len(bad)))
+            if scenario != "broker-lost-log":
+                found = asyncio.run(dead_letters(settings, len(bad)))
+            else:
+                found.update(asyncio.run(dead_letters(settings, len(bad) - len(found))))
             report.dead_lettered_distinct = len(found)
             report.dead_letter_reasons = dict(Counter(found.values()))
+            if scenario == "cardinality-flood":
+                measure_flood(settings, report, before, say)
         finally:
             workers.stop_all()
     report.seconds = time.monotonic() - started
     return report
+
+
+def lost_log(settings: Settings, valid: list[dict], bad: list[bytes], workers: "Workers", report: FaultReport,
+             say: Callable[[str], None], supervise: dict) -> dict:
+    """``broker-lost-log`` up to the second half published: returns the first half's dead letters
+    (their topic is lost with the broker), keyed apart from the second half's (same offsets)."""
+    half, bad_half = len(valid) // 2, len(bad) // 2
+    asyncio.run(publish_messages(settings, interleave(valid[:half], bad[:bad_half])))
+    workers.start()
+    wait_for_all(settings, half, **supervise)
+    first = asyncio.run(dead_letters(settings, bad_half))
+    broker = infra.services(settings)[0]
+    broker.stop()
+    broker.start(timeout_s=60)
+    asyncio.run(infra.create_topics(settings))
+    report.faults.append(f"broker stopped and started (Tansu, memory storage: every log lost) after "
+                         f"{progress(settings):,} records counted; topics created again")
+    say(report.faults[-1])
+    asyncio.run(publish_messages(settings, interleave(valid[half:], bad[bad_half:], seed=4)))
+    wait_for_all(settings, len(valid), **supervise)
+    resets = asyncio.run(worker_counter(settings, "source_resets"))
+    report.faults.append(f"source resets counted by the worker: {resets}")
+    say(report.faults[-1])
+    return {(b"old log", *key): reason for key, reason in first.items()}
+
+
+async def worker_counter(settings: Settings, name: str) -> int:
+    store = Store.connect(settings)
+    try:
+        return (await store.worker_counters()).get(name, 0)
+    finally:
+        await store.close()
+
+
+def measure_flood(settings: Settings, report: FaultReport, before: int, say: Callable[[str], None]) -> None:
+    """Redis's growth in the cardinality flood, against what the bounds allow: every month stored
+    (at most max_models x max_months_per_model) at 3 histograms plus a feature hash of at most
+    max_unseen_categories names of max_feature_value_chars, and the join buffer of the records."""
+    after, months, unseen = asyncio.run(redis_footprint(settings))
+    hist = (int(round(1 / settings.resolution)) + 1) * 8
+    per_month = 3 * hist + 2 * settings.max_unseen_categories * (settings.max_feature_value_chars + 64) + 8192
+    report.redis_growth = after - before
+    report.redis_bound = (settings.max_models * settings.max_months_per_model * per_month
+                          + 400 * report.input_records)
+    report.faults.append(f"flood: {months} months stored over all models (caps {settings.max_models} models x "
+                         f"{settings.max_months_per_model} months), at most {unseen} fields for one feature in a "
+                         f"month's feature hash (cap {settings.max_unseen_categories} unseen names)")
+    say(report.faults[-1])
 
 
 def inject(scenario: str, settings: Settings, report: FaultReport, say: Callable[[str], None]) -> None:
@@ -457,9 +614,12 @@ def refuse_scripts(settings: Settings, seconds: float) -> None:
 def format_report(r: FaultReport) -> str:
     verdict = "EXACT" if r.exact else "NOT EXACT"
     restarts = f"  restarts {r.restarts}" if r.restarts else ""
+    hostile = f"  hostile admitted {r.admitted_hostile:,}" if r.admitted_hostile else ""
+    memory = (f"  redis +{r.redis_growth / 1e6:.1f} MB (bound {r.redis_bound / 1e6:.0f} MB)"
+              if r.redis_growth is not None and r.redis_bound is not None else "")
     return (f"{r.scenario:17} input {r.input_records:>9,}  applied {r.final_records:>9,}  lost {r.lost}  "
             f"double-counted {r.double_counted}  bad {r.malformed:,} -> dead-letter {r.dead_lettered_distinct:,}"
-            f"{restarts}  {r.seconds:6.1f} s  {verdict}")
+            f"{hostile}{memory}{restarts}  {r.seconds:6.1f} s  {verdict}")
 
 
 def format_reasons(r: FaultReport) -> str:

@@ -6,6 +6,7 @@ worker, tests and benchmarks. Invalid messages go to the dead-letter callback wi
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from bisect import bisect_right
@@ -15,11 +16,15 @@ from typing import Protocol
 
 import numpy as np
 
+from monitor.bounds import (CardinalityGate, CardinalityLimits, OutOfBounds, RecordBounds, check_bounds, key_months,
+                            utc_today)
 from monitor.errors import InvalidRecord, MonitorError, StateLost
-from monitor.fastpath import LABEL_UNLABELED, FastRecord, decode_fast
+from monitor.fastpath import LABEL_UNLABELED, FastRecord, decode_tiered
 from monitor.retry import retry_forever
+from monitor.sources import LogProbe, Probe, belongs, fingerprint, source_reset_event
 from monitor.stats import FeatureCounter, FeatureProfile
-from monitor.store import LABELS, EpochMismatch, MonthChange, MonthIncrements, OffsetConflict, Store
+from monitor.stats.features import DEFAULT_MAX_CATEGORIES
+from monitor.store import LABELS, EpochMismatch, MonthChange, MonthIncrements, OffsetConflict, StoredCardinality, Store
 
 MAX_CONFLICT_RETRIES = 5
 log = logging.getLogger("monitor.pipeline")
@@ -151,12 +156,14 @@ def plan_calls(offsets_by_field: dict[str, list[int]], starts: dict[str, int],
 
 
 def fold(parts: list[tuple[PartitionRecords, int, int]], resolution: float, keep_unlabeled: bool = False,
-         profile: FeatureProfile | None = None) -> tuple[dict[str, MonthIncrements], str, int]:
+         profile: FeatureProfile | None = None, max_unseen: int = DEFAULT_MAX_CATEGORIES,
+         ) -> tuple[dict[str, MonthIncrements], str, int]:
     """Bin counts per month and label of the records ``[lo, hi)`` of each part (vectorised).
 
     With ``keep_unlabeled`` the unlabelled records are also listed one by one (id, bin), for
     the join with their outcomes; with a feature ``profile``, the features are counted in its
-    buckets. Returns the increments, the latest ref_date and the number of records folded.
+    buckets (at most ``max_unseen`` unseen category names per feature, the rest as ``__other__``).
+    Returns the increments, the latest ref_date and the number of records folded.
     """
     months, labels, scores, ids, features, latest, n = [], [], [], [], [], "", 0
     for part, lo, hi in parts:
@@ -190,18 +197,20 @@ def fold(parts: list[tuple[PartitionRecords, int, int]], resolution: float, keep
             rows = np.flatnonzero(waiting & (month_index == i))
             inc.waiting = ([ids[r] for r in rows], bins[rows])
         if profile is not None:
-            inc.features = count_features(profile, [features[r] for r in np.flatnonzero(month_index == i)])
+            inc.features, inc.unseen_features = count_features(
+                profile, [features[r] for r in np.flatnonzero(month_index == i)], max_unseen)
         out[month] = inc
     return out, latest, n
 
 
-def count_features(profile: FeatureProfile, records_features: list[dict | None]) -> dict[str, int]:
+def count_features(profile: FeatureProfile, records_features: list[dict | None],
+                   max_unseen: int = DEFAULT_MAX_CATEGORIES) -> tuple[dict[str, int], dict[str, int]]:
     """Bucket counts of the profile's features over these records (a record without features
-    counts as missing in each)."""
+    counts as missing in each): the profile's buckets, and the unseen category names."""
     values = {name: [(f or {}).get(name) for f in records_features] for name in profile.features}
-    counter = FeatureCounter(profile)
+    counter = FeatureCounter(profile, max_unseen)
     counter.update_many(values)
-    return counter.to_redis_fields()
+    return counter.split_redis_fields()
 
 
 PROFILE_REFRESH_S = 30.0
@@ -211,7 +220,8 @@ PROFILE_REFRESH_S = 30.0
 class BatchProcessor:
     """Decode, validate and apply batches; remembers the offsets it applied per model."""
 
-    def __init__(self, store: Store, dead_letter: DeadLetter, epoch: str, on_change: OnChange | None = None):
+    def __init__(self, store: Store, dead_letter: DeadLetter, epoch: str, on_change: OnChange | None = None,
+                 today: Callable[[], dt.date] = utc_today, probe: LogProbe | None = None):
         self.store = store
         self.dead_letter = dead_letter
         self.epoch = epoch
@@ -221,6 +231,21 @@ class BatchProcessor:
         # by the batch script, so a stale entry costs a retry, never a wrong count.
         self._applied: dict[tuple[str, str], dict[str, int | None]] = {}
         self._profiles: dict[tuple[str, str], tuple[float, FeatureProfile | None]] = {}
+        # Reads the message at a stored offset from the broker (monitor.sources); None: made on
+        # first need from the store's settings.
+        self.probe = probe
+        # (model, version, offset field, stored offset) found to belong to the partition's log:
+        # checked once until the partitions are reassigned (forget_offsets).
+        self._verified: set[tuple[str, str, str, int]] = set()
+        # Bounded input (monitor.bounds). The models, months and references known to be stored: a
+        # cache that only grows (so do they, but for a rebuilt model's months), filled from Redis for
+        # the new ones each batch brings and from what it admits.
+        self.today = today
+        self.bounds = RecordBounds.from_settings(store.settings)
+        self.limits = CardinalityLimits.from_settings(store.settings)
+        self._known_models: set[tuple[str, str]] = set()
+        self._known_months: dict[tuple[str, str], set[str]] = {}
+        self._referenced: set[tuple[str, str]] = set()
 
     async def profile(self, model: str, version: str) -> FeatureProfile | None:
         fetched_at, profile = self._profiles.get((model, version), (-PROFILE_REFRESH_S, None))
@@ -230,22 +255,36 @@ class BatchProcessor:
         return profile
 
     async def process(self, messages: Sequence[KafkaMessage]) -> BatchResult:
-        """Dead-letter the invalid messages, then apply the records (retrying while Redis is away)."""
+        """Dead-letter the invalid and out-of-bounds messages, then apply the records (retrying
+        while Redis is away)."""
         result = BatchResult()
         groups: dict[tuple[str, str], dict[str, PartitionRecords]] = {}
-        seen: set[tuple[str, int]] = set()
+        seen: dict[tuple[str, int], KafkaMessage] = {}  # (offset field, offset) -> message
+        decoded = []
+        today = self.today()
         for msg in messages:
             field_name = offset_field(msg)
             if (field_name, msg.offset) in seen:  # delivered twice within one batch
                 result.duplicates_skipped += 1
                 continue
-            seen.add((field_name, msg.offset))
+            seen[(field_name, msg.offset)] = msg
             try:
-                records = decode_fast(msg.value)
+                records, values_within = decode_tiered(msg.value)
+                check_bounds(records, self.bounds, today, values_within)
             except InvalidRecord as exc:
                 await self.dead_letter(msg, str(exc))
                 result.dead_lettered += 1
                 continue
+            decoded.append((msg, records, key_months(records)))
+        gate = await retry_forever("stored models and months", self._gate, decoded)
+        for msg, records, shape in decoded:
+            try:
+                gate.admit(records, shape)
+            except OutOfBounds as exc:
+                await self.dead_letter(msg, str(exc))
+                result.dead_lettered += 1
+                continue
+            field_name = offset_field(msg)
             for record in records:
                 by_field = groups.get(record[:2]) or groups.setdefault(record[:2], {})
                 part = by_field.get(field_name) or by_field.setdefault(field_name, PartitionRecords())
@@ -253,17 +292,53 @@ class BatchProcessor:
         for (model, version), by_field in groups.items():
             for part in by_field.values():
                 part.sort()
-            result += await retry_forever(f"batch of {model}:{version}", self._apply_group, model, version, by_field)
+            result += await retry_forever(f"batch of {model}:{version}", self._apply_group, model, version, by_field,
+                                          seen)
         await retry_forever("worker counters", self._count, result)
         return result
+
+    async def _gate(self, decoded: list[tuple[KafkaMessage, list[FastRecord], set]]) -> CardinalityGate:
+        """The bounds on models and months for this batch: Redis is read only for the models and
+        months the batch brings that this worker does not know to be stored (none, mostly).
+
+        Several workers admit against what Redis held when each read it, so while they race to
+        add new months or models the caps can be overshot by what the others admit in that moment:
+        at most (workers - 1) x (new months or models of one batch).
+        """
+        limits = self.limits
+        models: set[tuple[str, str]] = set()
+        months: dict[tuple[str, str], set[str]] = {}
+        references: set[tuple[str, str]] = set()
+        for _, _, shape in decoded:
+            for model, version, month in shape:
+                key = (model, version)
+                if limits.max_models and key not in self._known_models:
+                    models.add(key)
+                if limits.require_reference and key not in self._referenced:
+                    references.add(key)
+                if limits.max_months_per_model and month not in self._known_months.get(key, ()):
+                    months.setdefault(key, set()).add(month)
+        stored = StoredCardinality(models=0)
+        if models or months or references:
+            stored = await self.store.stored_cardinality(models, months, references)
+            self._known_models |= stored.known_models
+            for key, known in stored.known_months.items():
+                self._known_months.setdefault(key, set()).update(known)
+            self._referenced |= stored.referenced
+        return CardinalityGate(limits, stored.models, self._known_models, stored.months, self._known_months,
+                               self._referenced)
 
     async def _count(self, result: BatchResult) -> None:
         await self.store.incr_worker_counters(records=result.records, dead_lettered=result.dead_lettered,
                                               duplicates_skipped=result.duplicates_skipped, batches=1)
 
-    async def _apply_group(self, model: str, version: str, by_field: dict[str, PartitionRecords]) -> BatchResult:
+    async def _apply_group(self, model: str, version: str, by_field: dict[str, PartitionRecords],
+                           messages: dict[tuple[str, int], KafkaMessage]) -> BatchResult:
         """Apply the group's records not applied yet, in calls of at most MAX_RECORDS_PER_CALL records,
-        each moving its partitions' offsets with it (so each call is atomic and idempotent)."""
+        each moving its partitions' offsets with it (so each call is atomic and idempotent).
+
+        ``messages``: the batch's messages by (offset field, offset), for the fingerprints kept with
+        the offsets and the check of a stored offset before records are skipped."""
         key = (model, version)
         total = sum(len(part.offsets) for part in by_field.values())
         applied = 0
@@ -280,13 +355,21 @@ class BatchProcessor:
                 known.update(offsets)
             # Offsets grow within a partition: the records already applied are a prefix.
             starts = {f: (0 if known[f] is None else bisect_right(part.offsets, known[f])) for f, part in by_field.items()}
+            # Records are about to be skipped as applied: only true if the stored offset is of this log.
+            unchecked = {f: known[f] for f in by_field if starts[f] and (model, version, f, known[f]) not in self._verified}
+            if unchecked and await self._reset_lost_sources(model, version, unchecked, by_field, messages):
+                self._applied.pop(key, None)
+                continue
             try:
                 for call in plan_calls({f: part.offsets for f, part in by_field.items()}, starts):
                     months, latest, n = fold([(by_field[f], lo, hi) for f, (lo, hi) in call.items()], self.resolution,
-                                             keep_unlabeled=keep_unlabeled, profile=profile)
+                                             keep_unlabeled=keep_unlabeled, profile=profile,
+                                             max_unseen=self.store.settings.max_unseen_categories)
                     moves = {f: (known[f], by_field[f].offsets[hi - 1], max(by_field[f].dates[lo:hi]))
                              for f, (lo, hi) in call.items()}
-                    changes = await self.store.apply_batch(model, version, moves, months, latest, self.epoch)
+                    prints = {f: fingerprint(messages[(f, new)].key, messages[(f, new)].value)
+                              for f, (_, new, _) in moves.items()}
+                    changes = await self.store.apply_batch(model, version, moves, months, latest, self.epoch, prints)
                     known.update({f: new for f, (_, new, _) in moves.items()})
                     applied += n
                     if self.on_change is not None:
@@ -306,6 +389,43 @@ class BatchProcessor:
             return BatchResult(records=applied, duplicates_skipped=total - applied)
         raise MonitorError(f"{model}:{version}: offsets kept moving after {MAX_CONFLICT_RETRIES} retries")
 
+    async def _reset_lost_sources(self, model: str, version: str, stored: dict[str, int],
+                                  by_field: dict[str, PartitionRecords],
+                                  messages: dict[tuple[str, int], KafkaMessage]) -> bool:
+        """Check that each partition's stored offset still belongs to its log (the message there
+        is the one applied); forget those that do not (a new lifetime of the partition: source
+        reset, alert event). Returns whether any stored offset changed, so the batch rereads them.
+        """
+        changed, checks, resets = False, 0, 0
+        try:
+            for field_name, offset in stored.items():
+                held = await self.store.stored_fingerprint(model, version, field_name)
+                in_batch = messages.get((field_name, offset))
+                if in_batch is not None:  # redelivered with the batch: no need to ask the broker
+                    probe = Probe("found", fingerprint(in_batch.key, in_batch.value))
+                else:
+                    if self.probe is None:
+                        self.probe = LogProbe(self.store.settings)
+                    topic, _, partition = field_name.rpartition(":")
+                    probe = await self.probe.message_at(topic, int(partition), offset)
+                checks += 1
+                if belongs(held, probe):
+                    self._verified.add((model, version, field_name, offset))
+                    continue
+                part = by_field[field_name]
+                event = source_reset_event(model, version, field_name, offset, probe, max(part.months),
+                                           len(part.offsets))
+                changed = True
+                if await self.store.reset_source(model, version, field_name, offset, held,
+                                                 event.model_dump_json().encode()):
+                    resets += 1
+                    log.warning("%s:%s %s: source reset: %s", model, version, field_name, event.message)
+        finally:
+            if self.probe is not None:
+                await self.probe.close()  # rare (after a restart or rebalance): no idle consumer kept
+            await self.store.incr_worker_counters(source_checks=checks, source_resets=resets)
+        return changed
+
     async def _handle_other_epoch(self, model: str, version: str, found: str) -> None:
         """The model's state is of another lifetime: ours is stale (StateLost), or it is stale."""
         if await self.store.current_epoch() != self.epoch:
@@ -314,7 +434,10 @@ class BatchProcessor:
         log.warning("%s:%s holds state of epoch %s written after a loss; rebuilding it", model, version, found)
         await self.store.adopt_model(model, version, found, self.epoch)
         self._applied.pop((model, version), None)
+        self._known_months.pop((model, version), None)  # the adoption dropped them
 
     def forget_offsets(self) -> None:
-        """Drop the offset cache (on partition revocation): the next batch rereads Redis."""
+        """Drop the offset cache (on partition revocation): the next batch rereads Redis, and
+        checks again that stored offsets belong to the partitions' logs before skipping records."""
         self._applied.clear()
+        self._verified.clear()

@@ -144,6 +144,38 @@ class Settings(BaseSettings):
         "let records in). Env MONITOR_METRICS_INTERVAL_S.",
     )
 
+    # --- Bounded input (monitor/bounds.py): a message out of bounds is dead-lettered whole -------
+    max_event_age_days: int = Field(
+        7305, ge=0, description="Oldest ref_date accepted, in days before today (UTC): 7305 is 20 years. 0 turns "
+        "it off (replays of older history). Env MONITOR_MAX_EVENT_AGE_DAYS.",
+    )
+    max_event_future_days: int = Field(
+        7, ge=0, description="Latest ref_date accepted, in days after today (UTC). 0 turns it off. "
+        "Env MONITOR_MAX_EVENT_FUTURE_DAYS.",
+    )
+    max_months_per_model: int = Field(
+        240, ge=0, description="Months one (model, version) may hold; a message that would add one more is "
+        "dead-lettered. Each month costs up to 3 histograms (80 KB each at resolution 1e-4). 0 turns it off. "
+        "Env MONITOR_MAX_MONTHS_PER_MODEL.",
+    )
+    max_models: int = Field(
+        2000, ge=0, description="(model, version) pairs the monitor may hold (those with a loaded reference "
+        "included); a message that would add one more is dead-lettered. 0 turns it off. Env MONITOR_MAX_MODELS.",
+    )
+    require_reference: bool = Field(
+        False, description="Accept records only of models whose reference is loaded (an allow-list; "
+        "`monitor reference load` / `monitor models train` add one). Env MONITOR_REQUIRE_REFERENCE.",
+    )
+    max_feature_value_chars: int = Field(
+        256, ge=0, description="Longest string feature value accepted, in characters. 0 turns it off. "
+        "Env MONITOR_MAX_FEATURE_VALUE_CHARS.",
+    )
+    max_unseen_categories: int = Field(
+        100, ge=0, description="Distinct category names absent from the reference kept per feature and month "
+        "in Redis (first come); later new names count under `__other__`, still as unseen. "
+        "Env MONITOR_MAX_UNSEEN_CATEGORIES.",
+    )
+
     # --- Basic alert thresholds (the alert engine refines these) --------------------------
     ks_warning: float = Field(0.10, description="KS adherence D for a warning. Env MONITOR_KS_WARNING.")
     ks_critical: float = Field(0.20, description="KS adherence D for critical. Env MONITOR_KS_CRITICAL.")

@@ -14,6 +14,8 @@ key                                                   type    holds
                                                               (``BITFIELD key GET i64 #<bin>``,
                                                               bin = round(score / resolution))
 ``cm:{m:v}:offsets``                                  hash    ``topic:partition`` -> last offset applied
+``cm:{m:v}:fingerprints``                             hash    ``topic:partition`` -> fingerprint of the message
+                                                              at that offset (monitor.sources.fingerprint)
 ``cm:{m:v}:watermark``                                string  latest ref_date seen (ISO date)
 ``cm:{m:v}:watermarks``                               hash    ``topic:partition`` -> its latest ref_date
                                                               and when it last delivered (``date|unix s``)
@@ -21,7 +23,10 @@ key                                                   type    holds
 ``cm:{m:v}:ref`` / ``cm:{m:v}:ref:meta``              string  reference (test-set) histogram, same layout
                                                       / hash  / its card (n, resolution, source, AUC)
 ``cm:{m:v}:features:YYYY-MM``                         hash    ``feature|bucket`` -> count (buckets of the
-                                                              reference feature profile)
+                                                              reference feature profile; at most
+                                                              max_unseen_categories unseen names per
+                                                              feature, the rest in ``feature|__other__``,
+                                                              their number in ``feature|~unseen``)
 ``cm:{m:v}:ref:features``                             string  reference feature profile (JSON)
 ``cm:{m:v}:metrics``                                  hash    ``YYYY-MM`` -> JSON of the month's metrics
 ``cm:{m:v}:alerts``                                   hash    ``rule|window|month`` -> JSON alert state
@@ -199,13 +204,15 @@ end
 
 # The model's copy of the state epoch guards against writing into a state from another
 # lifetime (see state_epoch). KEYS: offsets, months, watermark, epoch copy, then per month:
-# count, hist bad, hist good, hist unlabeled, feature counts.
-# ARGV: k, latest ref_date of the batch, epoch, key base, join TTL (s), histogram bytes, then k x
-# (offset field, expected stored offset or "", new offset, the partition's latest ref_date), then per
-# month: month, the (bin, count) pairs of bad, good and unlabeled (three strings "bin count bin
-# count ...": one argument each instead of two per bin, which redis-py would encode one by one), n
-# waiting, then (record_id, bin, join bucket) of the unlabelled records that wait for their outcome,
-# then n feature fields and (field, count) pairs.
+# count, hist bad, hist good, hist unlabeled, feature counts; last, the fingerprints hash.
+# ARGV: k, latest ref_date of the batch, epoch, key base, join TTL (s), histogram bytes, max unseen
+# category names per feature and month, then k x (offset field, expected stored offset or "", new
+# offset, the partition's latest ref_date), then k fingerprints of the messages at the new offsets
+# ("" = unknown: the stored one is dropped), then per month: month, the (bin, count) pairs of bad,
+# good and unlabeled (three strings "bin count bin count ...": one argument each instead of two per
+# bin, which redis-py would encode one by one), n waiting, then (record_id, bin, join bucket) of the
+# unlabelled records that wait for their outcome, then n feature fields of the profile's buckets and
+# (field, count) pairs, then n fields of unseen category names and (field, count) pairs.
 # Returns {1, '', ''} then per month: month, n, bad, good after the batch and n, bad, good it added.
 APPLY_BATCH_LUA = ADD_BINS_LUA + JOIN_LUA + """
 local copy = redis.call('GET', KEYS[4])
@@ -214,29 +221,31 @@ if copy and copy ~= ARGV[3] then
 end
 local k = tonumber(ARGV[1])
 for i = 0, k - 1 do
-  local stored = redis.call('HGET', KEYS[1], ARGV[7 + 4*i])
-  local expected = ARGV[8 + 4*i]
+  local stored = redis.call('HGET', KEYS[1], ARGV[8 + 4*i])
+  local expected = ARGV[9 + 4*i]
   if (stored or '') ~= expected then
-    return {-1, ARGV[7 + 4*i], stored or ''}
+    return {-1, ARGV[8 + 4*i], stored or ''}
   end
 end
 -- Checks done: from here on it writes (a script is not rolled back, so no return below).
 if not copy then redis.call('SET', KEYS[4], ARGV[3]) end
-local base, ttl, size = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local base, ttl, size, max_unseen = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 -- Per partition: its latest ref_date and when it last delivered (Redis clock), for the
 -- event-time watermark that closes months (monitor.alerts.event_time_watermark).
 local now = redis.call('TIME')[1]
 for i = 0, k - 1 do
-  local partition = ARGV[7 + 4*i]
-  redis.call('HSET', KEYS[1], partition, ARGV[9 + 4*i])
-  local latest = ARGV[10 + 4*i]
+  local partition = ARGV[8 + 4*i]
+  redis.call('HSET', KEYS[1], partition, ARGV[10 + 4*i])
+  local latest = ARGV[11 + 4*i]
   local seen = redis.call('HGET', base .. ':watermarks', partition)
   if seen and string.sub(seen, 1, 10) > latest then latest = string.sub(seen, 1, 10) end
   redis.call('HSET', base .. ':watermarks', partition, latest .. '|' .. now)
+  local print = ARGV[8 + 4*k + i]
+  if print == '' then redis.call('HDEL', KEYS[#KEYS], partition) else redis.call('HSET', KEYS[#KEYS], partition, print) end
 end
 local watermark = redis.call('GET', KEYS[3])
 if (not watermark) or ARGV[2] > watermark then redis.call('SET', KEYS[3], ARGV[2]) end
-local a = 7 + 4*k
+local a = 8 + 5*k
 local key = 5
 local pending_joined = 0
 local touched = {}  -- join buffer keys written (this period's): one EXPIREAT each at the end
@@ -308,6 +317,28 @@ while a <= #ARGV do
     redis.call('HINCRBY', KEYS[key + 4], ARGV[a], ARGV[a + 1])
     a = a + 2
   end
+  -- Unseen category names: a name already in the hash adds to it; a new one takes one of the
+  -- feature's max_unseen places (counted in '<feature>|~unseen') or else counts in the overflow
+  -- bucket '<feature>|__other__', which the drift counts as unseen too (the field names are
+  -- monitor.stats.features.UNSEEN_NAMES_PART and OTHER).
+  local unseen = tonumber(ARGV[a])
+  a = a + 1
+  for j = 1, unseen do
+    local name, c, hash = ARGV[a], ARGV[a + 1], KEYS[key + 4]
+    a = a + 2
+    if redis.call('HEXISTS', hash, name) == 1 then
+      redis.call('HINCRBY', hash, name, c)
+    else
+      local feature = string.sub(name, 1, string.find(name, '|', 1, true) - 1)
+      local places = feature .. '|~unseen'
+      if tonumber(redis.call('HGET', hash, places) or '0') < max_unseen then
+        redis.call('HINCRBY', hash, places, 1)
+        redis.call('HINCRBY', hash, name, c)
+      else
+        redis.call('HINCRBY', hash, feature .. '|__other__', c)
+      end
+    end
+  end
   key = key + 5
 end
 for join in pairs(touched) do redis.call('EXPIREAT', join, join_deadline(join_now_period, ttl)) end
@@ -325,8 +356,10 @@ class MonthIncrements:
     # Unlabelled records kept one by one (in the join buffer) so that their outcome can find
     # them: ids and bins.
     waiting: tuple[list[str], np.ndarray] = field(default_factory=lambda: ([], np.empty(0, np.int64)))
-    # Feature bucket counts ("feature|bucket" -> n), when the model has a reference feature profile.
+    # Feature bucket counts ("feature|bucket" -> n), when the model has a reference feature profile:
+    # the profile's buckets, and the unseen category names (capped per month by the batch script).
     features: dict[str, int] = field(default_factory=dict)
+    unseen_features: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -350,6 +383,17 @@ def month_changes(flat: list) -> list[MonthChange]:
     """
     return [MonthChange(flat[i].decode() if isinstance(flat[i], bytes) else flat[i], *map(int, flat[i + 1:i + 7]))
             for i in range(0, len(flat), 7)]
+
+
+@dataclass
+class StoredCardinality:
+    """Stored models and months, as far as one batch's new ones are concerned (Store.stored_cardinality)."""
+
+    models: int
+    known_models: set[tuple[str, str]] = field(default_factory=set)
+    months: dict[tuple[str, str], int] = field(default_factory=dict)
+    known_months: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    referenced: set[tuple[str, str]] = field(default_factory=set)
 
 
 class OffsetConflict(Exception):
@@ -380,8 +424,24 @@ for _, m in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   redis.call('DEL', base .. ':count:' .. m, base .. ':hist:' .. m .. ':bad', base .. ':hist:' .. m .. ':good',
              base .. ':hist:' .. m .. ':unlabeled', base .. ':features:' .. m)
 end
-redis.call('DEL', KEYS[2], base .. ':offsets', base .. ':watermark', base .. ':watermarks', base .. ':metrics')
+redis.call('DEL', KEYS[2], base .. ':offsets', base .. ':fingerprints', base .. ':watermark', base .. ':watermarks', base .. ':metrics')
 redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+# A partition's stored offset no longer belongs to its log (monitor.sources): forget it, if it is
+# still the one checked, and queue the source_reset alert event, in one step.
+# KEYS: offsets, fingerprints, outbox, alert history. ARGV: offset field, the stored offset checked,
+# its fingerprint ("" = none), the event (JSON), history cap. Returns 1, or 0 when either moved.
+RESET_SOURCE_LUA = """
+if (redis.call('HGET', KEYS[1], ARGV[1]) or '') ~= ARGV[2] then return 0 end
+if (redis.call('HGET', KEYS[2], ARGV[1]) or '') ~= ARGV[3] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('RPUSH', KEYS[3], ARGV[4])
+redis.call('LPUSH', KEYS[4], ARGV[4])
+redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[5]) - 1)
 return 1
 """
 
@@ -427,6 +487,7 @@ class Store:
         self.prefix = settings.key_prefix
         self._apply = redis.register_script(APPLY_BATCH_LUA)
         self._adopt = redis.register_script(ADOPT_EPOCH_LUA)
+        self._reset_source = redis.register_script(RESET_SOURCE_LUA)
         # A histogram string's full length: the batch scripts create it at this size.
         self.hist_bytes = (ScoreHistogram(settings.resolution).max_bin + 1) * 8
 
@@ -475,18 +536,24 @@ class Store:
         return (epoch.decode() if epoch else None), {f: (int(v) if v is not None else None) for f, v in zip(fields, values)}
 
     async def apply_batch(self, model: str, version: str, offsets: Mapping[str, tuple[int | None, int, str]],
-                          months: Mapping[str, MonthIncrements], latest_ref_date: str, epoch: str) -> list[MonthChange]:
+                          months: Mapping[str, MonthIncrements], latest_ref_date: str, epoch: str,
+                          fingerprints: Mapping[str, str] | None = None) -> list[MonthChange]:
         """Add the increments and move offsets ``field -> (expected stored, new, latest ref_date of
         the partition's records)`` in one step; returns each month's counts after it.
+
+        ``fingerprints``: per field, the fingerprint of the message at the new offset
+        (:func:`monitor.sources.fingerprint`), kept with it to tell later whether the offset still
+        belongs to the partition's log; a field without one drops the stored one.
 
         Raises OffsetConflict when a stored offset is not the expected one; nothing is written then.
         """
         base = self.base(model, version)
         keys = [f"{base}:offsets", f"{base}:months", f"{base}:watermark", f"{base}:epoch"]
         args: list = [len(offsets), latest_ref_date, epoch, base, self.settings.label_ttl_days * 86400,
-                      self.hist_bytes]
+                      self.hist_bytes, self.settings.max_unseen_categories]
         for offset_field, (expected, new, latest) in offsets.items():
             args += [offset_field, "" if expected is None else str(expected), str(new), latest]
+        args += [(fingerprints or {}).get(offset_field, "") for offset_field in offsets]
         for month, inc in months.items():
             keys.append(self.count_key(model, version, month))
             keys += [self.hist_key(model, version, month, label) for label in LABELS]
@@ -498,9 +565,11 @@ class Store:
             args.append(len(ids))
             for rid, score_bin in zip(ids, waiting_bins.tolist()):
                 args += (rid, score_bin, join_bucket(rid))
-            args.append(len(inc.features))
-            for name, n in inc.features.items():
-                args += (name, n)
+            for fields in (inc.features, inc.unseen_features):
+                args.append(len(fields))
+                for name, n in fields.items():
+                    args += (name, n)
+        keys.append(f"{base}:fingerprints")
         status, offset_field, stored, *changes = await self._apply(keys=keys, args=args)
         if status == -2:
             raise EpochMismatch(model, version, stored.decode())
@@ -509,6 +578,32 @@ class Store:
         await self.redis.sadd(self.models_key(), f"{model}:{version}")
         return month_changes(changes)
 
+    async def stored_cardinality(self, models: Iterable[tuple[str, str]], months: Mapping[tuple[str, str], Iterable[str]],
+                                 references: Iterable[tuple[str, str]]) -> "StoredCardinality":
+        """What the bounds on models and months need to know (monitor.bounds.CardinalityGate), in
+        one round trip: how many models and months per model are stored, which of these models and
+        months are among them, and which of ``references`` have a reference loaded."""
+        models, references = list(models), list(references)
+        months = {key: list(ms) for key, ms in months.items()}
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.scard(self.models_key())
+        if models:
+            pipe.smismember(self.models_key(), [f"{m}:{v}" for m, v in models])
+        for (model, version), wanted in months.items():
+            pipe.scard(f"{self.base(model, version)}:months")
+            pipe.smismember(f"{self.base(model, version)}:months", wanted)
+        for model, version in references:
+            pipe.exists(f"{self.base(model, version)}:ref")
+        replies = iter(await pipe.execute())
+        out = StoredCardinality(models=next(replies))
+        if models:
+            out.known_models = {key for key, member in zip(models, next(replies)) if member}
+        for key, wanted in months.items():
+            out.months[key] = next(replies)
+            out.known_months[key] = {m for m, member in zip(wanted, next(replies)) if member}
+        out.referenced = {key for key in references if next(replies)}
+        return out
+
     async def current_epoch(self) -> str | None:
         raw = await self.redis.get(epoch_key(self.settings))
         return raw.decode() if raw else None
@@ -516,6 +611,21 @@ class Store:
     async def adopt_model(self, model: str, version: str, found: str, epoch: str) -> None:
         base = self.base(model, version)
         await self._adopt(keys=[f"{base}:epoch", f"{base}:months"], args=[found, epoch, base])
+
+    async def stored_fingerprint(self, model: str, version: str, offset_field: str) -> str | None:
+        """The fingerprint of the message at the partition's stored offset (None: not kept)."""
+        raw = await self.redis.hget(f"{self.base(model, version)}:fingerprints", offset_field)
+        return raw.decode() if raw else None
+
+    async def reset_source(self, model: str, version: str, offset_field: str, stored: int,
+                           stored_fingerprint: str | None, event: bytes) -> bool:
+        """Forget the partition's stored offset (its log is gone) if it is still ``stored``, and
+        queue ``event`` in the model's alert outbox; False when another worker moved it first."""
+        base = self.base(model, version)
+        done = await self._reset_source(
+            keys=[f"{base}:offsets", f"{base}:fingerprints", f"{base}:outbox", self.history_key()],
+            args=[offset_field, str(stored), stored_fingerprint or "", event, ALERT_HISTORY_CAP])
+        return bool(done)
 
     async def incr_worker_counters(self, **counters: int) -> None:
         pipe = self.redis.pipeline(transaction=False)

@@ -126,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     outcome_join.OUTCOMES_PER_CALL = args.per_call
     with redis_url_or_server(args.redis) as url:
-        settings = Settings(redis_url=url, key_prefix=f"bench-{uuid.uuid4().hex[:8]}", resolution=args.resolution)
+        # Months from 1940: a replay of history, with the event-time window and the month cap off.
+        settings = Settings(redis_url=url, key_prefix=f"bench-{uuid.uuid4().hex[:8]}", resolution=args.resolution,
+                            max_event_age_days=0, max_event_future_days=0, max_months_per_model=0)
         got = asyncio.run(measure(settings, args.months, args.per_month))
     print(f"outcome join, {got['outcomes']:,} outcomes of a model with {got['months']:,} months "
           f"(resolution {args.resolution}, {os.cpu_count()} cores):")

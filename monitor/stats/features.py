@@ -24,6 +24,10 @@ Conventions (all exact, integer counts):
   (a rule that does not depend on arrival order, so merging stays exact); the others
   count under ``"__other__"``, also unseen. If the reference itself has ``"__other__"``,
   every live category absent from it counts there, as the reference did (not unseen).
+  In Redis, where batches merge, the batch script keeps the first ``MONITOR_MAX_UNSEEN_CATEGORIES``
+  unseen names of a feature and month to arrive and counts later new ones under ``"__other__"``
+  (see :meth:`FeatureCounter.split_redis_fields`): the names kept then depend on arrival order,
+  the counts (total, unseen, missing, reference categories) do not.
 * A profile feature absent from a live record counts as missing; a record's feature that
   is not in the profile is ignored. Missing values are left out of PSI, KS and chi-square
   and reported as ``missing_share``.
@@ -56,6 +60,10 @@ DEFAULT_MAX_CATEGORIES = 100
 MAX_UNSEEN_LISTED = 20
 NON_FEATURE_COLUMNS = frozenset({"REF_DATE", "ref_date", "TARGET", "target", "score", "record_id"})
 _ESCAPE = "~"  # Redis field escape for categories named "missing" or starting with "~"
+UNSEEN_NAMES_PART = "~unseen"
+"""Bucket part of the Redis field ``<feature>|~unseen``: how many unseen names the month's hash holds
+(kept by the batch script, which folds later new names into ``__other__``). Never a category: an
+escaped category starting with ``~`` is ``~missing`` or starts with ``~~``."""
 
 
 # --- value conversion -------------------------------------------------------------------
@@ -695,6 +703,25 @@ class FeatureCounter:
                         fields_[f"{name}|{_escape(text)}"] = counts[text]
         return fields_
 
+    def split_redis_fields(self) -> tuple[dict[str, int], dict[str, int]]:
+        """:meth:`to_redis_fields` in two parts: the fields of buckets the profile fixes (numeric
+        buckets, missing, reference categories, ``__other__``) and those of unseen category names,
+        which the batch script caps per feature and month.
+
+        >>> p = FeatureProfile({"c": CategoricalReference({"a": 1})})
+        >>> c = FeatureCounter(p); c.update({"c": "a"}); c.update({"c": "new"}); c.update({})
+        >>> c.split_redis_fields()
+        ({'c|missing': 1, 'c|a': 1}, {'c|new': 1})
+        """
+        fixed: dict[str, int] = {}
+        unseen: dict[str, int] = {}
+        for name_part, count in self.to_redis_fields().items():
+            name, _, part = name_part.partition("|")
+            categories = self._categorical.get(name)
+            is_name = categories is not None and part != MISSING_FIELD and part != OTHER
+            (unseen if is_name and _unescape(part) not in categories[0] else fixed)[name_part] = count
+        return fixed, unseen
+
     @classmethod
     def from_redis_fields(
         cls,
@@ -704,7 +731,8 @@ class FeatureCounter:
     ) -> FeatureCounter:
         """Rebuild from a Redis hash (as HGETALL returns it, bytes or str); exact.
 
-        Fields of features absent from the profile are ignored; a bucket index outside the
+        Fields of features absent from the profile and the batch script's ``<feature>|~unseen``
+        counters are ignored; a bucket index outside the
         profile's buckets, a field without ``|`` or a count that is not a non-negative
         integer raise StatsError. The unseen-category cap is applied again, so a hash
         accumulated from many batches reads as one counter of all their records.
@@ -726,7 +754,7 @@ class FeatureCounter:
                 raise StatsError(f"Redis feature field {key!r} holds {raw!r}, not an integer count") from None
             if count < 0:
                 raise StatsError(f"Redis feature field {key!r} holds a negative count {count}")
-            if name not in counter._counts or count == 0:
+            if name not in counter._counts or count == 0 or part == UNSEEN_NAMES_PART:
                 continue
             if part == MISSING_FIELD:
                 counter._missing[name] += count

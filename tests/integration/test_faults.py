@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from monitor import faults
+from monitor.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -46,3 +47,25 @@ def test_every_message_is_applied_or_dead_lettered_under(scenario, tmp_path):
                                               "(dead-lettered truncated)") == 2
     if scenario == "fold-exception":
         assert report.restarts >= 1, "the worker should have stopped unacknowledged and been restarted"
+
+
+def test_every_record_published_after_the_broker_lost_its_log_is_counted(tmp_path):
+    report = faults.run("broker-lost-log", records=20_000, malformed=200, work_dir=tmp_path)
+    check(report)
+    partitions = Settings().partitions  # each held a stored offset of the lost log
+    assert f"source resets counted by the worker: {partitions}" in report.faults
+
+
+def test_a_cardinality_flood_is_bounded_and_dead_lettered_with_reasons(tmp_path):
+    """Far months, new models, new months and long values among 20,000 valid records whose features
+    carry 10,000 unseen categories: the caps admit what they allow, the rest is dead-lettered."""
+    report = faults.run("cardinality-flood", records=20_000, malformed=200, work_dir=tmp_path)
+    check(report)
+    caps = faults.FLOOD_CAPS
+    assert report.admitted_hostile == caps["max_months_per_model"] + caps["max_models"] - 2
+    reasons = report.dead_letter_reasons
+    assert (reasons.get("out of bounds: MONITOR_MAX_EVENT_AGE_DAYS"), reasons.get("out of bounds: MONITOR_MAX_EVENT_FUTURE_DAYS"),
+            reasons.get("out of bounds: MONITOR_MAX_MODELS"), reasons.get("out of bounds: MONITOR_MAX_MONTHS_PER_MODEL"),
+            reasons.get("out of bounds: MONITOR_MAX_FEATURE_VALUE_CHARS")) == (25, 25, 50 - 18, 50 - 24, 50)
+    assert report.redis_growth is not None and report.redis_growth <= report.redis_bound
+    print(report.faults[-1])
