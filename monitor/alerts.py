@@ -1,14 +1,26 @@
-"""Alert rules on a model's latest metrics, and their lifecycle: ok -> firing -> resolved.
+"""Alert rules on a model's monthly metrics, and their lifecycle: provisional, then final.
 
-One alert per (model, version, window, rule). The score rules (KS adherence, PSI, AUC) judge
-the latest month's windows (month, rolling, cumulative as configured); the volume rule judges
-the latest *closed* month. A rule says firing (with a severity), ok, or nothing when the window
-has too few records to judge, and the alert then keeps its state.
+One alert per (model, version, window, rule, month). The score rules (KS adherence, PSI, AUC,
+feature PSI) judge the windows (month, rolling, cumulative as configured) of every month whose
+metrics changed; the volume rule judges *closed* months. A rule says firing (with a severity),
+ok, or nothing when the window has too few records to judge, and the alert then keeps its state.
 
-Transitions: ok -> firing emits ``firing``; a change of severity emits ``firing`` again with
-``previous_severity``; firing -> ok emits ``resolved``; nothing else emits. A transition is a
-compare-and-set in Redis that also appends the event to the model's outbox, from which the
-worker publishes it to the alerts topic: a transition is decided once, and never lost.
+A month is *open* until the event-time watermark passes its end plus ``grace_days``, then
+*closed* (a month's rolling and cumulative windows close with it: their earlier months closed
+before). Verdicts on an open month are **provisional**, on a closed month **final**:
+
+- provisional: ok -> firing emits ``firing`` (phase ``provisional``), once: while the month is open
+  its alert neither resolves nor changes severity (a month's records may come in any order: its
+  first half says little about the whole), and it fires only when the month holds enough evidence
+  (``RuleSet.provisional_min_share`` of its expected volume, see :func:`has_evidence`);
+- final: when the month closes, a firing verdict emits ``firing`` (phase ``final``) even if it fired
+  provisionally, an ok one emits ``resolved`` if it had fired, and nothing if it never did. A late
+  record for a closed month judges it again: an event only when the final verdict changes.
+
+So an alert emits at most one provisional and one final event, unless late records change the
+final verdict. A transition is a compare-and-set in Redis that also appends the event to the
+model's outbox, from which the worker publishes it to the alerts topic: a transition is decided
+once, and never lost.
 """
 
 from __future__ import annotations
@@ -24,14 +36,16 @@ from pydantic import BaseModel
 from monitor.rules import RuleSet
 
 Severity = Literal["warning", "critical"]
+Phase = Literal["provisional", "final"]
 
 
 class AlertEvent(BaseModel):
-    """What the alerts topic carries; the Kafka key is ``alert_id``."""
+    """What the alerts topic carries; the Kafka key is ``alert_id`` (``model:version:window:month:rule``)."""
 
     alert_id: str
     event_id: str
     status: Literal["firing", "resolved"]
+    phase: Phase = "final"
     severity: Severity
     previous_severity: Severity | None = None
     rule: str
@@ -175,64 +189,136 @@ def event_time_watermark(partitions: dict[str, tuple[str, int]], now: int, idle_
     return min(active) if active else max(day for day, _ in partitions.values())
 
 
-def closed_months(first_month: str, watermark: str, grace_days: int) -> list[str]:
-    """Months from the first one that the watermark has closed: it is past their end + grace.
+def expected_volume(counts: dict[str, int], month: str, history_months: int) -> float | None:
+    """The mean volume of the ``history_months`` months before ``month`` (a month with no record
+    counts as 0), or None when the model has fewer months before it.
 
-    >>> closed_months("2024-01", "2024-04-03", 5)
+    >>> expected_volume({"2024-01": 100, "2024-02": 300, "2024-03": 50}, "2024-03", 2)
+    200.0
+    >>> expected_volume({"2024-01": 100, "2024-03": 50}, "2024-03", 2), expected_volume({"2024-03": 5}, "2024-03", 1)
+    (50.0, None)
+    """
+    first = month_index(min(counts)) if counts else month_index(month)
+    start = month_index(month) - history_months
+    if start < first:
+        return None
+    return sum(counts.get(month_name(i), 0) for i in range(start, month_index(month))) / history_months
+
+
+def months_to_close(months: list[str], watermark: str, grace_days: int) -> set[str]:
+    """The closed months that matter among a model's (sorted) ``months``: those with records, and the
+    first month of each gap (its volume, zero, is judged once, however long the gap: a record dated
+    far in the future must not make thousands of empty months to judge).
+
+    >>> sorted(months_to_close(["2024-01", "2024-02", "2024-05", "9999-12"], "9999-12-31", 5))
+    ['2024-01', '2024-02', '2024-03', '2024-05', '2024-06']
+    >>> sorted(months_to_close(["2024-01", "2024-02"], "2024-03-10", 5))
     ['2024-01', '2024-02']
-    >>> closed_months("2024-01", "2024-04-06", 5)
-    ['2024-01', '2024-02', '2024-03']
     """
     mark = dt.date.fromisoformat(watermark) - dt.timedelta(days=grace_days)
-    last_closed = mark.year * 12 + mark.month - 2  # the month before the (grace-shifted) watermark's
-    return [month_name(i) for i in range(month_index(first_month), last_closed + 1)]
+    last_closed = mark.year * 12 + mark.month - 2
+    present = set(months)
+    out = set()
+    for month in months:
+        i = month_index(month)
+        if i <= last_closed:
+            out.add(month)
+            if i + 1 <= last_closed and month_name(i + 1) not in present:
+                out.add(month_name(i + 1))
+    return out
 
 
-def judge_volume(counts: dict[str, int], closed: list[str], rules: RuleSet) -> tuple[str, Verdict] | None:
-    """The latest closed month's volume against the mean of the closed months before it.
+def judge_volume(counts: dict[str, int], month: str, rules: RuleSet) -> Verdict | None:
+    """A closed month's volume against the mean of the ``history_months`` months before it.
 
     Months with no record count as 0.
 
-    >>> month, v = judge_volume({"2024-01": 100, "2024-02": 100, "2024-03": 100, "2024-04": 50},
-    ...                         ["2024-01", "2024-02", "2024-03", "2024-04"], RuleSet())
-    >>> month, v.firing, round(v.value, 2)
-    ('2024-04', True, -0.5)
+    >>> v = judge_volume({"2024-01": 100, "2024-02": 100, "2024-03": 100, "2024-04": 50}, "2024-04", RuleSet())
+    >>> v.firing, round(v.value, 2)
+    (True, -0.5)
+    >>> judge_volume({"2024-01": 100, "2024-02": 100, "2024-03": 100}, "2024-03", RuleSet()) is None
+    True
     """
     r = rules.volume
-    if not r.enabled or len(closed) < r.history_months + 1:
+    mean = expected_volume(counts, month, r.history_months) if r.enabled else None
+    if not mean:
         return None
-    month = closed[-1]
     n = counts.get(month, 0)
-    history = [counts.get(m, 0) for m in closed[-r.history_months - 1:-1]]
-    mean = sum(history) / len(history)
-    if mean == 0:
-        return None
     change = (n - mean) / mean
     firing = n == 0 or abs(change) > r.max_change
-    return month, Verdict(firing, "critical" if n == 0 else "warning", change, r.max_change,
-                          f"{n} records in {month}, {change:+.0%} against the mean {mean:.0f} of the "
-                          f"{r.history_months} closed months before; alert beyond ±{r.max_change:.0%} or at zero", n)
+    return Verdict(firing, "critical" if n == 0 else "warning", change, r.max_change,
+                   f"{n} records in {month}, {change:+.0%} against the mean {mean:.0f} of the "
+                   f"{r.history_months} months before; alert beyond ±{r.max_change:.0%} or at zero", n)
 
 
-def decide(old: dict | None, verdict: Verdict) -> tuple[str, str | None] | None:
-    """The event a verdict causes given the stored state: (status, previous severity) or None.
+def has_evidence(counts: dict[str, int], month: str, rules: RuleSet) -> bool:
+    """Whether an open month holds enough records for a provisional verdict: ``min_records``, and
+    ``provisional_min_share`` of its expected volume (the mean of the months before it, when the
+    model has them). A month's records often arrive ordered (by hour, channel, branch): its first
+    part is not a sample of the whole.
+
+    >>> counts = {"2024-01": 3000, "2024-02": 3000, "2024-03": 3000, "2024-04": 1000}
+    >>> has_evidence(counts, "2024-04", RuleSet()), has_evidence({**counts, "2024-04": 2500}, "2024-04", RuleSet())
+    (False, True)
+    >>> has_evidence({"2024-01": 600}, "2024-01", RuleSet())
+    True
+    """
+    n = counts.get(month, 0)
+    expected = expected_volume(counts, month, rules.volume.history_months)
+    return n >= rules.min_records and (expected is None or n >= rules.provisional_min_share * expected)
+
+
+def decide(old: dict | None, verdict: Verdict, phase: Phase) -> tuple[str, str | None] | None:
+    """The event a verdict of ``phase`` causes given the stored state: (status, previous severity) or None.
 
     >>> v = Verdict(True, "warning", 0.12, 0.1, "", 900)
-    >>> decide(None, v), decide({"status": "firing", "severity": "warning"}, v)
-    (('firing', None), None)
-    >>> decide({"status": "firing", "severity": "critical"}, v)
-    ('firing', 'critical')
-    >>> decide({"status": "firing", "severity": "warning"}, Verdict(False, "warning", 0.0, 0.1, "", 900))
-    ('resolved', 'warning')
+    >>> decide(None, v, "provisional"), decide({"status": "firing", "severity": "warning", "phase": "provisional"}, v, "final")
+    (('firing', None), ('firing', None))
+    >>> ok = Verdict(False, "warning", 0.02, 0.1, "", 900)
+    >>> critical = Verdict(True, "critical", 0.3, 0.25, "", 900)
+    >>> provisional = {"status": "firing", "severity": "warning", "phase": "provisional"}
+    >>> decide(provisional, ok, "provisional"), decide(provisional, critical, "provisional")
+    (None, None)
+    >>> decide(provisional, ok, "final"), decide(None, ok, "final")
+    (('resolved', 'warning'), None)
+    >>> final = {"status": "firing", "severity": "warning", "phase": "final"}
+    >>> decide(final, v, "final"), decide(final, critical, "final"), decide(final, ok, "final")
+    (None, ('firing', 'warning'), ('resolved', 'warning'))
     """
     was_firing = old is not None and old["status"] == "firing"
+    if phase == "provisional":  # once per alert, and only to fire: the month's close settles it
+        return ("firing", None) if verdict.firing and not was_firing else None
     if verdict.firing and not was_firing:
         return "firing", None
+    if verdict.firing and old.get("phase", "final") == "provisional":  # the close confirms it
+        return "firing", None if old["severity"] == verdict.severity else old["severity"]
     if verdict.firing and old["severity"] != verdict.severity:
         return "firing", old["severity"]
     if not verdict.firing and was_firing:
         return "resolved", old["severity"]
     return None
+
+
+def alert_field(rule: str, window: str, month: str) -> str:
+    """The alert's field in the model's alerts hash (``cm:{m:v}:alerts``).
+
+    >>> alert_field("feature_psi:income", "rolling", "2024-03")
+    'feature_psi:income|rolling|2024-03'
+    """
+    return f"{rule}|{window}|{month}"
+
+
+def parse_alert_field(field: str, state: dict) -> tuple[str, str, str]:
+    """(rule, window, month) of an alerts hash field; a field of an older release (``rule|window``)
+    takes the month from its state.
+
+    >>> parse_alert_field("psi|month|2024-03", {}), parse_alert_field("psi|rolling", {"month": "2024-02"})
+    (('psi', 'month', '2024-03'), ('psi', 'rolling', '2024-02'))
+    """
+    parts = field.split("|")
+    if len(parts) >= 3:
+        return "|".join(parts[:-2]), parts[-2], parts[-1]
+    return parts[0], parts[-1], state.get("month", "")
 
 
 # KEYS: alert states hash, history list, outbox list.
@@ -257,34 +343,36 @@ class AlertEvaluator:
         self._transition = store.redis.register_script(TRANSITION_LUA)
 
     async def apply(self, model: str, version: str, rule: str, window: str, month: str, verdict: Verdict,
-                    reference_n: int | None, event_time: str | None,
+                    phase: Phase, reference_n: int | None, event_time: str | None,
                     states: dict[bytes, bytes] | None = None) -> AlertEvent | None:
-        """Record the verdict; return the event when it is a transition (and this call made it).
+        """Record the verdict on ``month``; return the event when it is a transition (and this call made it).
 
         ``states``: the model's stored alert states (HGETALL of its alerts hash) when the caller
         read them already; the transition script checks them, so a stale copy costs no event.
         """
         base = self.store.base(model, version)
-        field = f"{rule}|{window}"
+        field = alert_field(rule, window, month)
         if states is None:
             old_raw = await self.store.redis.hget(f"{base}:alerts", field)
         else:
             old_raw = states.get(field.encode())
         old = orjson.loads(old_raw) if old_raw else None
-        transition = decide(old, verdict)
+        if old is not None and old.get("phase") == "final":
+            phase = "final"  # a closed month that a lagging partition seems to reopen stays closed
+        transition = decide(old, verdict, phase)
         if transition is None:
             return None
         status, previous = transition
         now = dt.datetime.now(dt.timezone.utc)
         event = AlertEvent(
-            alert_id=f"{model}:{version}:{window}:{rule}", event_id=uuid.uuid4().hex, status=status,
-            severity=previous if status == "resolved" else verdict.severity, previous_severity=previous,
+            alert_id=f"{model}:{version}:{window}:{month}:{rule}", event_id=uuid.uuid4().hex, status=status,
+            phase=phase, severity=previous if status == "resolved" else verdict.severity, previous_severity=previous,
             rule=rule, model=model, model_version=version, window=window, month=month, value=verdict.value,
             threshold=verdict.threshold, n=verdict.n, reference_n=reference_n, pvalue=verdict.pvalue,
             message=verdict.message, event_time=event_time, emitted_at=now)
-        state = {"status": "firing" if verdict.firing else "ok", "severity": event.severity, "month": month,
-                 "value": verdict.value, "since": now.isoformat(), "message": verdict.message,
-                 "event_id": event.event_id}
+        state = {"status": "firing" if verdict.firing else "ok", "phase": phase, "severity": event.severity,
+                 "rule": rule, "window": window, "month": month, "value": verdict.value, "since": now.isoformat(),
+                 "message": verdict.message, "event_id": event.event_id}
         changed = await self._transition(
             keys=[f"{base}:alerts", self.store.history_key(), f"{base}:outbox"],
             args=[field, old_raw or b"", orjson.dumps(state), event.model_dump_json(), self.history_cap])

@@ -25,7 +25,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-from monitor.alerts import SCORE_RULES, AlertEvaluator, closed_months, judge_feature_psi, judge_volume
+from monitor.alerts import (SCORE_RULES, AlertEvaluator, has_evidence, judge_feature_psi, judge_volume,
+                            months_to_close)
 from monitor.rules import AlertConfig, load_alert_config
 from monitor.settings import Settings
 from monitor.stats import FeatureCounter, LabelledHistograms, compute_metrics, feature_drift
@@ -106,6 +107,11 @@ class MetricsUpdater:
         self._revisions: dict[tuple[str, str], dict[str, int]] = {}
         self._histograms: dict[tuple[str, str], dict[str, LabelledHistograms]] = {}
         self._features: dict[tuple[str, str], dict[str, FeatureCounter]] = {}
+        # Months judged final in this process (after a restart, or a lease taken over, the closed
+        # months are judged again: the stored alert states make that emit nothing new), and when
+        # each month last changed (a closed month is final once it settled).
+        self._final: dict[tuple[str, str], set[str]] = {}
+        self._changed_at: dict[tuple[str, str], dict[str, float]] = {}
         self.wakeup = asyncio.Event()  # set when a model of this process was marked due
         self.pause_ratio = PASS_PAUSE_RATIO
         self._next_pass = 0.0  # time.monotonic() of the next full pass
@@ -175,8 +181,12 @@ class MetricsUpdater:
         self._revisions.pop((model, version), None)
         self._histograms.pop((model, version), None)
         self._features.pop((model, version), None)
+        self._final.pop((model, version), None)
+        self._changed_at.pop((model, version), None)
 
     async def update_model(self, model: str, version: str) -> None:
+        """Recompute the windows of the months that changed, and judge them and the months that
+        closed since the last pass."""
         key = (model, version)
         # Read before the months and their counts, so that the counts are at least as recent as the
         # watermark: a batch folded in between could close a month whose count we read before it.
@@ -187,18 +197,54 @@ class MetricsUpdater:
         revisions = await self.store.month_revisions(model, version, months)
         known = self._revisions.setdefault(key, {})
         changed = [m for m in months if revisions[m] != known.get(m)]
-        if not changed:
+        final = self.final_months(key, months, changed, closing)
+        newly_closed = final - self._final[key]
+        if not changed and not newly_closed:
             return
         cache = self._histograms.setdefault(key, {})
         cache.update(await self.store.histograms(model, version, changed))
         reference, ref_meta = await self.store.reference(model, version)
+        reference_n = reference.n if reference is not None else None
+        reference_auc = float(ref_meta["auc"]) if ref_meta.get("auc") else None
+        results = await self.compute_windows(model, version, months, changed, reference, reference_n,
+                                              reference_auc) if changed else {}
+        await self.store.save_metrics(model, version, results)
+        # Months that closed without changing are judged (final) on their saved metrics.
+        settled = sorted(m for m in newly_closed if m not in results and m in revisions)
+        results.update(await self.store.metrics_of(model, version, settled))
+        await self.judge(model, version, results, sorted(set(results) | newly_closed), final,
+                         {m: cache[m].n for m in months}, reference_n)
+        known.update({m: revisions[m] for m in changed})
+        self._final[key] |= newly_closed
+
+    def final_months(self, key: tuple[str, str], months: list[str], changed: list[str], closing: str | None) -> set[str]:
+        """The months whose verdicts are final: closed by the event-time watermark (``closing``) and
+        settled, none of their records having arrived for ``month_settle_s``; a month once final stays
+        final (a late record judges it again, finally)."""
+        now = time.monotonic()
+        changed_at = self._changed_at.setdefault(key, {})
+        changed_at.update(dict.fromkeys(changed, now))
+        final = self._final.setdefault(key, set())
+        if closing is None:
+            return set(final)
+        rules = self.config.rules_for(*key)
+        closed = months_to_close(months, closing, rules.grace_days)
+        for gap in closed.difference(months):  # no record yet: it settles counting from when it closed
+            changed_at.setdefault(gap, now)
+        settle = self.settings.month_settle_s
+        return final | {m for m in closed if now - changed_at[m] >= settle}
+
+    async def compute_windows(self, model: str, version: str, months: list[str], changed: list[str], reference,
+                              reference_n: int | None, reference_auc: float | None) -> dict[str, dict]:
+        """The metrics of every window of the months from the earliest changed one on (a change to
+        month m changes the rolling and cumulative windows of the months after it)."""
+        key = (model, version)
+        cache = self._histograms[key]
         profile = await self.store.feature_profile(model, version)
         features = self._features.setdefault(key, {})
         if profile is not None:
             features.update(await self.store.feature_counts(model, version, changed, profile))
         cumulative_features = FeatureCounter(profile) if profile is not None else None
-        reference_n = reference.n if reference is not None else None
-        reference_auc = float(ref_meta["auc"]) if ref_meta.get("auc") else None
         first_changed = min(changed)
         results: dict[str, dict] = {}
         resolution, n_rolling = self.settings.resolution, self.settings.rolling_months
@@ -225,36 +271,40 @@ class MetricsUpdater:
                             "rolling": lambda: rolling(features, month, n_rolling, FeatureCounter(profile))}
                 results[month]["features"] = per_window(spans, counters, lambda counter: {
                     f: d.to_dict() for f, d in feature_drift(counter, profile).items()})
-        await self.store.save_metrics(model, version, results)
-        await self.judge(model, version, results[months[-1]], {m: cache[m].n for m in months},
-                         reference_n, reference_auc, closing)
-        known.update({m: revisions[m] for m in changed})
+        return results
 
-    async def judge(self, model: str, version: str, latest: dict, counts: dict[str, int],
-                    reference_n: int | None, reference_auc: float | None, closing: str | None) -> None:
-        """The score rules on the latest month's windows, the volume rule on the latest month that
-        the ``closing`` watermark (read before ``counts``) closed."""
+    async def judge(self, model: str, version: str, results: dict[str, dict], months: list[str], closed: set[str],
+                    counts: dict[str, int], reference_n: int | None) -> None:
+        """The rules on each of ``months``: final on a closed month, provisional on an open one once it
+        holds enough evidence (:func:`monitor.alerts.has_evidence`). The score rules judge the month's
+        windows (``results``), the volume rule closed months' ``counts`` (read after the watermark
+        that closed them)."""
         rules = self.config.rules_for(model, version)
         watermark = await self.store.watermark(model, version)
         states = await self.store.redis.hgetall(f"{self.store.base(model, version)}:alerts")
-        for window in rules.windows:
-            metrics = latest["windows"][window]
-            for rule, judge in SCORE_RULES.items():
-                verdict = judge(metrics, rules, reference_auc)
-                if verdict is not None:
-                    await self.alerts.apply(model, version, rule, window, latest["month"], verdict,
-                                            reference_n, watermark, states)
-            for feature, drift in (latest.get("features") or {}).get(window, {}).items():
-                verdict = judge_feature_psi(feature, drift, rules)
-                if verdict is not None:
-                    await self.alerts.apply(model, version, f"feature_psi:{feature}", window, latest["month"],
-                                            verdict, drift["reference_n"], watermark, states)
-        if closing is not None:
-            judged = judge_volume(counts, closed_months(min(counts), closing, rules.grace_days), rules)
-            if judged is not None:
-                month, verdict = judged
-                await self.alerts.apply(model, version, "volume", "month", month, verdict, reference_n, watermark,
+        apply = self.alerts.apply
+        for month in months:
+            phase = "final" if month in closed else "provisional"
+            result = results.get(month)
+            if result is not None and (phase == "final" or has_evidence(counts, month, rules)):
+                reference_auc = result.get("reference_auc")
+                for window in rules.windows:
+                    metrics = result["windows"][window]
+                    for rule, judge in SCORE_RULES.items():
+                        verdict = judge(metrics, rules, reference_auc)
+                        if verdict is not None:
+                            await apply(model, version, rule, window, month, verdict, phase, reference_n, watermark,
                                         states)
+                    for feature, drift in (result.get("features") or {}).get(window, {}).items():
+                        verdict = judge_feature_psi(feature, drift, rules)
+                        if verdict is not None:
+                            await apply(model, version, f"feature_psi:{feature}", window, month, verdict, phase,
+                                        drift["reference_n"], watermark, states)
+            if phase == "final":
+                verdict = judge_volume(counts, month, rules)
+                if verdict is not None:
+                    await apply(model, version, "volume", "month", month, verdict, phase, reference_n, watermark,
+                                states)
 
     def window_months(self, month: str, months: list[str]) -> dict[str, tuple[str, ...]]:
         """The months each window of ``month`` holds, among the model's (sorted) ``months``.

@@ -44,6 +44,7 @@ import datetime as dt
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -499,6 +500,11 @@ def run(scenario: str, records: int = 200_000, kills: int = 5, malformed: int = 
                 measure_flood(settings, report, before, say)
         finally:
             workers.stop_all()
+            if not report.exact:  # the run's directory goes: keep what explains it
+                kept = Path(work_dir or tempfile.gettempdir()) / f"faults-{scenario}-logs-{uuid.uuid4().hex[:6]}"
+                shutil.copytree(tmp, kept, ignore=shutil.ignore_patterns("*.aof", "*.rdb", "appendonlydir", "data*"),
+                                dirs_exist_ok=True)
+                say(f"not exact: worker and server logs kept in {kept}")
     report.seconds = time.monotonic() - started
     return report
 

@@ -75,6 +75,9 @@ class RuleSet(_Frozen):
     volume: VolumeRule = VolumeRule()
     min_records: int = Field(500, ge=1, description="records a window needs before AUC, KS or PSI are judged")
     grace_days: int = Field(5, ge=0, description="a month closes when the watermark passes its end + this")
+    provisional_min_share: float = Field(
+        0.5, ge=0, description="an open month is judged (provisionally) once it holds this share of its expected "
+                               "volume, the mean of the volume rule's history months before it")
     windows: tuple[Window, ...] = ("month", "rolling")
 
 

@@ -131,6 +131,12 @@ class Settings(BaseSettings):
         "holds back the event time that closes its months (the volume rule judges closed months): until then, "
         "months close by the slowest partition still delivering. Env MONITOR_PARTITION_IDLE_S.",
     )
+    month_settle_s: float = Field(
+        10.0, ge=0, description="A month closed by the event-time watermark is judged final once none of its "
+        "records arrived for this long (records of a closed month still arriving mean a producer or partition "
+        "lags: verdicts stay provisional until they stop). A later record judges it again. "
+        "Env MONITOR_MONTH_SETTLE_S.",
+    )
     metrics_interval_s: float = Field(
         2.0, gt=0, description="Seconds between metric recomputations of changed months. A month that reaches a "
         "checkpoint (judgeable volume, a doubling of it, a class at min_class_records) is recomputed at once; "

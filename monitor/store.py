@@ -29,7 +29,7 @@ key                                                   type    holds
                                                               their number in ``feature|~unseen``)
 ``cm:{m:v}:ref:features``                             string  reference feature profile (JSON)
 ``cm:{m:v}:metrics``                                  hash    ``YYYY-MM`` -> JSON of the month's metrics
-``cm:{m:v}:alerts``                                   hash    ``rule|window`` -> JSON alert state
+``cm:{m:v}:alerts``                                   hash    ``rule|window|month`` -> JSON alert state
 ``cm:{m:v}:outbox``                                   list    alert events not yet on the alerts topic
 ``cm:{m:v}:lease``                                    string  the worker that computes this model now
 ``cm:{m:v}:join:<period>:<bucket>``                   hash    record_id -> month and score bin (one integer,
@@ -732,6 +732,13 @@ class Store:
     async def alert_states(self, model: str, version: str) -> dict[str, dict]:
         raw = await self.redis.hgetall(f"{self.base(model, version)}:alerts")
         return {k.decode(): orjson.loads(v) for k, v in raw.items()}
+
+    async def metrics_of(self, model: str, version: str, months: list[str]) -> dict[str, dict]:
+        """The saved metrics of these months (those not computed yet are left out)."""
+        if not months:
+            return {}
+        raw = await self.redis.hmget(f"{self.base(model, version)}:metrics", months)
+        return {m: orjson.loads(v) for m, v in zip(months, raw) if v is not None}
 
     async def metrics(self, model: str, version: str) -> dict[str, dict]:
         raw = await self.redis.hgetall(f"{self.base(model, version)}:metrics")

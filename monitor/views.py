@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from monitor.alerts import parse_alert_field
 from monitor.store import LABELS, Store
 
 
@@ -18,9 +19,10 @@ async def collect_state(store: Store, model: str | None = None) -> list[dict]:
         firing: dict[str, list[str]] = {}
         for key, state in (await store.alert_states(m, v)).items():
             if state["status"] == "firing":
-                rule, window = key.split("|")
-                firing.setdefault(state["month"], []).append(
-                    f"{rule}:{state['severity']}" + ("" if window == "month" else f"@{window}"))
+                rule, window, month = parse_alert_field(key, state)
+                mark = "" if state.get("phase", "final") == "final" else "?"  # provisional: the month is open
+                firing.setdefault(month, []).append(
+                    f"{rule}:{state['severity']}{mark}" + ("" if window == "month" else f"@{window}"))
         for month in await store.months(m, v):
             computed = metrics.get(month, {})
             rows.append({
@@ -80,6 +82,7 @@ def alert_line(event: dict) -> str:
     colour = "red" if event["status"] == "firing" and event["severity"] == "critical" else \
         "yellow" if event["status"] == "firing" else "green"
     value = "-" if event.get("value") is None else f"{event['value']:.4f}"
-    return (f"[{colour}]{event['status'].upper():8}[/] {event['severity']:8} {event['model']}:{event['model_version']} "
+    return (f"[{colour}]{event['status'].upper():8}[/] {event.get('phase', 'final'):11} {event['severity']:8} "
+            f"{event['model']}:{event['model_version']} "
             f"{event['month']} {event['window']:8} {event['rule']:12} value={value} threshold={event['threshold']} n={event['n']} "
             f"— {event['message']}")

@@ -18,6 +18,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, Response
 
+from monitor.alerts import parse_alert_field
 from monitor.api import reads
 from monitor.api.cache import cache_key
 from monitor.api.responses import JSONBytes, dumps
@@ -68,7 +69,8 @@ async def dashboard_data(request: Request) -> dict:
                 "ks_warning": rules.ks_adherence.warning, "ks_critical": rules.ks_adherence.critical,
                 "psi_warning": rules.psi.warning, "psi_critical": rules.psi.critical,
                 "min_records": rules.min_records},
-            "firing": [{"rule": k.partition("|")[0], "window": k.partition("|")[2], **s}
+            "firing": [{**s, **dict(zip(("rule", "window", "month"), parse_alert_field(k, s))),
+                        "phase": s.get("phase", "final")}
                        for k, s in sorted(entry["alert_states"].items()) if s.get("status") == "firing"],
             "alerts": [e for e in history if e.get("model") == model and e.get("model_version") == version
                        ][:ALERTS_PER_MODEL],
@@ -202,17 +204,17 @@ function alertTable(m) {
   const table = document.createElement("table");
   table.className = "alerts";
   const head = table.createTHead().insertRow();
-  ["emitted", "status", "severity", "window", "month", "rule", "value", "threshold", "n", "message"].forEach(h => {
+  ["emitted", "status", "phase", "severity", "window", "month", "rule", "value", "threshold", "n", "message"].forEach(h => {
     const th = document.createElement("th"); th.textContent = h; head.appendChild(th); });
   const body = table.createTBody();
   if (!m.alerts.length) {
-    const row = body.insertRow(); const td = row.insertCell(); td.colSpan = 10; td.className = "empty";
+    const row = body.insertRow(); const td = row.insertCell(); td.colSpan = 11; td.className = "empty";
     td.textContent = "no alert events";
   }
   m.alerts.forEach(e => {
     const row = body.insertRow();
     row.className = e.status + " " + e.severity;
-    [String(e.emitted_at).replace("T", " ").slice(0, 19), e.status, e.severity, e.window, e.month, e.rule,
+    [String(e.emitted_at).replace("T", " ").slice(0, 19), e.status, e.phase || "final", e.severity, e.window, e.month, e.rule,
      fmt(e.value), fmt(e.threshold), String(e.n), e.message].forEach(v => cell(row, v));
   });
   return table;

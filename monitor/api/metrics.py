@@ -1,7 +1,7 @@
 """``GET /metrics``: the Redis state in the Prometheus text format, read on every scrape.
 
 Per (model, version, month) gauges, and per window (``month``, ``rolling``, ``cumulative``) for
-the metrics; alert states per (model, version, rule, window); the worker's counters (``cm:worker``);
+the metrics; alert states per (model, version, rule, window, month, phase); the worker's counters (``cm:worker``);
 the worker group's consumer lag per partition (monitor.api.lag). A metric that is undefined
 (no labels yet, no reference) has no sample rather than NaN.
 
@@ -19,12 +19,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
+from monitor.alerts import parse_alert_field
 from monitor.api import reads
 from monitor.store import LABELS
 
 MONTH_LABELS = ["model", "version", "month"]
 WINDOW_LABELS = ["model", "version", "month", "window"]
-ALERT_LABELS = ["model", "version", "rule", "window"]
+ALERT_LABELS = ["model", "version", "rule", "window", "month", "phase"]
 PARTITION_LABELS = ["topic", "partition"]
 
 # Per-window metrics: exported name -> (MetricSet field, help).
@@ -114,12 +115,13 @@ def state_families(state: list[dict], counters: dict[str, int]) -> list:
             reference.add_metric([model, version], entry["reference"]["n"])
         firing_months: dict[str, int] = {}
         for key, st in sorted(entry["alert_states"].items()):
-            rule, _, window = key.partition("|")
+            rule, window, month = parse_alert_field(key, st)
+            labels = [model, version, rule, window, month, st.get("phase", "final")]
             is_firing = st.get("status") == "firing"
-            firing.add_metric([model, version, rule, window], 1 if is_firing else 0)
-            severity.add_metric([model, version, rule, window], SEVERITY_VALUE[st["severity"]] if is_firing else 0)
+            firing.add_metric(labels, 1 if is_firing else 0)
+            severity.add_metric(labels, SEVERITY_VALUE[st["severity"]] if is_firing else 0)
             if is_firing:
-                firing_months[st["month"]] = firing_months.get(st["month"], 0) + 1
+                firing_months[month] = firing_months.get(month, 0) + 1
         for row in entry["months"]:
             month = row["month"]
             labels = [model, version, month]

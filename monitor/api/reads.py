@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 import orjson
 
+from monitor.alerts import parse_alert_field
 from monitor.errors import NotFound
 from monitor.store import LABELS, Store
 
@@ -28,17 +29,19 @@ def _text_map(raw: dict) -> dict[str, str]:
 def firing_by_month(states: dict[str, dict]) -> dict[str, list[dict]]:
     """Firing alert states grouped by the month they judged.
 
-    >>> firing_by_month({"psi|month": {"status": "firing", "severity": "warning", "month": "2024-03", "value": 0.2},
-    ...                  "auc|month": {"status": "ok", "severity": "warning", "month": "2024-03"}})
-    {'2024-03': [{'rule': 'psi', 'window': 'month', 'severity': 'warning', 'value': 0.2, 'since': None}]}
+    >>> firing_by_month({"psi|month|2024-03": {"status": "firing", "phase": "provisional", "severity": "warning",
+    ...                                        "month": "2024-03", "value": 0.2},
+    ...                  "auc|month|2024-03": {"status": "ok", "severity": "warning", "month": "2024-03"}})
+    {'2024-03': [{'rule': 'psi', 'window': 'month', 'phase': 'provisional', 'severity': 'warning', 'value': 0.2, 'since': None}]}
     """
     out: dict[str, list[dict]] = {}
     for key, state in sorted(states.items()):
         if state.get("status") != "firing":
             continue
-        rule, _, window = key.partition("|")
-        out.setdefault(state["month"], []).append({"rule": rule, "window": window, "severity": state["severity"],
-                                                   "value": state.get("value"), "since": state.get("since")})
+        rule, window, month = parse_alert_field(key, state)
+        out.setdefault(month, []).append({"rule": rule, "window": window, "phase": state.get("phase", "final"),
+                                          "severity": state["severity"], "value": state.get("value"),
+                                          "since": state.get("since")})
     return out
 
 
@@ -89,9 +92,8 @@ async def models_overview(store: Store) -> list[dict]:
         ref_meta = _text_map(raw[4 * i + 1])
         states = {k.decode(): orjson.loads(v) for k, v in raw[4 * i + 2].items()}
         watermark = raw[4 * i + 3]
-        firing = [{"rule": k.partition("|")[0], "window": k.partition("|")[2], "severity": s["severity"],
-                   "month": s["month"], "value": s.get("value")}
-                  for k, s in sorted(states.items()) if s.get("status") == "firing"]
+        firing = [{"month": month, **alert} for month, alerts in sorted(firing_by_month(states).items())
+                  for alert in alerts]
         out.append({
             "model": model, "model_version": version, "months": months,
             "records": sum(int(next(totals) or 0) for _ in months),
@@ -213,9 +215,10 @@ async def alert_states(store: Store, keys: Iterable[tuple[str, str]] | None = No
     out = []
     for (model, version), raw in zip(keys, await pipe.execute()):
         for field, value in sorted(raw.items()):
-            rule, _, window = field.decode().partition("|")
             state = orjson.loads(value)
-            out.append({"model": model, "model_version": version, "rule": rule, "window": window, **state})
+            rule, window, month = parse_alert_field(field.decode(), state)
+            out.append({"model": model, "model_version": version, **state, "rule": rule, "window": window,
+                        "month": month, "phase": state.get("phase", "final")})
     return out
 
 

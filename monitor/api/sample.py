@@ -1,6 +1,7 @@
 """Fill Redis with a synthetic scenario without a broker: the worker's own code (BatchProcessor, then
-MetricsUpdater month after month, so alerts fire and resolve as in a live stream). For tests, the
-benchmark and trying the API out.
+MetricsUpdater month after month, so alerts fire as in a live stream: provisionally on the month
+being read, finally once the next month closes it; each month is whole when read, so it settles at
+once). For tests, the benchmark and trying the API out.
 
     python -m monitor.api.sample --scenario demo     # into MONITOR_REDIS_URL / MONITOR_KEY_PREFIX
 """
@@ -43,7 +44,7 @@ async def load_scenario(settings: Settings, scenario, *, reference_n: int = 10_0
     try:
         epoch = await asyncio.to_thread(state_epoch, settings)  # the one the worker would use
         processor = BatchProcessor(store, dead_letter, epoch)
-        updater = MetricsUpdater(store, settings)
+        updater = MetricsUpdater(store, settings.model_copy(update={"month_settle_s": 0.0}))
         records = list(generate(scenario))
         offset = 0
         for month in scenario.month_labels():

@@ -64,6 +64,7 @@ class MetricSetModel(BaseModel):
 class FiringAlert(BaseModel):
     rule: str
     window: str
+    phase: Literal["provisional", "final"] = Field("final", description="provisional while the month is open")
     severity: Literal["warning", "critical"]
     value: float | None = None
     since: str | None = None
@@ -72,6 +73,7 @@ class FiringAlert(BaseModel):
 class ModelFiringAlert(BaseModel):
     rule: str
     window: str
+    phase: Literal["provisional", "final"] = Field("final", description="provisional while the month is open")
     severity: Literal["warning", "critical"]
     month: str
     value: float | None = None
@@ -140,6 +142,7 @@ class AlertState(BaseModel):
     rule: str
     window: str
     status: Literal["ok", "firing"]
+    phase: Literal["provisional", "final"] = Field("final", description="provisional while the month is open")
     severity: Literal["warning", "critical"]
     month: str
     value: float | None = None

@@ -30,7 +30,7 @@ from monitor.api.app import create_api, running
 from monitor.api.sample import load_scenario
 from monitor.api.schemas import (AdherenceResult, AlertState, Health, ModelSummary, MonthDetail, MonthRow,
                                  PerformanceResult)
-from monitor.alerts import AlertEvent
+from monitor.alerts import AlertEvent, parse_alert_field
 from monitor.reference import save_reference
 from monitor.stats import LabelledHistograms, ScoreHistogram, compute_metrics, quantize
 from monitor.stats.ks import ks_adherence
@@ -159,9 +159,8 @@ async def test_models(client, counts, store):
     assert (model.model, model.model_version) == (M, V)
     assert model.months == sorted(counts) and model.records == sum(counts.values())
     assert model.reference.n == 8000 and model.watermark == (await store.watermark(M, V))
-    firing = {(k.split("|")[0], k.split("|")[1]) for k, s in (await store.alert_states(M, V)).items()
-              if s["status"] == "firing"}
-    assert firing and {(a.rule, a.window) for a in model.firing_alerts} == firing
+    firing = {parse_alert_field(k, s) for k, s in (await store.alert_states(M, V)).items() if s["status"] == "firing"}
+    assert firing and {(a.rule, a.window, a.month) for a in model.firing_alerts} == firing
 
 
 async def test_months_and_each_month_equal_the_engine(client, counts, store, api_settings):
@@ -192,9 +191,9 @@ async def test_firing_alerts_of_a_month(client, store):
     states = await store.alert_states(M, V)
     month = next(s["month"] for s in states.values() if s["status"] == "firing")
     detail = (await client.get(f"/models/{M}/versions/{V}/months/{month}")).json()
-    expected = sorted((k.split("|")[0], k.split("|")[1], s["severity"]) for k, s in states.items()
+    expected = sorted((s["rule"], s["window"], s["phase"], s["severity"]) for k, s in states.items()
                       if s["status"] == "firing" and s["month"] == month)
-    assert sorted((a["rule"], a["window"], a["severity"]) for a in detail["firing_alerts"]) == expected
+    assert sorted((a["rule"], a["window"], a["phase"], a["severity"]) for a in detail["firing_alerts"]) == expected
 
 
 @pytest.mark.parametrize("url,words", [
@@ -223,14 +222,16 @@ async def test_alert_history_and_filters(client, store):
         field = {"version": "model_version"}
         want = [e for e in history if all(e[field.get(k, k)] == v for k, v in params.items())][:limit]
         assert got == want, params
-    assert {e["status"] for e in history} == {"firing", "resolved"}  # the drift ends: some resolve
+    # Each drifted month fires while it is read (provisional) and again once the next month closes it
+    # (final); whole months judged at once never resolve (a provisional verdict on a whole month is final).
+    assert {e["phase"] for e in history} == {"provisional", "final"} and "firing" in {e["status"] for e in history}
 
 
 async def test_alert_states(client, store):
     states = await store.alert_states(M, V)
     got = (await client.get("/alerts/states")).json()
-    assert {(s["rule"], s["window"]): s["status"] for s in got} == \
-        {tuple(k.split("|")): s["status"] for k, s in states.items()}
+    assert {(s["rule"], s["window"], s["month"]): (s["status"], s["phase"]) for s in got} == \
+        {parse_alert_field(k, s): (s["status"], s["phase"]) for k, s in states.items()}
     for s in got:
         AlertState.model_validate(s)
     firing = (await client.get("/alerts/states", params={"status": "firing", "model": M})).json()
@@ -255,9 +256,9 @@ async def test_metrics_exposes_the_state(client, counts, store, api_settings):
             assert samples[(metric, tuple(sorted((*labels, ("window", window)))))] == pytest.approx(
                 expected[window][field], rel=1e-12)
     for key, state in (await store.alert_states(M, V)).items():
-        rule, window = key.split("|")
-        value = samples[("credit_monitor_alerts_firing", (("model", M), ("rule", rule), ("version", V),
-                                                          ("window", window)))]
+        rule, window, month = parse_alert_field(key, state)
+        value = samples[("credit_monitor_alerts_firing", (("model", M), ("month", month), ("phase", state["phase"]),
+                                                          ("rule", rule), ("version", V), ("window", window)))]
         assert value == (1 if state["status"] == "firing" else 0)
     counters = await store.worker_counters()
     assert samples[("credit_monitor_worker_records_total", ())] == counters["records"] == sum(counts.values())

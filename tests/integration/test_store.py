@@ -84,32 +84,40 @@ def month_metrics(**overrides) -> dict:
     return {**base, **overrides}
 
 
-async def test_alert_lifecycle_emits_each_transition_once(settings):
+async def test_alert_lifecycle_one_provisional_then_final_transitions(settings):
     store = Store.connect(settings)
     try:
         evaluator, other_worker = AlertEvaluator(store), AlertEvaluator(store)
         rules = RuleSet()
 
-        async def judge(ev, **m):
+        async def judge(ev, phase, month="2024-05", **m):
             verdict = judge_psi(month_metrics(**m), rules)
             if verdict is None:
                 return []
-            event = await ev.apply("m", "1", "psi", "month", "2024-05", verdict, 5000, "2024-05-20")
-            return [] if event is None else [(event.rule, event.status, event.severity, event.previous_severity)]
+            event = await ev.apply("m", "1", "psi", "month", month, verdict, phase, 5000, "2024-05-20")
+            return [] if event is None else [(event.status, event.phase, event.severity, event.previous_severity)]
 
-        assert await judge(evaluator) == []                                   # ok and never fired: silence
-        assert await judge(evaluator, psi=0.12) == [("psi", "firing", "warning", None)]
-        assert await judge(other_worker, psi=0.12) == []                      # same state: nothing twice
-        assert await judge(evaluator, psi=0.30) == [("psi", "firing", "critical", "warning")]
-        assert await judge(evaluator, psi=0.30, n=10) == []                   # too few records: not judged
-        assert await judge(other_worker, psi=0.05) == [("psi", "resolved", "critical", "critical")]
-        assert await judge(evaluator, psi=0.05) == []
+        assert await judge(evaluator, "provisional") == []                    # ok and never fired: silence
+        assert await judge(evaluator, "provisional", psi=0.12) == [("firing", "provisional", "warning", None)]
+        assert await judge(other_worker, "provisional", psi=0.12) == []       # same state: nothing twice
+        assert await judge(evaluator, "provisional", psi=0.30) == []          # open month: no escalation
+        assert await judge(evaluator, "provisional", psi=0.05) == []          # ... and no resolution
+        assert await judge(evaluator, "final", psi=0.30) == [("firing", "final", "critical", "warning")]
+        assert await judge(other_worker, "final", psi=0.30) == []
+        assert await judge(evaluator, "final", psi=0.30, n=10) == []           # too few records: not judged
+        # A month judged final stays final: a lagging partition that seems to reopen it cannot.
+        assert await judge(other_worker, "provisional", psi=0.05) == [("resolved", "final", "critical", "critical")]
+        assert await judge(evaluator, "final", psi=0.05) == []
         history = [orjson.loads(x) for x in await store.redis.lrange(store.history_key(), 0, -1)]
-        assert [(h["status"], h["severity"]) for h in reversed(history)] == [
-            ("firing", "warning"), ("firing", "critical"), ("resolved", "critical")]
-        assert {h["alert_id"] for h in history} == {"m:1:month:psi"}
+        assert [(h["status"], h["phase"], h["severity"]) for h in reversed(history)] == [
+            ("firing", "provisional", "warning"), ("firing", "final", "critical"), ("resolved", "final", "critical")]
+        assert {h["alert_id"] for h in history} == {"m:1:month:2024-05:psi"}
         outbox = [orjson.loads(x) for x in await store.redis.lrange(f"{store.base('m', '1')}:outbox", 0, -1)]
         assert [e["event_id"] for e in outbox] == [h["event_id"] for h in reversed(history)]
+        # Another month's alert is another alert: 2024-06 firing leaves 2024-05 resolved, and back.
+        assert await judge(evaluator, "provisional", "2024-06", psi=0.5) == [("firing", "provisional", "critical", None)]
+        states = await store.alert_states("m", "1")
+        assert (states["psi|month|2024-05"]["status"], states["psi|month|2024-06"]["status"]) == ("ok", "firing")
     finally:
         await store.close()
 
@@ -120,7 +128,7 @@ async def test_a_stale_state_loses_the_compare_and_set(settings):
     try:
         verdict = judge_psi(month_metrics(psi=0.5), RuleSet())
         results = await asyncio.gather(*(AlertEvaluator(store).apply("m", "1", "psi", "rolling", "2024-05", verdict,
-                                                                       None, None) for _ in range(8)))
+                                                                       "provisional", None, None) for _ in range(8)))
         assert sum(r is not None for r in results) == 1
         assert await store.redis.llen(f"{store.base('m', '1')}:outbox") == 1
     finally:

@@ -181,8 +181,10 @@ def _state() -> list[dict]:
     m = compute_metrics(h, ref).to_dict()
     no_ref = compute_metrics(h, None).to_dict()
     return [{"model": "default", "model_version": "2", "reference": {"n": 5},
-             "alert_states": {"psi|month": {"status": "firing", "severity": "critical", "month": "2024-02"},
-                              "auc|rolling": {"status": "ok", "severity": "warning", "month": "2024-02"}},
+             "alert_states": {"psi|month|2024-02": {"status": "firing", "phase": "provisional", "severity": "critical",
+                                                    "month": "2024-02"},
+                              "auc|rolling|2024-02": {"status": "ok", "phase": "final", "severity": "warning",
+                                                      "month": "2024-02"}},
              "months": [{"month": "2024-01", "counts": {"n": 7, "bad": 3, "good": 4, "unlabeled": 0},
                          "windows": {"month": m, "rolling": m, "cumulative": no_ref},
                          "computed_at": "2024-02-01T00:00:00+00:00"},
@@ -213,8 +215,12 @@ def test_state_families_expose_every_value_and_no_nan():
         key = (name, tuple(sorted((*month, ("window", "month")))))
         assert samples[key] == pytest.approx(m[field]), name
     assert (("credit_monitor_psi", tuple(sorted((*month, ("window", "cumulative")))))) not in samples  # None: no sample
-    assert samples[(ALERTS_FIRING, (("model", "default"), ("rule", "psi"), ("version", "2"), ("window", "month")))] == 1
-    assert samples[(ALERTS_FIRING, (("model", "default"), ("rule", "auc"), ("version", "2"), ("window", "rolling")))] == 0
+    def alert(rule, window, phase):
+        return (ALERTS_FIRING, (("model", "default"), ("month", "2024-02"), ("phase", phase), ("rule", rule),
+                                ("version", "2"), ("window", window)))
+
+    assert samples[alert("psi", "month", "provisional")] == 1
+    assert samples[alert("auc", "rolling", "final")] == 0
     assert samples[("credit_monitor_month_alerts_firing",
                     (("model", "default"), ("month", "2024-02"), ("version", "2")))] == 1
     assert samples[("credit_monitor_worker_records_total", ())] == 8
