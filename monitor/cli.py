@@ -256,7 +256,8 @@ def bench(args) -> None:
     Prints a table (records/s, ratios, latency p50/p99, Redis bytes per model and month, RSS) and writes JSON.
 
     `monitor bench --alerts`: the alert-quality benchmark instead (monitor/bench/alerts.py: --scale small|full,
-    --volume N, --models N, --scenario NAME, --list, --markdown, --check-targets; `--alerts --help`).
+    --volume N, --models N, --scenario NAME, --list, --markdown, --check-targets; all of them:
+    `python -m monitor.bench.alerts --help`).
     """
     from monitor.bench import main as bench_main
 
