@@ -219,8 +219,9 @@ class MetricsUpdater:
 
     def final_months(self, key: tuple[str, str], months: list[str], changed: list[str], closing: str | None) -> set[str]:
         """The months whose verdicts are final: closed by the event-time watermark (``closing``) and
-        settled, none of their records having arrived for ``month_settle_s``; a month once final stays
-        final (a late record judges it again, finally)."""
+        settled, none of their records having arrived for ``month_settle_s``, as every month before
+        them (so a month's rolling and cumulative windows are final only when all their months are);
+        a month once final stays final (a late record judges it again, finally)."""
         now = time.monotonic()
         changed_at = self._changed_at.setdefault(key, {})
         changed_at.update(dict.fromkeys(changed, now))
@@ -228,11 +229,16 @@ class MetricsUpdater:
         if closing is None:
             return set(final)
         rules = self.config.rules_for(*key)
-        closed = months_to_close(months, closing, rules.grace_days)
-        for gap in closed.difference(months):  # no record yet: it settles counting from when it closed
-            changed_at.setdefault(gap, now)
+        closed = sorted(months_to_close(months, closing, rules.grace_days))
+        for month in closed:  # one not seen changing in this process (a gap with no record) settles from now
+            changed_at.setdefault(month, now)
         settle = self.settings.month_settle_s
-        return final | {m for m in closed if now - changed_at[m] >= settle}
+        settled = set()
+        for month in closed:
+            if month not in final and now - changed_at[month] < settle:
+                break
+            settled.add(month)
+        return final | settled
 
     async def compute_windows(self, model: str, version: str, months: list[str], changed: list[str], reference,
                               reference_n: int | None, reference_auc: float | None) -> dict[str, dict]:
