@@ -605,7 +605,7 @@ def detection(sc: AlertScenario, events: list[dict], truth: dict, progress: list
     later) the monitor had counted when the event was emitted (``progress``: (unix time, drifted
     records counted) sampled every :data:`PROGRESS_POLL_S` during the run, the last sample before
     ``emitted_at``), and in event-time days (the event's ``event_time``, the latest ``ref_date``
-    seen, minus the drift's first day).
+    seen, minus the drift's first day). ``before_close``: the drifted month fired provisionally.
 
     >>> sc = AlertScenario("d", (Scenario(months=3, drift_start=1, score_shift=1.0),))
     >>> ev = {"status": "firing", "model": "synthetic", "rule": "psi", "window": "month", "month": "2024-02",
@@ -622,7 +622,7 @@ def detection(sc: AlertScenario, events: list[dict], truth: dict, progress: list
     drift_month = stream.month_labels()[sc.drift_month]
     start = dt.date.fromisoformat(f"{drift_month}-01")
     close = month_end(drift_month) + dt.timedelta(days=grace_days)
-    out: dict = {"drift_month": drift_month, "drift_month_closes": close.isoformat()}
+    out: dict = {"drift_month": drift_month, "drift_month_closes": close.isoformat()}  # by event time
     for phase in ("provisional", "final"):
         first = next((e for e in events if e["status"] == "firing" and phase_of(e) == phase
                       and e["month"] >= drift_month and _truth_fires(truth, e)), None)
@@ -634,9 +634,11 @@ def detection(sc: AlertScenario, events: list[dict], truth: dict, progress: list
         out[phase] = {"rule": first["rule"], "window": first["window"], "month": first["month"],
                       "records": counted[-1] if counted else None,
                       "days": _days(first.get("event_time"), start), "event_time": first.get("event_time")}
-    first_any = out["provisional"] or out["final"]
-    out["before_close"] = (first_any is not None and first_any["event_time"] is not None
-                           and dt.date.fromisoformat(first_any["event_time"][:10]) <= close)
+    # Before the close: a provisional firing of the drifted month itself, i.e. while the engine's
+    # closing watermark (the slowest partition) held it open. The event's event_time cannot say it:
+    # it is the latest ref_date seen, which a partition read ahead moves past the close.
+    out["before_close"] = any(e["status"] == "firing" and phase_of(e) == "provisional" and e["month"] == drift_month
+                              and _truth_fires(truth, e) for e in events)
     return out
 
 
