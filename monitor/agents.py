@@ -112,6 +112,7 @@ def register(app: faust.App, settings: Settings, epoch: str) -> None:
                     if await worker.store.current_epoch() != worker.epoch:
                         await worker.restart_to_rebuild(
                             StateLost(f"the state epoch {worker.epoch} is gone", rebuild=False))
+                worker.updater.topic_partitions = app.consumer.topic_partitions(settings.records_topic) or 0
                 wait = await worker.updater.step(publish_alert)
             except Exception as exc:  # a task that raises is gone for good: log it, keep computing
                 if is_transient(exc):

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from monitor.alerts import (SCORE_RULES, AlertEvaluator, has_evidence, judge_feature_psi, judge_volume,
-                            months_to_close)
+                            months_to_close, provisional_rules)
 from monitor.rules import AlertConfig, load_alert_config
 from monitor.settings import Settings
 from monitor.stats import FeatureCounter, LabelledHistograms, compute_metrics, feature_drift
@@ -112,6 +112,9 @@ class MetricsUpdater:
         # each month last changed (a closed month is final once it settled).
         self._final: dict[tuple[str, str], set[str]] = {}
         self._changed_at: dict[tuple[str, str], dict[str, float]] = {}
+        # Partitions of the records topic (the worker sets it from its consumer's metadata): until each
+        # delivered some of a model's records, or partition_idle_s passed, none of its months closes.
+        self.topic_partitions = 0
         self.wakeup = asyncio.Event()  # set when a model of this process was marked due
         self.pause_ratio = PASS_PAUSE_RATIO
         self._next_pass = 0.0  # time.monotonic() of the next full pass
@@ -190,7 +193,7 @@ class MetricsUpdater:
         key = (model, version)
         # Read before the months and their counts, so that the counts are at least as recent as the
         # watermark: a batch folded in between could close a month whose count we read before it.
-        closing = await self.store.closing_watermark(model, version)
+        closing = await self.store.closing_watermark(model, version, self.topic_partitions)
         months = await self.store.months(model, version)
         if not months:
             return
@@ -285,12 +288,14 @@ class MetricsUpdater:
         holds enough evidence (:func:`monitor.alerts.has_evidence`). The score rules judge the month's
         windows (``results``), the volume rule closed months' ``counts`` (read after the watermark
         that closed them)."""
-        rules = self.config.rules_for(model, version)
+        final_rules = self.config.rules_for(model, version)
+        open_rules = provisional_rules(final_rules)
         watermark = await self.store.watermark(model, version)
         states = await self.store.redis.hgetall(f"{self.store.base(model, version)}:alerts")
         apply = self.alerts.apply
         for month in months:
             phase = "final" if month in closed else "provisional"
+            rules = final_rules if phase == "final" else open_rules
             result = results.get(month)
             if result is not None and (phase == "final" or has_evidence(counts, month, rules)):
                 reference_auc = result.get("reference_auc")

@@ -55,6 +55,8 @@ class AUCRule(_Frozen):
     max_drop: float = Field(0.05, description="a drop from the reference AUC above this is a warning, "
                                               "above twice this critical, when significant (z > z_drop)")
     z_drop: float = Field(1.96, description="the drop must exceed this many Hanley-McNeil standard errors")
+    provisional_z_drop: float = Field(3.09, description="the same, for a provisional verdict on an open month "
+                                                        "(one-sided p 0.001: a part of a month, many chances)")
     min_class_records: int = Field(30, description="records of each class before AUC is judged")
 
 

@@ -18,7 +18,8 @@ key                                                   type    holds
                                                               at that offset (monitor.sources.fingerprint)
 ``cm:{m:v}:watermark``                                string  latest ref_date seen (ISO date)
 ``cm:{m:v}:watermarks``                               hash    ``topic:partition`` -> its latest ref_date
-                                                              and when it last delivered (``date|unix s``)
+                                                              and when it last delivered (``date|unix s``);
+                                                              ``~first`` -> when the first records came
 ``cm:{m:v}:epoch``                                    string  the state epoch this model's counts belong to
 ``cm:{m:v}:ref`` / ``cm:{m:v}:ref:meta``              string  reference (test-set) histogram, same layout
                                                       / hash  / its card (n, resolution, source, AUC)
@@ -233,6 +234,7 @@ local base, ttl, size, max_unseen = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]
 -- Per partition: its latest ref_date and when it last delivered (Redis clock), for the
 -- event-time watermark that closes months (monitor.alerts.event_time_watermark).
 local now = redis.call('TIME')[1]
+redis.call('HSETNX', base .. ':watermarks', '~first', now)  -- when the model's first records came
 for i = 0, k - 1 do
   local partition = ARGV[8 + 4*i]
   redis.call('HSET', KEYS[1], partition, ARGV[10 + 4*i])
@@ -714,20 +716,23 @@ class Store:
         raw = await self.redis.get(f"{self.base(model, version)}:watermark")
         return raw.decode() if raw else None
 
-    async def closing_watermark(self, model: str, version: str) -> str | None:
+    async def closing_watermark(self, model: str, version: str, topic_partitions: int = 0) -> str | None:
         """The event time up to which the model's records have all arrived: the slowest partition
-        still delivering (see :func:`monitor.alerts.event_time_watermark`)."""
+        still delivering, of the records topic's ``topic_partitions`` when known (see
+        :func:`monitor.alerts.event_time_watermark`)."""
         from monitor.alerts import event_time_watermark
 
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(f"{self.base(model, version)}:watermarks")
         pipe.time()
         raw, (now, _) = await pipe.execute()
+        first = raw.pop(b"~first", None)
         partitions = {}
         for partition, value in raw.items():
             day, _, seen = value.decode().partition("|")
             partitions[partition.decode()] = (day, int(seen))
-        return event_time_watermark(partitions, now, self.settings.partition_idle_s)
+        return event_time_watermark(partitions, now, self.settings.partition_idle_s, topic_partitions,
+                                    int(first) if first else None)
 
     async def alert_states(self, model: str, version: str) -> dict[str, dict]:
         raw = await self.redis.hgetall(f"{self.base(model, version)}:alerts")
