@@ -25,7 +25,7 @@ from monitor.memory import release_free_memory
 from monitor.outcomes import OutcomeProcessor
 from monitor.errors import StateLost
 from monitor.pipeline import BatchProcessor
-from monitor.retry import apply_or_stop, is_transient
+from monitor.retry import apply_or_stop, exit_unapplied, is_transient, retry_forever
 from monitor.settings import Settings
 from monitor.store import Store, epoch_key
 
@@ -51,13 +51,20 @@ class Worker:
             self.outcomes = OutcomeProcessor(self.store, dead_letter, on_change=self.updater.on_change)
 
     async def restart_to_rebuild(self, lost: StateLost) -> None:
-        """Exec this worker anew: it rejoins under the current (or a new) epoch's group."""
+        """Exec this worker anew: it rejoins under the current (or a new) epoch's group.
+
+        Called from inside an agent's loop body: nothing may raise out of it (faust would acknowledge
+        the batch), so Redis is waited for, and a failed exec exits unacknowledged."""
         log.critical("Redis lost this worker's state (%s); restarting to rebuild it from the topic", lost)
-        if lost.rebuild:
-            await self.store.redis.delete(epoch_key(self.settings))
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execv(sys.executable, [sys.executable, "-m", "monitor", *sys.argv[1:]])
+        try:
+            if lost.rebuild:
+                await retry_forever("dropping the lost state's epoch", self.store.redis.delete,
+                                    epoch_key(self.settings))
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.execv(sys.executable, [sys.executable, "-m", "monitor", *sys.argv[1:]])
+        except BaseException as exc:  # noqa: BLE001 - the batch must not be acknowledged
+            exit_unapplied("restarting to rebuild the state", exc)
 
 
 def register(app: faust.App, settings: Settings, epoch: str) -> None:

@@ -200,12 +200,17 @@ class MetricsUpdater:
         revisions = await self.store.month_revisions(model, version, months)
         known = self._revisions.setdefault(key, {})
         changed = [m for m in months if revisions[m] != known.get(m)]
-        final = self.final_months(key, months, changed, closing)
+        cache = self._histograms.setdefault(key, {})
+        before = {m: cache[m].n for m in changed if m in cache}
+        if changed:
+            cache.update(await self.store.histograms(model, version, changed))
+        # A month settles when its records stop coming; labels (outcomes) arriving for months do not
+        # hold it open (they change its AUC, judged again, finally, when it is final).
+        arrived = [m for m in changed if cache[m].n != before.get(m)]
+        final = self.final_months(key, months, arrived, closing)
         newly_closed = final - self._final[key]
         if not changed and not newly_closed:
             return
-        cache = self._histograms.setdefault(key, {})
-        cache.update(await self.store.histograms(model, version, changed))
         reference, ref_meta = await self.store.reference(model, version)
         reference_n = reference.n if reference is not None else None
         reference_auc = float(ref_meta["auc"]) if ref_meta.get("auc") else None
@@ -220,14 +225,14 @@ class MetricsUpdater:
         known.update({m: revisions[m] for m in changed})
         self._final[key] |= newly_closed
 
-    def final_months(self, key: tuple[str, str], months: list[str], changed: list[str], closing: str | None) -> set[str]:
+    def final_months(self, key: tuple[str, str], months: list[str], arrived: list[str], closing: str | None) -> set[str]:
         """The months whose verdicts are final: closed by the event-time watermark (``closing``) and
         settled, none of their records having arrived for ``month_settle_s``, as every month before
         them (so a month's rolling and cumulative windows are final only when all their months are);
         a month once final stays final (a late record judges it again, finally)."""
         now = time.monotonic()
         changed_at = self._changed_at.setdefault(key, {})
-        changed_at.update(dict.fromkeys(changed, now))
+        changed_at.update(dict.fromkeys(arrived, now))
         final = self._final.setdefault(key, set())
         if closing is None:
             return set(final)

@@ -42,10 +42,17 @@ def rewind_lost_logs(fetcher, on_rewind: Callable[[object], None]) -> None:
     process_response = fetcher._proc_fetch_request
 
     async def proc_fetch_request(assignment, node_id, request):
+        had_position = {tp for tp in assignment.tps if assignment.state_value(tp).has_valid_position}
         wakeup = await process_response(assignment, node_id, request)
         for tp in assignment.tps:
             state = assignment.state_value(tp)
-            if state.has_valid_position and state.highwater is not None and state.highwater < state.position:
+            if tp in had_position and not state.has_valid_position and state.awaiting_reset:
+                # OFFSET_OUT_OF_RANGE (Apache Kafka): aiokafka resets the position itself, but faust
+                # would still drop every message below the offset it last read in the old log.
+                log.warning("%s:%s: the consumer's position is out of the log's range; reading it again "
+                            "from its start", tp.topic, tp.partition)
+                on_rewind(tp)
+            elif state.has_valid_position and state.highwater is not None and state.highwater < state.position:
                 log.warning("%s:%s: the log ends at %s, before this consumer's position %s: it lost its "
                             "records; reading it again from its start", tp.topic, tp.partition, state.highwater,
                             state.position)

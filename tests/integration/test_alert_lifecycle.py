@@ -156,3 +156,39 @@ async def test_a_record_dated_far_ahead_does_not_stall_judgement(settings, worke
     assert ("firing", "provisional") in alerts[("psi", "month", "2024-04")] or \
         ("firing", "final") in alerts[("psi", "month", "2024-04")], alerts
     assert_no_flapping(alerts)
+
+
+async def test_labels_trickling_into_a_closed_month_do_not_keep_it_open(settings):
+    """Outcomes arrive for months long after their records: a closed month whose records stopped
+    coming settles (its verdicts turn final) even while its labels keep arriving."""
+    from monitor.engine import MetricsUpdater
+    from monitor.outcomes import OutcomeProcessor
+    from monitor.pipeline import BatchProcessor, RawMessage
+
+    settings = settings.model_copy(update={"month_settle_s": 0.5})
+    store = Store.connect(settings)
+    try:
+        async def refuse(msg, reason):
+            raise AssertionError(reason)
+
+        records = [{"record_id": f"r{i}", "model": "labels", "ref_date": f"2024-0{1 + i % 2}-10",
+                    "score": (i % 100) / 100} for i in range(400)]
+        records.append({"record_id": "closer", "model": "labels", "ref_date": "2024-03-20", "score": 0.5})
+        await BatchProcessor(store, refuse, "e1").process(
+            [RawMessage("records", 0, i, orjson.dumps(r)) for i, r in enumerate(records)])
+        updater = MetricsUpdater(store, settings)
+        outcomes = OutcomeProcessor(store, refuse)
+        january = [r for r in records if r["ref_date"].startswith("2024-01")]
+        final_at = None
+        for step, record in enumerate(january[:40]):  # an outcome every 0.1 s, for 4 s
+            await outcomes.process([RawMessage("outcomes", 0, step, orjson.dumps(
+                {"record_id": record["record_id"], "model": "labels", "target": step % 2}))])
+            await updater.update_model("labels", "1")
+            if final_at is None and "2024-01" in updater._final[("labels", "1")]:
+                final_at = step
+            await asyncio.sleep(0.1)
+        assert final_at is not None and final_at < 20, "January never settled while its labels came"
+        assert (await store.counts("labels", "1", "2024-01"))["bad"] + \
+            (await store.counts("labels", "1", "2024-01"))["good"] == 40
+    finally:
+        await store.close()
