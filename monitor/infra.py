@@ -15,6 +15,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -207,6 +209,20 @@ def services(settings: Settings) -> list[Service]:
     rhost, rport = redis_address(settings)
     return [Service("broker", khost, kport, "MONITOR_KAFKA_BOOTSTRAP", settings.run_dir, settings.broker),
             Service("redis", rhost, rport, "MONITOR_REDIS_URL", settings.run_dir)]
+
+
+@contextmanager
+def running(settings: Settings, timeout_s: float = 60.0) -> Iterator[list[Service]]:
+    """The broker and redis-server of ``settings``, started for the block and stopped after it
+    (the fault runs and the alert benchmark run on their own throwaway pair)."""
+    svcs = services(settings)
+    try:
+        for svc in svcs:
+            svc.start(timeout_s=timeout_s)
+        yield svcs
+    finally:
+        for svc in reversed(svcs):
+            svc.stop()
 
 
 def topic_names(settings: Settings) -> list[str]:

@@ -105,7 +105,7 @@ class Scale:
     many_models: int = 3
     many_volume: int = 1000
     # Records/s published (0: as fast as possible). At 1,000/s a month of 2,000 records takes 2 s, longer
-    # than the bench's month settle time (BENCH_SETTLE_S): a month is judged final before the records
+    # than the bench's month settle time (BENCH_SETTINGS): a month is judged final before the records
     # two months late come, as on a real stream where months last weeks.
     rate: float = 1000.0
 
@@ -907,15 +907,9 @@ def run(names: list[str] | None, scale: Scale, work_dir: Path | None = None, say
     reports = []
     with tempfile.TemporaryDirectory(prefix="alertbench-", dir=work_dir) as tmp:
         base = bench_settings(Path(tmp))
-        services = infra.services(base)
-        try:
-            for svc in services:
-                svc.start(timeout_s=60)
+        with infra.running(base):
             for sc in chosen:
                 reports.append(run_scenario(sc, base, Path(tmp), scale.rate, say))
-        finally:
-            for svc in reversed(services):
-                svc.stop()
     return {"scale": scale.__dict__, "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             "engine_phase": any(r["phase_seen"] for r in reports), "targets_text": TARGETS_TEXT,
             "scenarios": reports}
