@@ -27,7 +27,7 @@ def _settings():
 def _registry():
     from models.registry import Registry, models_dir
 
-    return Registry(models_dir(_settings()))
+    return Registry(models_dir(_settings()), settings=_settings())
 
 
 def _fmt(value, digits: int = 4) -> str:
