@@ -1,4 +1,4 @@
-"""`monitor models`: train, list, show registered models and load their reference into Redis.
+"""`monitor models`: train, list, show, migrate registered models and load their reference into Redis.
 
 Registered in monitor/cli.py with ``main.add_command(models_group)``.
 """
@@ -172,3 +172,23 @@ def load_reference_cmd(name: str, version: str | None) -> None:
         raise click.ClickException(str(exc)) from None
     console.print(f"reference of {card.name}:{card.version}: {meta['n']} test-split scores loaded into Redis"
                   + (f", AUC {float(meta['auc']):.4f}" if meta.get("auc") is not None else ""))
+
+
+@models_group.command("migrate")
+@click.argument("name", required=False)
+@click.option("--version", "version", help="Default: every pickle version of NAME (or of every model).")
+def migrate_cmd(name: str | None, version: str | None) -> None:
+    """Re-save models registered as pickles (before skops) as skops files, in place, and record their
+    sha256 in the ledger. Unpickling runs code: needs MONITOR_ALLOW_PICKLE_ARTIFACTS=true."""
+    registry = _registry()
+    try:
+        todo = [(n, v) for n, v in registry.legacy_versions()
+                if (name is None or n == name) and (version is None or v == str(version))]
+        if not todo:
+            console.print("no pickle artifacts to migrate")
+            return
+        for n, v in todo:
+            card = registry.migrate(n, v)
+            console.print(f"migrated {n}:{v} to skops  sha256 {card.sha256}")
+    except MonitorError as exc:
+        raise click.ClickException(str(exc)) from None

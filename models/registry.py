@@ -398,6 +398,47 @@ class Registry:
                           + "; its scores may differ: retrain it", RuntimeWarning, stacklevel=2)
         return model
 
+    def migrate(self, name: str, version: str) -> ModelCard:
+        """Re-save a version registered as a pickle (before issue 16) as skops, in place (same version, so
+        its records and Redis reference stay valid), and record its sha256 in the ledger.
+
+        Unpickling runs code: only with ``MONITOR_ALLOW_PICKLE_ARTIFACTS=true``, for artifacts you made.
+        The pickle's bytes must match the card's sha256 (the only hash those versions have).
+        """
+        import skops.io
+
+        card = self.card(name, version)
+        label = f"model {name}:{card.version}"
+        if artifact_format(card) != "pickle":
+            raise RegistryError(f"{label}: already a skops artifact; nothing to migrate")
+        if not self.allow_pickle:
+            raise ArtifactRefused(f"{label}: migrating unpickles the artifact, which can run code; set "
+                                  f"MONITOR_ALLOW_PICKLE_ARTIFACTS=true only if you made it")
+        path = self.artifact_path(card)
+        data = path.read_bytes()
+        if not card.sha256 or sha256_of(data) != card.sha256:
+            raise IntegrityError(f"{label}: its pickle's sha256 is not its card's; not migrated (retrain it)")
+        trusted = self.ledger.trusted(name, card.version)
+        if trusted and trusted != card.sha256:
+            raise IntegrityError(f"{label}: its pickle's sha256 is not the one in the model ledger; not migrated")
+        saved = skops.io.dumps(pickle.loads(data))
+        refused = untrusted_types(saved)
+        if refused:
+            raise ArtifactRefused(f"{label}: holds untrusted type(s) {', '.join(refused)}; not migrated")
+        folder = self.path(name, card.version)
+        _atomic_write(folder / MODEL_FILE, saved)
+        self.ledger.record(name, card.version, sha256_of(saved))
+        new = ModelCard(**{**card.model_dump(), "migrated_from": "pickle",
+                           "artifact": {"file": MODEL_FILE, "format": "skops", "sha256": sha256_of(saved),
+                                        "bytes": len(saved)}})
+        _atomic_write(folder / CARD_FILE, json.dumps(new.model_dump(), indent=1).encode())
+        path.unlink(missing_ok=True)
+        return new
+
+    def legacy_versions(self) -> list[tuple[str, str]]:
+        """(name, version) of every version whose artifact is a pickle."""
+        return [(c.name, c.version) for c in self.cards() if artifact_format(c) == "pickle"]
+
     def _deserialize(self, label: str, card: ModelCard, data: bytes) -> Any:
         """skops with our trusted types only; a pickle only when allowed (it can run any code)."""
         import skops.io

@@ -136,3 +136,52 @@ def test_a_version_without_a_trusted_hash_is_refused(registry, trained):
 def test_a_ledger_inside_the_registry_is_refused(tmp_path):
     with pytest.raises(RegistryError, match="outside the registry"):
         Registry(tmp_path, ledger=FileLedger(tmp_path / "ledger.json"))
+
+
+def legacy_version(registry: Registry, name: str, model) -> None:
+    """A version as registered before issue 16: model.pkl, its sha256 only in the card, nothing in the ledger."""
+    data = pickle.dumps(model, protocol=5)
+    plant(registry.root, name, data)
+
+
+def test_migrate_turns_a_legacy_pickle_into_skops_in_place(registry, trained):
+    model, _ = trained
+    legacy_version(registry, "old", model)
+    with pytest.raises(RegistryError, match="old:1.*MONITOR_ALLOW_PICKLE_ARTIFACTS"):
+        registry.migrate("old", "1")
+    allowed = Registry(registry.root, ledger=registry.ledger, allow_pickle=True)
+    card = allowed.migrate("old", "1")
+    assert card.version == "1" and card.artifact["format"] == "skops" and card.get("migrated_from") == "pickle"
+    assert not (registry.path("old", "1") / "model.pkl").exists()
+    assert registry.ledger.trusted("old", "1") == card.sha256
+    frame = load("credit_data")[0]
+    assert np.array_equal(score_frame(registry.load("old"), frame)[0], score_frame(model, frame)[0])
+    with pytest.raises(RegistryError, match="old:1.*already"):
+        allowed.migrate("old", "1")
+
+
+def test_migrate_refuses_a_pickle_whose_card_does_not_match(registry, tmp_path):
+    legacy_version(registry, "bad", {"x": 1})
+    (registry.path("bad", "1") / "model.pkl").write_bytes(pickle.dumps(RunsCode(tmp_path / "pwned")))
+    allowed = Registry(registry.root, ledger=registry.ledger, allow_pickle=True)
+    with pytest.raises(RegistryError, match="bad:1.*sha256"):
+        allowed.migrate("bad", "1")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_monitor_models_migrate(registry, monkeypatch):
+    from click.testing import CliRunner
+
+    from models.cli import models_group
+    from monitor.settings import get_settings
+
+    legacy_version(registry, "old", {"kind": "legacy"})
+    monkeypatch.setenv("MONITOR_MODELS_DIR", str(registry.root))
+    monkeypatch.setenv("MONITOR_MODELS_LEDGER", str(registry.ledger.path))
+    for allow, words in (("false", "MONITOR_ALLOW_PICKLE_ARTIFACTS=true"), ("true", "migrated old:1 to skops")):
+        monkeypatch.setenv("MONITOR_ALLOW_PICKLE_ARTIFACTS", allow)
+        get_settings.cache_clear()
+        out = CliRunner().invoke(models_group, ["migrate"])
+        assert words in out.output, out.output
+    get_settings.cache_clear()
+    assert registry.load("old") == {"kind": "legacy"}
