@@ -62,7 +62,8 @@ def models_group() -> None:
 @click.option("--kind", type=click.Choice(["default", "enhanced"]), default="default", show_default=True,
               help="default: logistic regression; enhanced: gradient boosting.")
 @click.option("--name", help="Model name (default <dataset>_<kind>); the version is the next integer.")
-@click.option("--no-redis", is_flag=True, help="Do not load the reference histogram into Redis.")
+@click.option("--no-redis", is_flag=True, help="Do not load the reference histogram into Redis (the artifact's "
+              "sha256 still goes to the model ledger, MONITOR_MODELS_LEDGER: Redis unless a file is named).")
 @click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
 def train_cmd(dataset: str, kind: str, name: str | None, no_redis: bool, as_json: bool) -> None:
     """Train a model, record its test metrics and register it (its reference goes to Redis)."""
