@@ -98,7 +98,7 @@ def models_dir(settings: Any = None) -> Path:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of what a pickled model depends on (recorded in the card, checked on load)."""
+    """Versions of what a saved model depends on (recorded in the card, checked on load)."""
     import numpy
     import pandas
     import sklearn
