@@ -1,4 +1,4 @@
-"""`monitor models`: train, list, show registered models and load their reference into Redis.
+"""`monitor models`: train, list, show, migrate registered models and load their reference into Redis.
 
 Registered in monitor/cli.py with ``main.add_command(models_group)``.
 """
@@ -27,7 +27,7 @@ def _settings():
 def _registry():
     from models.registry import Registry, models_dir
 
-    return Registry(models_dir(_settings()))
+    return Registry(models_dir(_settings()), settings=_settings())
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -62,7 +62,8 @@ def models_group() -> None:
 @click.option("--kind", type=click.Choice(["default", "enhanced"]), default="default", show_default=True,
               help="default: logistic regression; enhanced: gradient boosting.")
 @click.option("--name", help="Model name (default <dataset>_<kind>); the version is the next integer.")
-@click.option("--no-redis", is_flag=True, help="Do not load the reference histogram into Redis.")
+@click.option("--no-redis", is_flag=True, help="Do not load the reference histogram into Redis (the artifact's "
+              "sha256 still goes to the model ledger, MONITOR_MODELS_LEDGER: Redis unless a file is named).")
 @click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
 def train_cmd(dataset: str, kind: str, name: str | None, no_redis: bool, as_json: bool) -> None:
     """Train a model, record its test metrics and register it (its reference goes to Redis)."""
@@ -172,3 +173,23 @@ def load_reference_cmd(name: str, version: str | None) -> None:
         raise click.ClickException(str(exc)) from None
     console.print(f"reference of {card.name}:{card.version}: {meta['n']} test-split scores loaded into Redis"
                   + (f", AUC {float(meta['auc']):.4f}" if meta.get("auc") is not None else ""))
+
+
+@models_group.command("migrate")
+@click.argument("name", required=False)
+@click.option("--version", "version", help="Default: every pickle version of NAME (or of every model).")
+def migrate_cmd(name: str | None, version: str | None) -> None:
+    """Re-save models registered as pickles (before skops) as skops files, in place, and record their
+    sha256 in the ledger. Unpickling runs code: needs MONITOR_ALLOW_PICKLE_ARTIFACTS=true."""
+    registry = _registry()
+    try:
+        todo = [(n, v) for n, v in registry.legacy_versions()
+                if (name is None or n == name) and (version is None or v == str(version))]
+        if not todo:
+            console.print("no pickle artifacts to migrate")
+            return
+        for n, v in todo:
+            card = registry.migrate(n, v)
+            console.print(f"migrated {n}:{v} to skops  sha256 {card.sha256}")
+    except MonitorError as exc:
+        raise click.ClickException(str(exc)) from None

@@ -1,22 +1,32 @@
-"""A model registry on disk: versioned artifacts, their cards, and a sha256 check before loading.
+"""A model registry on disk: versioned artifacts that cannot run code, their cards, and a trusted sha256.
 
 Layout, under the registry directory (:func:`models_dir`)::
 
-    <dir>/<name>/<version>/model.pkl   the pickled model (pickle protocol 5)
-    <dir>/<name>/<version>/card.json   name, version, created, dataset, library versions, features,
-                                       split, metrics (test, out-of-time), reference histogram,
-                                       artifact sha256
+    <dir>/<name>/<version>/model.skops  the model in skops format (a zip of JSON + numpy arrays:
+                                        loading it builds objects of listed types, it never unpickles)
+    <dir>/<name>/<version>/card.json    name, version, created, dataset, library versions, features,
+                                        split, metrics (test, out-of-time), reference histogram,
+                                        artifact file, format and sha256
 
 Versions are integer strings ``"1"``, ``"2"``, ... per name, allocated by an exclusive
 ``mkdir`` (two trainings at once never share a version). ``card.json`` is written last and
-atomically: a version directory without it is unfinished and invisible. :func:`load_model`
-hashes the bytes of ``model.pkl`` and refuses to unpickle them unless the hash is the card's.
+atomically: a version directory without it is unfinished and invisible.
+
+Loading (:meth:`Registry.load`) refuses, with :class:`ArtifactRefused` naming the model and the reason:
+
+* an artifact path outside the version's folder (``..``, an absolute path, a symlink out);
+* bytes whose sha256 is not the one recorded at registration in the **ledger**
+  (:class:`RedisLedger`, ``{prefix}:artifact:{name}:{version}``, or a :class:`FileLedger` outside
+  the registry). The card's own sha256 is only informative: whoever can write ``card.json`` can
+  rewrite it, but cannot reach the ledger;
+* a pickle, unless ``MONITOR_ALLOW_PICKLE_ARTIFACTS=true`` (registered models before issue 16);
+* a skops file holding any type not in :data:`TRUSTED_TYPES` (checked before anything is built).
 
 >>> import tempfile
->>> reg = Registry(tempfile.mkdtemp())
+>>> reg = Registry(tempfile.mkdtemp(), ledger=FileLedger(Path(tempfile.mkdtemp()) / "ledger.json"))
 >>> card = reg.register("demo", {"kind": "x"}, {"dataset": "none"})
->>> card.version, reg.versions("demo"), reg.load("demo")
-('1', ['1'], {'kind': 'x'})
+>>> card.version, card.artifact["file"], reg.versions("demo"), reg.load("demo")
+('1', 'model.skops', ['1'], {'kind': 'x'})
 """
 
 from __future__ import annotations
@@ -39,8 +49,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from monitor.errors import MonitorError, NotFound
 
-MODEL_FILE = "model.pkl"
+MODEL_FILE = "model.skops"
+PICKLE_FILE = "model.pkl"  # registered before issue 16; loaded only with MONITOR_ALLOW_PICKLE_ARTIFACTS=true
 CARD_FILE = "card.json"
+# The types our models hold beyond those skops trusts by default (numpy, scipy, most of sklearn,
+# builtins). Anything else found in an artifact is refused before it is built: keep this list
+# explicit and short, and add a type only after reading what loading it can do.
+TRUSTED_TYPES = (
+    "models.train.TrainedModel",  # a dataclass: fields set, no code run
+    "numpy.dtype",
+    "functools.partial",  # HistGradientBoosting's preprocessor; its function is checked on its own
+    "sklearn.utils.validation.check_array",  # ... which is this function
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+)
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")  # the record contract's model names
 MODELS_DIR_ENV = "MONITOR_MODELS_DIR"
 DEFAULT_MODELS_DIR = Path(".run") / "models"
@@ -50,8 +71,13 @@ class RegistryError(MonitorError):
     """The registry refused an operation (bad name, unreadable card...)."""
 
 
-class IntegrityError(RegistryError):
-    """A model artifact whose sha256 is not the one its card recorded: it is not loaded."""
+class ArtifactRefused(RegistryError):
+    """A model artifact that is not loaded: outside the registry, not the registered bytes, a pickle
+    (not allowed) or holding an untrusted type. The message names the model, never a server path."""
+
+
+class IntegrityError(ArtifactRefused):
+    """A model artifact whose sha256 is not the one recorded at registration: it is not loaded."""
 
 
 def models_dir(settings: Any = None) -> Path:
@@ -72,7 +98,7 @@ def models_dir(settings: Any = None) -> Path:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of what a pickled model depends on (recorded in the card, checked on load)."""
+    """Versions of what a saved model depends on (recorded in the card, checked on load)."""
     import numpy
     import pandas
     import sklearn
@@ -126,11 +152,125 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-class Registry:
-    """Models by name and version in one directory."""
+# ---- the ledger of trusted hashes ----------------------------------------------------------------
+class FileLedger:
+    """Trusted sha256 per ``name:version`` in a JSON file that must live outside the registry.
 
-    def __init__(self, root: str | Path | None = None):
-        self.root = Path(root) if root is not None else models_dir()
+    For machines without Redis (tests, offline training); put it where the registry's writers
+    cannot write (another owner, a read-only mount for the readers).
+
+    >>> import tempfile
+    >>> ledger = FileLedger(Path(tempfile.mkdtemp()) / "l.json")
+    >>> ledger.trusted("m", "1") is None
+    True
+    >>> ledger.record("m", "1", "ab" * 32); ledger.trusted("m", "1") == "ab" * 32
+    True
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def where(self) -> Path:
+        return self.path
+
+    def _read(self) -> dict[str, str]:
+        try:
+            return json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"unreadable model ledger ({type(exc).__name__})") from None
+
+    def record(self, name: str, version: str, sha256: str) -> None:
+        entries = self._read()
+        entries[f"{name}:{version}"] = sha256
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.path, json.dumps(entries, indent=1, sort_keys=True).encode())
+
+    def trusted(self, name: str, version: str) -> str | None:
+        return self._read().get(f"{name}:{version}")
+
+
+class RedisLedger:
+    """Trusted sha256 per model version in Redis: ``{prefix}:artifact:{name}:{version}`` (a string).
+
+    Written at registration, read on every load; the registry folder's writers cannot reach it.
+    """
+
+    def __init__(self, settings: Any):
+        import redis
+
+        from monitor.security import redis_options
+
+        self.prefix = settings.key_prefix
+        self.redis_url = settings.redis_url
+        self.client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10,
+                                           **redis_options(settings))
+
+    def where(self) -> None:
+        return None
+
+    def key(self, name: str, version: str) -> str:
+        return f"{self.prefix}:artifact:{name}:{version}"
+
+    def _call(self, what: str, *args):
+        import redis.exceptions
+
+        try:
+            return getattr(self.client, what)(*args)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise RegistryError(f"the model ledger in Redis is not reachable ({type(exc).__name__}); "
+                                f"start Redis or set MONITOR_MODELS_LEDGER to a file") from None
+
+    def record(self, name: str, version: str, sha256: str) -> None:
+        self._call("set", self.key(name, version), sha256)
+
+    def trusted(self, name: str, version: str) -> str | None:
+        value = self._call("get", self.key(name, version))
+        return None if value is None else value.decode()
+
+
+_REDIS_LEDGERS: dict[tuple, RedisLedger] = {}
+
+
+def ledger_for(settings: Any):
+    """The ledger the settings name: ``MONITOR_MODELS_LEDGER`` = ``redis`` (default) or a file path.
+
+    >>> class S: models_ledger = "/srv/ledger.json"
+    >>> ledger_for(S()).path
+    PosixPath('/srv/ledger.json')
+    """
+    where = str(getattr(settings, "models_ledger", "redis") or "redis")
+    if where != "redis":
+        return FileLedger(where)
+    key = (settings.redis_url, settings.key_prefix, getattr(settings, "redis_username", None))
+    if key not in _REDIS_LEDGERS:  # one connection pool per Redis and prefix, not one per request
+        _REDIS_LEDGERS[key] = RedisLedger(settings)
+    return _REDIS_LEDGERS[key]
+
+
+class Registry:
+    """Models by name and version in one directory, their trusted hashes in a ledger elsewhere.
+
+    ``ledger`` and ``allow_pickle`` default to the settings' (``MONITOR_MODELS_LEDGER``,
+    ``MONITOR_ALLOW_PICKLE_ARTIFACTS``); ``settings`` default to :func:`get_settings`.
+    """
+
+    def __init__(self, root: str | Path | None = None, ledger: Any = None, allow_pickle: bool | None = None,
+                 settings: Any = None):
+        if settings is None and (ledger is None or allow_pickle is None):
+            from monitor.settings import get_settings
+
+            settings = get_settings()
+        self.root = Path(root) if root is not None else models_dir(settings)
+        self.ledger = ledger if ledger is not None else ledger_for(settings)
+        self.allow_pickle = (bool(getattr(settings, "allow_pickle_artifacts", False))
+                             if allow_pickle is None else allow_pickle)
+        where = self.ledger.where()
+        if where is not None and Path(where).resolve().is_relative_to(self.root.resolve()):
+            # whoever could plant an artifact could then rewrite its trusted hash too
+            raise RegistryError("the model ledger file must be outside the registry directory "
+                                "(MONITOR_MODELS_LEDGER)")
 
     # ---- names and versions ---------------------------------------------------------------
     @staticmethod
@@ -181,16 +321,26 @@ class Registry:
                 number += 1
 
     def register(self, name: str, model: Any, fields: dict[str, Any]) -> ModelCard:
-        """Pickle ``model`` as the next version of ``name`` and write its card (``fields`` + the
-        registry's own: name, version, created, libraries, artifact)."""
-        data = pickle.dumps(model, protocol=5)
+        """Save ``model`` (skops) as the next version of ``name``, record its sha256 in the ledger and
+        write its card (``fields`` + the registry's own: name, version, created, libraries, artifact).
+
+        A model holding a type outside :data:`TRUSTED_TYPES` is refused here, not at its first load."""
+        import skops.io
+
+        data = skops.io.dumps(model)
+        refused = untrusted_types(data)
+        if refused:
+            raise ArtifactRefused(f"model {name}: holds untrusted type(s) {', '.join(refused)}; "
+                                  f"add them to models.registry.TRUSTED_TYPES only if loading them runs no code")
         version, folder = self._allocate(name)
         try:
             _atomic_write(folder / MODEL_FILE, data)
+            self.ledger.record(name, version, sha256_of(data))
             card = ModelCard(**{**fields, "name": name, "version": version,
                                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                                 "libraries": {**library_versions(), **fields.get("libraries", {})},
-                                "artifact": {"file": MODEL_FILE, "sha256": sha256_of(data), "bytes": len(data)}})
+                                "artifact": {"file": MODEL_FILE, "format": "skops", "sha256": sha256_of(data),
+                                             "bytes": len(data)}})
             _atomic_write(folder / CARD_FILE, json.dumps(card.model_dump(), indent=1).encode())
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
@@ -209,32 +359,135 @@ class Registry:
     def cards(self) -> list[ModelCard]:
         return [self.card(n, v) for n in self.names() for v in self.versions(n)]
 
+    def artifact_path(self, card: ModelCard) -> Path:
+        """The card's artifact file, resolved; ArtifactRefused unless it is inside its version's folder
+        (no ``..``, no absolute path, no symlink out of the registry)."""
+        label = f"model {card.name}:{card.version}"
+        folder = self.path(card.name, card.version)
+        file = str(card.artifact.get("file") or "")
+        if not file:
+            raise ArtifactRefused(f"{label}: its card names no artifact file")
+        target = (folder / file).resolve()
+        if not target.is_relative_to(folder.resolve()) or not folder.resolve().is_relative_to(self.root.resolve()):
+            raise ArtifactRefused(f"{label}: its artifact path is outside the registry; not loaded")
+        return target
+
     def load(self, name: str, version: str | None = None) -> Any:
-        """Unpickle a model after checking its sha256 against the card (IntegrityError if not equal)."""
+        """The model, after every check of the module docstring (ArtifactRefused names the failed one)."""
         card = self.card(name, version)
-        path = self.path(name, card.version) / str(card.artifact.get("file", MODEL_FILE))
+        label = f"model {name}:{card.version}"
+        path = self.artifact_path(card)
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise RegistryError(f"model {name}:{card.version}: cannot read {path}: {exc}") from None
+            raise RegistryError(f"{label}: cannot read its artifact ({type(exc).__name__})") from None
+        trusted = self.ledger.trusted(name, card.version)
         actual = sha256_of(data)
-        if not card.sha256 or actual != card.sha256:
-            raise IntegrityError(
-                f"model {name}:{card.version}: {path} has sha256 {actual}, but its card records "
-                f"{card.sha256 or 'none'}; the artifact was changed or corrupted and is not loaded "
-                f"(retrain it with `monitor models train`)")
-        model = pickle.loads(data)
+        if not trusted:
+            raise ArtifactRefused(f"{label}: no trusted sha256 recorded at registration in the model ledger; "
+                                  f"not loaded (register it with `monitor models train` or `monitor models migrate`)")
+        if actual != trusted:
+            raise IntegrityError(f"{label}: its artifact has sha256 {actual}, but {trusted} was recorded at "
+                                 f"registration; it was changed or corrupted and is not loaded (retrain it)")
+        model = self._deserialize(label, card, data)
         stale = {k: (v, library_versions().get(k)) for k, v in card.libraries.items()
                  if k in ("sklearn", "numpy") and v != library_versions().get(k)}
         if stale:
-            warnings.warn(f"model {name}:{card.version} was pickled with "
+            warnings.warn(f"model {name}:{card.version} was saved with "
                           + ", ".join(f"{k} {old} (now {new})" for k, (old, new) in stale.items())
                           + "; its scores may differ: retrain it", RuntimeWarning, stacklevel=2)
         return model
 
+    def migrate(self, name: str, version: str) -> ModelCard:
+        """Re-save a version registered as a pickle (before issue 16) as skops, in place (same version, so
+        its records and Redis reference stay valid), and record its sha256 in the ledger.
+
+        Unpickling runs code: only with ``MONITOR_ALLOW_PICKLE_ARTIFACTS=true``, for artifacts you made.
+        The pickle's bytes must match the card's sha256 (the only hash those versions have).
+        """
+        import skops.io
+
+        card = self.card(name, version)
+        label = f"model {name}:{card.version}"
+        if artifact_format(card) != "pickle":
+            raise RegistryError(f"{label}: already a skops artifact; nothing to migrate")
+        if not self.allow_pickle:
+            raise ArtifactRefused(f"{label}: migrating unpickles the artifact, which can run code; set "
+                                  f"MONITOR_ALLOW_PICKLE_ARTIFACTS=true only if you made it")
+        path = self.artifact_path(card)
+        data = path.read_bytes()
+        if not card.sha256 or sha256_of(data) != card.sha256:
+            raise IntegrityError(f"{label}: its pickle's sha256 is not its card's; not migrated (retrain it)")
+        trusted = self.ledger.trusted(name, card.version)
+        if trusted and trusted != card.sha256:
+            raise IntegrityError(f"{label}: its pickle's sha256 is not the one in the model ledger; not migrated")
+        saved = skops.io.dumps(pickle.loads(data))
+        refused = untrusted_types(saved)
+        if refused:
+            raise ArtifactRefused(f"{label}: holds untrusted type(s) {', '.join(refused)}; not migrated")
+        folder = self.path(name, card.version)
+        _atomic_write(folder / MODEL_FILE, saved)
+        self.ledger.record(name, card.version, sha256_of(saved))
+        new = ModelCard(**{**card.model_dump(), "migrated_from": "pickle",
+                           "artifact": {"file": MODEL_FILE, "format": "skops", "sha256": sha256_of(saved),
+                                        "bytes": len(saved)}})
+        _atomic_write(folder / CARD_FILE, json.dumps(new.model_dump(), indent=1).encode())
+        path.unlink(missing_ok=True)
+        return new
+
+    def legacy_versions(self) -> list[tuple[str, str]]:
+        """(name, version) of every version whose artifact is a pickle."""
+        return [(c.name, c.version) for c in self.cards() if artifact_format(c) == "pickle"]
+
+    def _deserialize(self, label: str, card: ModelCard, data: bytes) -> Any:
+        """skops with our trusted types only; a pickle only when allowed (it can run any code)."""
+        import skops.io
+
+        if artifact_format(card) == "pickle":
+            if not self.allow_pickle:
+                raise ArtifactRefused(f"{label}: its artifact is a pickle, which can run code when loaded; "
+                                      f"refused (set MONITOR_ALLOW_PICKLE_ARTIFACTS=true only for artifacts "
+                                      f"you made, and migrate them: monitor models migrate)")
+            return pickle.loads(data)
+        try:
+            refused = untrusted_types(data)
+        except Exception as exc:  # not a zip, no schema: a skops loader error of any kind
+            raise ArtifactRefused(f"{label}: its artifact is not a valid skops file ({type(exc).__name__})") from None
+        if refused:
+            raise ArtifactRefused(f"{label}: its artifact holds untrusted type(s) {', '.join(refused)}; not loaded")
+        try:
+            return skops.io.loads(data, trusted=list(TRUSTED_TYPES))
+        except Exception as exc:
+            raise ArtifactRefused(f"{label}: its skops artifact cannot be loaded ({type(exc).__name__})") from None
+
+
+def artifact_format(card: ModelCard) -> str:
+    """``skops`` or ``pickle``: the card's ``artifact.format``, else from the file name (cards before
+    issue 16 had no format and a ``model.pkl``). Anything else is loaded as skops, which never unpickles.
+
+    >>> artifact_format(ModelCard(name="m", version="1", created="", artifact={"file": "model.pkl"}))
+    'pickle'
+    """
+    fmt = str(card.artifact.get("format") or "")
+    if fmt:
+        return "pickle" if fmt == "pickle" else "skops"
+    return "pickle" if str(card.artifact.get("file", "")).endswith((".pkl", ".pickle")) else "skops"
+
+
+def untrusted_types(data: bytes) -> list[str]:
+    """The types in a skops artifact that neither skops nor :data:`TRUSTED_TYPES` trusts.
+
+    >>> import skops.io
+    >>> untrusted_types(skops.io.dumps({"a": [1, 2.0]}))
+    []
+    """
+    import skops.io
+
+    return sorted(t for t in skops.io.get_untrusted_types(data=data) if t not in TRUSTED_TYPES)
+
 
 def load_model(name: str, version: str | None = None, root: str | Path | None = None) -> tuple[Any, ModelCard]:
-    """The model ``name`` (latest version unless ``version``) and its card; sha256 checked first."""
+    """The model ``name`` (latest version unless ``version``) and its card; every load check applied."""
     registry = Registry(root)
     card = registry.card(name, version)
     return registry.load(name, card.version), card

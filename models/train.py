@@ -55,7 +55,7 @@ class MissingFeatures(MonitorError):
 # ---- the model -----------------------------------------------------------------------------
 @dataclass
 class TrainedModel:
-    """A fitted pipeline and what scoring needs to know about its inputs (pickled in the registry)."""
+    """A fitted pipeline and what scoring needs to know about its inputs (saved as skops in the registry)."""
 
     dataset: str
     kind: str

@@ -197,6 +197,16 @@ class Settings(BaseSettings):
     models_dir: Path = Field(
         Path(".run/models"), description="The model registry on disk. Env MONITOR_MODELS_DIR."
     )
+    models_ledger: str = Field(
+        "redis", description="Where the sha256 of each registered model artifact is recorded and checked "
+        "on every load: `redis` (default; key {key_prefix}:artifact:{name}:{version}) or the path of a JSON "
+        "file outside the registry, that the registry's writers cannot write. Env MONITOR_MODELS_LEDGER.",
+    )
+    allow_pickle_artifacts: bool = Field(
+        False, description="Load model artifacts that are pickles (registered before skops; a pickle can run "
+        "any code when loaded). Default false: only skops files of trusted types load. Migrate old ones "
+        "with `monitor models migrate`. Env MONITOR_ALLOW_PICKLE_ARTIFACTS.",
+    )
 
     # --- Local infrastructure (`monitor infra`) -----------------------------------------------
     broker: Literal["tansu", "noida"] = Field(

@@ -60,7 +60,7 @@ async def read_last(store, endpoint: str, missing: str) -> JSONBytes:
     return JSONBytes(raw)
 
 class ModelCache:
-    """Unpickled models by (registry, name, version, sha256): loading is checked and slow, scoring is not."""
+    """Loaded models by (registry, name, version, sha256): loading is checked and slow, scoring is not."""
 
     def __init__(self, size: int = 8):
         self.size = size
@@ -84,7 +84,7 @@ class ModelCache:
 def _registry(settings):
     from models.registry import Registry, models_dir
 
-    return Registry(models_dir(settings))
+    return Registry(models_dir(settings), settings=settings)
 
 
 def _score(request: Request, registry, card, frame) -> tuple[np.ndarray, dict]:

@@ -80,9 +80,16 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory, data_dir) -> Registry:
-    """The documented setup: `monitor models train ...` lines (same calls) and the data file command."""
-    reg = Registry(tmp_path_factory.mktemp("models"))
+def api_settings(servers, data_dir, tmp_path_factory):
+    return unique_settings(servers, data_dir=data_dir, models_dir=tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def registry(api_settings, data_dir) -> Registry:
+    """The documented setup: `monitor models train ...` lines (same calls) and the data file command.
+
+    The artifacts' trusted sha256 go to the API's Redis under its key prefix (the default ledger)."""
+    reg = Registry(api_settings.models_dir, settings=api_settings)
     setup = doc_examples()[("setup", None)]
     trained = 0
     for line in setup.splitlines():
@@ -99,18 +106,13 @@ def registry(tmp_path_factory, data_dir) -> Registry:
     return reg
 
 
-@pytest.fixture(scope="module")
-def api_settings(servers, data_dir, registry):
-    return unique_settings(servers, data_dir=data_dir, models_dir=registry.root)
-
-
 @pytest_asyncio.fixture(scope="module")
 async def counts(api_settings) -> dict[str, int]:
     return await load_scenario(api_settings, SCENARIO, reference_n=8000)
 
 
 @pytest_asyncio.fixture(scope="module")
-async def client(api_settings, counts):
+async def client(api_settings, counts, registry):
     app = create_api(api_settings, measure_lag=False, cache_ttl_s=0)
     async with running(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:

@@ -39,7 +39,7 @@ def test_produce_dataset_with_registered_model_volumetry_equals_the_card(setting
     out = monitor_cli(settings, "produce", "--dataset", "lendingclub", "--model", name, "--batch", "200")
     assert f"published {dcard.rows} records" in out.stdout
     # January (train) has no loan of sub-grade G4, March has one: reported, not fatal.
-    _, report = score_frame(Registry(tmp_path / "models").load(name), frame)
+    _, report = score_frame(Registry(tmp_path / "models", settings=settings).load(name), frame)
     assert report.unseen == {"sub_grade": {"G4": 1}}
     assert f"scored with {name}:1: {report.summary()}" in out.stdout
 
@@ -78,7 +78,7 @@ def test_challenge_file_scored_and_outcomes_published_separately(settings, tmp_p
     settings = settings.model_copy(update={"models_dir": models})
     name = f"cd-{uuid.uuid4().hex[:6]}"
     out = monitor_cli(settings, "models", "train", "--dataset", "credit_data", "--name", name)  # Redis is up
-    card = Registry(models).card(name)
+    card = Registry(models, settings=settings).card(name)
     assert f"reference: {card.get('reference')['n']} test-split scores loaded into Redis for {name}:1" in out.stdout
     frame = load("credit_data")[0].head(300).drop(columns=["record_id"])
     frame.loc[frame.index[0], "Home"] = "castle"

@@ -4,6 +4,7 @@ only where a compose CLI is installed)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -225,9 +226,64 @@ def test_compose_config_validates_offline(cli):
     probe = subprocess.run([*cli, "version"], capture_output=True, text=True, timeout=60)
     if probe.returncode != 0:
         pytest.skip(f"{' '.join(cli)} is not available: {probe.stderr.strip()[:200]}")
+    if not (ROOT / "deploy" / "api.env").is_file():
+        pytest.skip("deploy/api.env is missing (cp deploy/api.env.example deploy/api.env)")
+    env = {**os.environ, "GRAFANA_ADMIN_PASSWORD": "a-test-password"}  # required, no default
     for extra in ([], ["--profile", "demo"]):
         result = subprocess.run(
             [*cli, "-f", str(COMPOSE), *extra, "config", "-q"],
-            cwd=ROOT, capture_output=True, text=True, timeout=120,
+            cwd=ROOT, capture_output=True, text=True, timeout=120, env=env,
         )
         assert result.returncode == 0, result.stderr
+
+
+# ---- locked down (issue 16) --------------------------------------------------------------------
+def published(port) -> dict:
+    """A `ports:` entry as (host_ip, published, target): short ("127.0.0.1:8000:8000") or long syntax."""
+    if isinstance(port, dict):
+        return {"host_ip": port.get("host_ip"), "published": str(port.get("published")), "target": str(port["target"])}
+    parts = str(port).rsplit(":", 2)  # the host ip may be "${VAR:-127.0.0.1}", itself with a colon
+    if len(parts) == 3:
+        return {"host_ip": parts[0], "published": parts[1], "target": parts[2]}
+    return {"host_ip": None, "published": parts[0], "target": parts[-1]}
+
+
+def test_every_published_port_is_bound_to_loopback_by_default(services):
+    seen = {}
+    for name, service in services.items():
+        for port in service.get("ports") or []:
+            p = published(port)
+            # "${MONITOR_BIND:-127.0.0.1}" style: the default after ":-" is what an unset variable gives
+            ip = re.sub(r"^\$\{\w+:-(.*)\}$", r"\1", p["host_ip"] or "")
+            assert ip == "127.0.0.1", f"{name} publishes {port} on {p['host_ip'] or 'every interface'}"
+            seen[name] = p["target"]
+    assert {"api", "kafka", "grafana", "prometheus", "redis"} <= set(seen)
+
+
+def test_kafka_advertises_the_host_listener_on_loopback(services):
+    env = env_of(services["kafka"])
+    advertised = dict(item.split("://") for item in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    listeners = dict(item.split("://") for item in env["KAFKA_LISTENERS"].split(","))
+    assert advertised["HOST"].startswith(("localhost:", "127.0.0.1:"))
+    assert listeners["HOST"] == ":29092"  # inside the container; the host side is the 127.0.0.1 binding
+
+
+def test_grafana_admin_password_comes_from_the_environment_with_no_default(services):
+    env = env_of(services["grafana"])
+    password = env["GF_SECURITY_ADMIN_PASSWORD"]
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}", password), password
+    assert "admin/admin" not in COMPOSE.read_text()
+
+
+def test_the_api_reads_its_tokens_from_an_env_file_that_is_not_committed(services):
+    api = services["api"]
+    files = api.get("env_file") or []
+    files = [files] if isinstance(files, (str, dict)) else files
+    paths = [f["path"] if isinstance(f, dict) else f for f in files]
+    assert "deploy/api.env" in [p.removeprefix("./") for p in paths]
+    example = ROOT / "deploy" / "api.env.example"
+    text = example.read_text()
+    assert "MONITOR_API_TOKENS=" in text
+    assert not any(re.fullmatch(r"MONITOR_API_TOKENS=\S*[0-9a-f]{64}\S*", line) for line in text.splitlines())
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert "deploy/api.env" in ignored or "/deploy/api.env" in ignored

@@ -4,12 +4,12 @@ scoring counts unseen categories, and the producer turns scored frames into cont
 from __future__ import annotations
 
 import json
-import pickle
 
 import numpy as np
 import orjson
 import pandas as pd
 import pytest
+import skops.io
 from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
@@ -24,8 +24,19 @@ from producers.scoring import RecordStream, scored_records
 from producers.sources import open_source
 
 
+@pytest.fixture(scope="module", autouse=True)
+def ledger_file(tmp_path_factory):
+    """No Redis in unit tests: the trusted hashes go to a ledger file outside every registry here."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("ledger") / "models.json"
+        mp.setenv("MONITOR_MODELS_LEDGER", str(path))
+        get_settings.cache_clear()
+        yield path
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory) -> Registry:
+def registry(tmp_path_factory, ledger_file) -> Registry:
     reg = Registry(tmp_path_factory.mktemp("models"))
     train("lendingclub", "default", "lc", registry=reg)
     train("credit_data", "enhanced", "cd", registry=reg)
@@ -89,8 +100,8 @@ def test_card_on_disk(registry):
 def test_tampered_artifact_is_refused(tmp_path):
     reg = Registry(tmp_path)
     train("credit_data", "default", "x", registry=reg)
-    path = tmp_path / "x" / "1" / "model.pkl"
-    path.write_bytes(pickle.dumps({"evil": True}))
+    path = tmp_path / "x" / "1" / "model.skops"
+    path.write_bytes(skops.io.dumps({"evil": True}))
     with pytest.raises(IntegrityError, match="sha256"):
         load_model("x", root=tmp_path)
     assert issubclass(IntegrityError, MonitorError)
