@@ -57,6 +57,46 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{host}"))
 
 
+def scrub(text: str, settings: Settings) -> str:
+    """``text`` without the settings' secrets: URL passwords redacted, the passwords themselves replaced.
+
+    >>> s = Settings(redis_url="redis://u:pw1@h:1/0", redis_password="pw2", kafka_sasl_password="pw3")
+    >>> scrub("at redis://u:pw1@h:1/0: pw2 / pw3 refused", s)
+    'at redis://u:***@h:1/0: *** / *** refused'
+    """
+    text = text.replace(settings.redis_url, redact_url(settings.redis_url))
+    secrets = [getattr(settings, name) for name in ("redis_password", "kafka_sasl_password")]
+    values = [s.get_secret_value() for s in secrets if s is not None]
+    try:
+        values.append(urlsplit(settings.redis_url).password)
+    except ValueError:
+        pass
+    for value in filter(None, values):
+        text = text.replace(value, REDACTED)
+    return text
+
+
+def redis_error_message(settings: Settings, exc: BaseException) -> str:
+    """What to tell the user when Redis could not be reached or refused the credentials: where (the URL
+    redacted), why, and which settings to check; never a secret.
+
+    >>> import redis.exceptions as r
+    >>> s = Settings(redis_url="redis://u:pw@h:1/0")
+    >>> redis_error_message(s, r.AuthenticationError("invalid username-password pair or user is disabled."))
+    'Redis at redis://u:***@h:1/0 refused the credentials (AuthenticationError: invalid username-password pair or user is disabled.); check MONITOR_REDIS_USERNAME and MONITOR_REDIS_PASSWORD'
+    >>> redis_error_message(s, r.ConnectionError("Error 111 connecting to h:1. Connection refused."))
+    'Redis at redis://u:***@h:1/0 not reachable (ConnectionError: Error 111 connecting to h:1. Connection refused.); check MONITOR_REDIS_URL'
+    """
+    import redis.exceptions
+
+    where = redact_url(settings.redis_url)
+    reason = scrub(f"{type(exc).__name__}: {exc}", settings)
+    if isinstance(exc, (redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError)):
+        return (f"Redis at {where} refused the credentials ({reason}); check MONITOR_REDIS_USERNAME and "
+                "MONITOR_REDIS_PASSWORD")
+    return f"Redis at {where} not reachable ({reason}); check MONITOR_REDIS_URL"
+
+
 def redis_client(settings: Settings, *, asyncio: bool = False, blocking_pool: int | None = None, **overrides: Any):
     """A Redis client for ``settings.redis_url`` with the settings' password, ACL user and TLS CA.
 
