@@ -128,7 +128,7 @@ def _kafka(settings: Settings, overrides: dict) -> dict:
     return {"bootstrap_servers": settings.kafka_bootstrap, **kafka_options(settings), **overrides}
 
 
-def kafka_producer(settings: Settings, **overrides: Any) -> "AIOKafkaProducer":
+def kafka_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     """An aiokafka producer (not started): batched, ``acks=all``; ``overrides`` win.
 
     >>> import asyncio
@@ -142,18 +142,18 @@ def kafka_producer(settings: Settings, **overrides: Any) -> "AIOKafkaProducer":
     """
     from aiokafka import AIOKafkaProducer
 
-    defaults = dict(linger_ms=5, max_batch_size=256 * 1024, acks="all", request_timeout_ms=30_000)
+    defaults = {"linger_ms": 5, "max_batch_size": 256 * 1024, "acks": "all", "request_timeout_ms": 30_000}
     return AIOKafkaProducer(**_kafka(settings, {**defaults, **overrides}))
 
 
-def kafka_consumer(settings: Settings, *topics: str, **overrides: Any) -> "AIOKafkaConsumer":
+def kafka_consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaConsumer:
     """An aiokafka consumer (not started) of ``topics`` (none: assign later); ``overrides`` win."""
     from aiokafka import AIOKafkaConsumer
 
     return AIOKafkaConsumer(*topics, **_kafka(settings, overrides))
 
 
-def kafka_admin(settings: Settings, **overrides: Any) -> "AIOKafkaAdminClient":
+def kafka_admin(settings: Settings, **overrides: Any) -> AIOKafkaAdminClient:
     """An aiokafka admin client (not started); ``overrides`` win."""
     from aiokafka.admin import AIOKafkaAdminClient
 

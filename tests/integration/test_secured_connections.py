@@ -52,16 +52,15 @@ def secured_redis(tmp_path_factory):
     argv = [infra.redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(run_dir),
             "--save", "", "--appendonly", "no", "--daemonize", "no", "--requirepass", DEFAULT_SECRET,
             "--user", USER, "on", f">{SECRET}", "~*", "&*", "+@all"]  # one argument per ACL rule
-    log = open(run_dir / "redis.log", "ab")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    with open(run_dir / "redis.log", "ab") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
     deadline = time.monotonic() + 15
     while not infra.port_open("127.0.0.1", port):
         assert proc.poll() is None and time.monotonic() < deadline, (run_dir / "redis.log").read_text()
         time.sleep(0.05)
     yield f"redis://127.0.0.1:{port}/0"
     stop_process(proc)
-    log.close()
 
 
 @pytest.fixture
@@ -77,9 +76,10 @@ def secured(servers, secured_redis):
 def start_api(settings, log_path) -> tuple[subprocess.Popen, str]:
     """``monitor api`` (uvicorn) in a child process with the settings' environment."""
     port = infra.free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "monitor", "api", "--port", str(port)],
-                            env=settings_env(settings), stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "monitor", "api", "--port", str(port)],
+                                env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 60
     while not infra.port_open("127.0.0.1", port):
         assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()

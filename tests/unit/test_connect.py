@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from monitor.connect import kafka_admin, kafka_consumer, kafka_producer, redact_url, redis_client
+from monitor.connect import (
+    kafka_admin,
+    kafka_consumer,
+    kafka_producer,
+    redact_url,
+    redis_client,
+)
 from monitor.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
