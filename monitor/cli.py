@@ -103,7 +103,10 @@ def worker(loglevel: str) -> None:
 
     from monitor.app import create_app
 
-    app = create_app(get_settings())
+    try:
+        app = create_app(get_settings())
+    except MonitorError as exc:  # e.g. Redis refused the credentials: one line, not a traceback
+        raise click.ClickException(str(exc)) from None
     faust.Worker(app, loglevel=loglevel).execute_from_commandline()
 
 

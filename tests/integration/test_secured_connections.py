@@ -28,7 +28,7 @@ import pytest
 from pydantic import SecretStr
 
 from monitor import infra
-from monitor.demo import settings_env, stop_process, wait_until_caught_up
+from monitor.demo import settings_env, start_worker, stop_process, wait_until_caught_up
 from monitor.reference import save_reference
 from monitor.store import Store
 from producers.publish import publish
@@ -154,6 +154,16 @@ async def test_a_wrong_password_is_said_without_the_secret(secured, tmp_path):
                                       "redis_password": None, "redis_username": None})
     cli = monitor_cli(in_url, "state", check=False)
     assert cli.returncode != 0 and SECRET[::-1] not in cli.stdout + cli.stderr
+
+    # The worker stops at start with the same line (wrong credentials are not retried as an outage).
+    worker = start_worker(wrong, tmp_path / "worker-wrong.log", loglevel="info")
+    try:
+        assert worker.wait(120) != 0
+    finally:
+        stop_process(worker)
+    worker_log = (tmp_path / "worker-wrong.log").read_text(errors="replace")
+    assert "refused the credentials" in worker_log and "MONITOR_REDIS_PASSWORD" in worker_log, worker_log[-2000:]
+    assert SECRET[::-1] not in worker_log and "Traceback" not in worker_log
 
     api, url = start_api(wrong, tmp_path / "api-wrong.log")
     try:
