@@ -511,6 +511,7 @@ async def load_reference(settings, card: ModelCard, timeout_s: float = 10.0) -> 
     """
     import redis.exceptions
 
+    from monitor.connect import redis_error_message
     from monitor.stats import FeatureProfile
     from monitor.store import Store
 
@@ -528,7 +529,7 @@ async def load_reference(settings, card: ModelCard, timeout_s: float = 10.0) -> 
         profile = FeatureProfile.from_dict(ref["feature_profile"]) if ref.get("feature_profile") else None
         await asyncio.wait_for(store.save_reference(card.name, card.version, hist, meta, profile), timeout_s)
     except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError) as exc:
-        raise MonitorError(f"Redis at {settings.redis_url} not reachable ({type(exc).__name__}: {exc})") from None
+        raise MonitorError(redis_error_message(settings, exc)) from None
     finally:
         try:
             await store.close()

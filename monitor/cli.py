@@ -28,10 +28,19 @@ def _user_file(path: Path, settings: Settings) -> Path:
 
 
 def _run(coro):
+    """Run a command's coroutine; a MonitorError, or Redis unreachable or refusing the credentials, is one
+    line of error (the URL redacted, never a secret), not a traceback."""
+    import redis.exceptions
+
+    from monitor.connect import redis_error_message
+
     try:
         return asyncio.run(coro)
     except MonitorError as exc:
         raise click.ClickException(str(exc)) from None
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+            redis.exceptions.NoPermissionError) as exc:
+        raise click.ClickException(redis_error_message(get_settings(), exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -94,7 +103,10 @@ def worker(loglevel: str) -> None:
 
     from monitor.app import create_app
 
-    app = create_app(get_settings())
+    try:
+        app = create_app(get_settings())
+    except MonitorError as exc:  # e.g. Redis refused the credentials: one line, not a traceback
+        raise click.ClickException(str(exc)) from None
     faust.Worker(app, loglevel=loglevel).execute_from_commandline()
 
 

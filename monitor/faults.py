@@ -59,15 +59,14 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from monitor import infra
+from monitor.connect import kafka_consumer, kafka_producer, redis_client
 from monitor.demo import start_worker, stop_process
 from monitor.retry import is_transient
 from monitor.settings import Settings
 from monitor.stats import ScoreHistogram
 from monitor.store import LABELS, Store
-from producers.publish import kafka_producer
 from producers.synthetic import Scenario, generate
 
 SCENARIOS = ("kills", "takeover", "redis-restart", "redis-flush", "broker-restart", "oversized-invalid",
@@ -321,7 +320,7 @@ def reason_kind(reason: str) -> str:
 async def dead_letters(settings: Settings, expected: int, timeout_s: float = 60) -> dict[tuple[bytes, bytes], str]:
     """The dead-letter records found, by (partition, offset) of the original message: the kind of
     their reason (:func:`reason_kind`), marked when the record was truncated."""
-    consumer = AIOKafkaConsumer(settings.dead_letter_topic, bootstrap_servers=settings.kafka_bootstrap,
+    consumer = kafka_consumer(settings, settings.dead_letter_topic,
                                 group_id=f"dlq-check-{uuid.uuid4().hex[:8]}", auto_offset_reset="earliest",
                                 enable_auto_commit=False, session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
                                 heartbeat_interval_ms=300, max_partition_fetch_bytes=8 * 1024 * 1024)
@@ -573,7 +572,7 @@ def inject(scenario: str, settings: Settings, report: FaultReport, say: Callable
         svcs["broker"].start(timeout_s=60)
         report.faults.append("broker stopped and restarted (noida-db, persistent log)")
     elif scenario == "redis-restart":
-        client = redis.Redis.from_url(settings.redis_url)
+        client = redis_client(settings)
         try:
             client.shutdown(save=False)  # appendonly: the AOF is fsynced on a clean shutdown
         except redis.ConnectionError:
@@ -583,7 +582,7 @@ def inject(scenario: str, settings: Settings, report: FaultReport, say: Callable
         svcs["redis"].start()
         report.faults.append("redis shut down and restarted from its appendonly file")
     elif scenario == "redis-flush":
-        redis.Redis.from_url(settings.redis_url).flushall()
+        redis_client(settings).flushall()
         report.faults.append("redis FLUSHALL: every key gone mid-stream")
     elif scenario == "redis-busy":
         for _ in range(2):
@@ -605,16 +604,12 @@ return 1
 def busy_script(settings: Settings, seconds: int) -> None:
     """Run a read-only script of ``seconds`` on Redis: past busy-reply-threshold (5 s by default)
     Redis answers BUSY to every other client until it ends."""
-    import redis
-
-    redis.Redis.from_url(settings.redis_url, socket_timeout=seconds + 30).eval(BUSY_LUA, 0, seconds)
+    redis_client(settings, socket_timeout=seconds + 30).eval(BUSY_LUA, 0, seconds)
 
 
 def refuse_scripts(settings: Settings, seconds: float) -> None:
     """Deny the scripting commands to Redis's default user for ``seconds``, then allow them again."""
-    import redis
-
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     client.acl_setuser("default", enabled=True, nopass=True, categories=["+@all", "-@scripting"],
                        keys=["*"], channels=["*"], reset=False)
     try:

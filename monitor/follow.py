@@ -6,9 +6,8 @@ import uuid
 from collections.abc import Callable
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
-from monitor.security import kafka_options
+from monitor.connect import kafka_consumer
 from monitor.settings import Settings
 from monitor.store import Store
 
@@ -16,8 +15,8 @@ from monitor.store import Store
 async def follow_alerts(settings: Settings, on_event: Callable[[dict], None], *, from_beginning: bool = False,
                         stop_after: int | None = None) -> None:
     """Print alert events as they arrive (a throwaway consumer group: every follower sees all)."""
-    consumer = AIOKafkaConsumer(
-        settings.alerts_topic, bootstrap_servers=settings.kafka_bootstrap, **kafka_options(settings),
+    consumer = kafka_consumer(
+        settings, settings.alerts_topic,
         group_id=f"monitor-alerts-follow-{uuid.uuid4().hex[:8]}", enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
         session_timeout_ms=int(settings.broker_session_timeout_s * 1000),

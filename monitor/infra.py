@@ -231,14 +231,13 @@ def topic_names(settings: Settings) -> list[str]:
 
 async def create_topics(settings: Settings, partitions: int | None = None, timeout_s: float = 30.0) -> list[str]:
     """Create the monitor's topics (an existing topic is left as it is); return those created."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin import NewTopic
     from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-    partitions = partitions or settings.partitions
-    from monitor.security import kafka_options
+    from monitor.connect import kafka_admin
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000,
-                                **kafka_options(settings))
+    partitions = partitions or settings.partitions
+    admin = kafka_admin(settings, request_timeout_ms=10_000)
     deadline = time.monotonic() + timeout_s
     while True:
         try:

@@ -21,7 +21,6 @@ import zlib
 from dataclasses import dataclass
 from typing import Literal
 
-from monitor.security import kafka_options
 from monitor.settings import Settings
 
 log = logging.getLogger("monitor.sources")
@@ -83,13 +82,12 @@ class LogProbe:
         self._lock = asyncio.Lock()
 
     async def _started(self):
-        from aiokafka import AIOKafkaConsumer
+        from monitor.connect import kafka_consumer
 
         if self._consumer is None:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
-                                        enable_auto_commit=False, auto_offset_reset="none",
-                                        max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_wait_ms=100,
-                                        **kafka_options(self.settings))
+            consumer = kafka_consumer(self.settings, group_id=None, enable_auto_commit=False,
+                                      auto_offset_reset="none", max_partition_fetch_bytes=8 * 1024 * 1024,
+                                      fetch_max_wait_ms=100)
             await consumer.start()
             self._consumer = consumer
         return self._consumer

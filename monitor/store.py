@@ -75,7 +75,6 @@ import numpy as np
 import orjson
 import redis.asyncio as aioredis
 
-from monitor.security import redis_options
 from monitor.settings import Settings
 from monitor.stats import FeatureCounter, FeatureProfile, LabelledHistograms, ScoreHistogram
 
@@ -464,12 +463,18 @@ def state_epoch(settings: Settings, attempts: int = 60) -> str:
 
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, **redis_options(settings))
+    from monitor.connect import redis_client, redis_error_message
+    from monitor.errors import MonitorError
+
+    client = redis_client(settings)
     try:
         for attempt in range(attempts):
             try:
                 client.set(epoch_key(settings), uuid.uuid4().hex[:12], nx=True)
                 return client.get(epoch_key(settings)).decode()
+            except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+                # Wrong credentials do not get better by waiting: say so at once, without the secret.
+                raise MonitorError(redis_error_message(settings, exc)) from None
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if attempt == attempts - 1:
                     raise
@@ -495,8 +500,10 @@ class Store:
 
     @classmethod
     def connect(cls, settings: Settings) -> "Store":
-        client = aioredis.Redis.from_url(settings.redis_url, decode_responses=False, **redis_options(settings),
-                                         health_check_interval=30, socket_keepalive=True)
+        from monitor.connect import redis_client
+
+        client = redis_client(settings, asyncio=True, decode_responses=False, health_check_interval=30,
+                              socket_keepalive=True)
         return cls(client, settings)
 
     async def close(self) -> None:

@@ -8,20 +8,13 @@ from collections.abc import Callable, Iterable
 from itertools import islice
 
 import orjson
-from aiokafka import AIOKafkaProducer
-
-from monitor.security import kafka_options
+from monitor.connect import kafka_producer
 from monitor.settings import Settings
+
+__all__ = ["PUBLISH_CONCURRENCY", "kafka_producer", "publish"]  # kafka_producer: monitor.connect's
 
 PUBLISH_CONCURRENCY = 512
 """Sends in flight at once: enough to fill aiokafka's batches, bounded so memory stays flat."""
-
-
-def kafka_producer(settings: Settings, **overrides) -> AIOKafkaProducer:
-    options = dict(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5, max_batch_size=256 * 1024,
-                   acks="all", request_timeout_ms=30_000, **kafka_options(settings))
-    options.update(overrides)
-    return AIOKafkaProducer(**options)
 
 
 async def publish(records: Iterable[dict], settings: Settings, *, topic: str | None = None,

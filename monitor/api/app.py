@@ -35,12 +35,10 @@ CACHED_PREFIXES = ("/models", "/alerts", "/dashboard/data")  # GET responses ser
 def connect_store(settings: Settings, max_connections: int = REDIS_CONNECTIONS) -> Store:
     """The API's Store: a bounded pool whose callers wait for a free connection (many concurrent
     requests queue for ``max_connections`` connections instead of failing with "Too many connections")."""
-    import redis.asyncio as aioredis
+    from monitor.connect import redis_client
 
-    pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=max_connections, timeout=10,
-                                                    health_check_interval=30, socket_keepalive=True,
-                                                    socket_connect_timeout=5)
-    return Store(aioredis.Redis(connection_pool=pool), settings)
+    return Store(redis_client(settings, asyncio=True, blocking_pool=max_connections, timeout=10,
+                              health_check_interval=30, socket_keepalive=True), settings)
 
 
 def create_api(settings: Settings, *, measure_lag: bool = True, lag_ttl_s: float = 5.0,

@@ -51,12 +51,14 @@ async def measure_lag(settings: Settings, group: str | None = None, topics: tupl
                       timeout_s: float = 5.0) -> list[PartitionLag]:
     """Lag of the consumer ``group`` (default ``settings.consumer_group``) on each partition of
     ``topics`` (default: the records topic)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
+
+    from monitor.connect import kafka_consumer
 
     topics = topics or (settings.records_topic,)
     deadline = time.monotonic() + timeout_s
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=group or settings.consumer_group, enable_auto_commit=False,
+    consumer = kafka_consumer(
+        settings, group_id=group or settings.consumer_group, enable_auto_commit=False,
         max_partition_fetch_bytes=4096, fetch_max_bytes=65536, fetch_max_wait_ms=20,
         request_timeout_ms=int(timeout_s * 1000) + 1000, client_id="credit-monitor-lag-probe")
     await asyncio.wait_for(consumer.start(), timeout_s)

@@ -58,13 +58,9 @@ def _redact(url: str) -> str:
     >>> _redact("redis://127.0.0.1:16379/0")
     'redis://127.0.0.1:16379/0'
     """
-    from urllib.parse import urlsplit, urlunsplit
+    from monitor.connect import redact_url
 
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+    return redact_url(url)
 
 
 @router.get("/models", response_model=list[ModelSummary], summary="Monitored models")

@@ -693,7 +693,7 @@ def targets(sc: AlertScenario, r: dict) -> list[dict]:
 # ---- running on the real worker ---------------------------------------------------------------
 async def publish_plan_to(settings, plan: list[tuple[int, dict]], rate: float) -> None:
     """Publish in plan order, each record to its partition (keyed by record id); ``rate`` records/s."""
-    from producers.publish import kafka_producer
+    from monitor.connect import kafka_producer
 
     producer = kafka_producer(settings)
     await producer.start()
@@ -716,12 +716,11 @@ async def publish_plan_to(settings, plan: list[tuple[int, dict]], rate: float) -
 
 async def read_events(settings, expected: int, idle_s: float = 3.0, timeout_s: float = 60.0) -> list[dict]:
     """Every event of the alerts topic (all partitions, from the start), in emission order."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    from monitor.security import kafka_options
+    from monitor.connect import kafka_consumer
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", **kafka_options(settings))
+    consumer = kafka_consumer(settings, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     events: list[dict] = []
     try:

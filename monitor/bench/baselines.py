@@ -52,12 +52,20 @@ def rss_kb(pid: int | None = None) -> int | None:
     return None
 
 
-async def write_result(redis_url: str, key: str, first_ts: float, last_ts: float, interval_records: int,
+def connection_settings(args: argparse.Namespace):
+    """Settings for this process's clients: ``--bootstrap`` and ``--redis``, the credentials from the
+    environment (MONITOR_*), as every client of the product gets them (monitor.connect)."""
+    from monitor.settings import Settings
+
+    return Settings(kafka_bootstrap=args.bootstrap, redis_url=args.redis)
+
+
+async def write_result(settings, key: str, first_ts: float, last_ts: float, interval_records: int,
                        records: int, messages: int, cpu_s: float) -> None:
     """Report to the benchmark; ``cpu_s``: CPU seconds this process used between first_ts and last_ts."""
-    import redis.asyncio as aioredis
+    from monitor.connect import redis_client
 
-    client = aioredis.from_url(redis_url)
+    client = redis_client(settings, asyncio=True)
     try:
         await client.hset(key, mapping={"first_ts": repr(first_ts), "last_ts": repr(last_ts), "cpu_s": repr(cpu_s),
                                         "interval_records": interval_records, "records": records,
@@ -69,12 +77,12 @@ async def write_result(redis_url: str, key: str, first_ts: float, last_ts: float
 
 # ---- raw aiokafka ---------------------------------------------------------------------------------
 async def run_raw(args: argparse.Namespace) -> None:
-    from aiokafka import AIOKafkaConsumer
+    from monitor.connect import kafka_consumer
 
     session_ms = int(args.session_timeout * 1000)
-    consumer = AIOKafkaConsumer(args.topic, bootstrap_servers=args.bootstrap, group_id=args.group,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                session_timeout_ms=session_ms, heartbeat_interval_ms=300)
+    consumer = kafka_consumer(connection_settings(args), args.topic, group_id=args.group,
+                              auto_offset_reset="earliest", enable_auto_commit=False,
+                              session_timeout_ms=session_ms, heartbeat_interval_ms=300)
     await consumer.start()
     loads = orjson.loads
     records = messages = 0
@@ -99,10 +107,10 @@ async def run_raw(args: argparse.Namespace) -> None:
                 first_ts, first_cpu, first_records = time.time(), time.process_time(), records
         last_ts = time.time()
         if records > first_records:
-            await write_result(args.redis, args.result_key, first_ts, last_ts, records - first_records, records,
+            await write_result(connection_settings(args), args.result_key, first_ts, last_ts, records - first_records, records,
                                messages, time.process_time() - first_cpu)
         else:  # everything came in one fetch: time its decoding
-            await write_result(args.redis, args.result_key, fetched_ts, last_ts, records, records, messages,
+            await write_result(connection_settings(args), args.result_key, fetched_ts, last_ts, records, records, messages,
                                time.process_time() - fetched_cpu)
         # Stay alive (as the faust apps do) until the benchmark stops us.
         while True:
@@ -115,10 +123,13 @@ async def run_raw(args: argparse.Namespace) -> None:
 def faust_app(args: argparse.Namespace):
     import faust
 
+    from monitor.security import faust_credentials
+
     session = args.session_timeout
     return faust.App(
         args.group,
         broker=[f"kafka://{host}" for host in args.bootstrap.split(",")],
+        broker_credentials=faust_credentials(connection_settings(args)),
         store="memory://",
         datadir=str(Path(args.datadir) / f"{args.group}-data"),
         web_enabled=False,
@@ -146,15 +157,14 @@ def build_noop(args: argparse.Namespace):
             if n == 1:
                 first_ts, first_cpu = time.time(), time.process_time()
             if n == expected:
-                await write_result(args.redis, args.result_key, first_ts, time.time(), n - 1, n, n,
+                await write_result(connection_settings(args), args.result_key, first_ts, time.time(), n - 1, n, n,
                                    time.process_time() - first_cpu)
 
     return app
 
 
 def build_naive(args: argparse.Namespace):
-    import redis.asyncio as aioredis
-
+    from monitor.connect import redis_client
     from monitor.schema import ScoredRecord
 
     app = faust_app(args)
@@ -164,7 +174,7 @@ def build_naive(args: argparse.Namespace):
 
     @app.agent(topic, name="bench_naive")
     async def naive(stream):
-        client = aioredis.from_url(args.redis)
+        client = redis_client(connection_settings(args), asyncio=True)
         records = messages = 0
         first_ts = first_cpu = 0.0
         async for value in stream:
@@ -179,7 +189,7 @@ def build_naive(args: argparse.Namespace):
                     first_ts, first_cpu = time.time(), time.process_time()
             messages += 1
             if records >= expected and first_ts:
-                await write_result(args.redis, args.result_key, first_ts, time.time(), records - 1, records,
+                await write_result(connection_settings(args), args.result_key, first_ts, time.time(), records - 1, records,
                                    messages, time.process_time() - first_cpu)
                 first_ts = 0.0  # once
 

@@ -23,9 +23,9 @@ import time
 import uuid
 
 import orjson
-import redis.asyncio as aioredis
 
 from monitor import outcomes as outcome_join
+from monitor.connect import redis_client
 from monitor.outcomes import APPLY_OUTCOMES_LUA, OutcomeProcessor
 from monitor.pipeline import MAX_RECORDS_PER_CALL, BatchProcessor, RawMessage
 from monitor.settings import Settings
@@ -52,7 +52,7 @@ async def _refuse(msg, reason: str) -> None:
 async def measure(settings: Settings, months: int, per_month: int) -> dict[str, float]:
     """Load the records, join all their outcomes in one batch; the outcome script's calls by SLOWLOG."""
     # No client-side timeout: a long script call is what is measured, not a reason to retry it.
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=None)
+    client = redis_client(settings, asyncio=True, socket_timeout=None)
     store = Store(client, settings)
     rng = random.Random(5)
     try:

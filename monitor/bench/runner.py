@@ -42,6 +42,7 @@ import orjson
 
 from monitor.bench import report
 from monitor.bench.baselines import rss_kb
+from monitor.demo import settings_env
 from monitor.settings import Settings
 
 DEFAULT_JSON = Path("artifacts/bench.json")
@@ -324,9 +325,9 @@ class Bench:
                          "broker": self.server_pids.get("broker"), "bench": os.getpid()})
 
     async def __aenter__(self) -> "Bench":
-        import redis.asyncio as aioredis
+        from monitor.connect import redis_client
 
-        self.redis = aioredis.from_url(self.base.redis_url)
+        self.redis = redis_client(self.base, asyncio=True)
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -343,7 +344,7 @@ class Bench:
                 "--datadir", str(self.tmp), "--resolution", str(settings.resolution), "--prefix", group]
         with open(log, "ab") as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, cwd=self.tmp)
+                                    start_new_session=True, cwd=self.tmp, env=settings_env(settings))
         spawned = time.time()
         deadline = time.monotonic() + 120 + expected / 1000
         usage: list[tuple[float, float | None, dict]] = []  # (time, machine busy s, {process: cpu s})
@@ -642,14 +643,11 @@ class Bench:
         The worker computes metrics on a timer (``metrics_interval_s``), so the alert latency's
         floor is spread over [0, interval] plus one pass.
         """
-        from aiokafka import AIOKafkaConsumer
-
+        from monitor.connect import kafka_consumer, kafka_producer
         from monitor.demo import start_worker
         from monitor.infra import create_topics
         from monitor.reference import save_reference
-        from monitor.security import kafka_options
         from monitor.store import Store
-        from producers.publish import kafka_producer
         from producers.synthetic import Scenario, generate, reference_frame
 
         opts = self.opts
@@ -723,12 +721,11 @@ class Bench:
         alert_rules: list[str | None] = [None] * n_models
         index = {m: k for k, m in enumerate(models)}
 
-        consumer = AIOKafkaConsumer(settings.alerts_topic, bootstrap_servers=settings.kafka_bootstrap,
-                                    group_id=f"bench-{self.run_id}-alerts-{uuid.uuid4().hex[:6]}",
-                                    auto_offset_reset="earliest", enable_auto_commit=False,
-                                    fetch_max_wait_ms=ALERT_FETCH_WAIT_MS, session_timeout_ms=3000,
-                                    heartbeat_interval_ms=300,
-                                    **kafka_options(settings))
+        consumer = kafka_consumer(settings, settings.alerts_topic,
+                                  group_id=f"bench-{self.run_id}-alerts-{uuid.uuid4().hex[:6]}",
+                                  auto_offset_reset="earliest", enable_auto_commit=False,
+                                  fetch_max_wait_ms=ALERT_FETCH_WAIT_MS, session_timeout_ms=3000,
+                                  heartbeat_interval_ms=300)
         await consumer.start()
         alerts_seen = [0]
 

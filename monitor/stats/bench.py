@@ -96,7 +96,12 @@ def redis_url_or_server(url: str | None):
     try:
         import redis
 
-        client = redis.Redis(host="127.0.0.1", port=port)
+        from monitor.connect import redis_client
+        from monitor.settings import Settings
+
+        # Our own server has no password: none from the environment either.
+        client = redis_client(Settings(redis_url=f"redis://127.0.0.1:{port}/0", redis_password=None,
+                                       redis_username=None))
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -241,15 +246,17 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=20240301)
     args = parser.parse_args(argv)
 
-    import redis
     from redis.utils import HIREDIS_AVAILABLE
 
     rng = np.random.default_rng(args.seed)
     scenarios = [("month, asymptotic p-value (max(n, m) > 10000)", "large"),
                  ("small month, exact p-value (n, m <= 10000)", "exact")]
+    from monitor.connect import redact_url, redis_client
+    from monitor.settings import Settings
+
     with redis_url_or_server(args.redis_url) as url:
-        client = redis.Redis.from_url(url)
-        print(f"redis {client.info('server')['redis_version']} at {url}; hiredis parser: {HIREDIS_AVAILABLE}; "
+        client = redis_client(Settings(redis_url=url))
+        print(f"redis {client.info('server')['redis_version']} at {redact_url(url)}; hiredis parser: {HIREDIS_AVAILABLE}; "
               f"{args.repetitions} repetitions; resolution {args.resolution}")
         try:
             for name, scale in scenarios:
