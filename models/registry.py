@@ -198,14 +198,11 @@ class RedisLedger:
     """
 
     def __init__(self, settings: Any):
-        import redis
-
-        from monitor.security import redis_options
+        from monitor.connect import redis_client
 
         self.prefix = settings.key_prefix
         self.redis_url = settings.redis_url
-        self.client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10,
-                                           **redis_options(settings))
+        self.client = redis_client(settings, socket_timeout=10)
 
     def where(self) -> None:
         return None
