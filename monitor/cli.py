@@ -196,6 +196,26 @@ def alerts(follow: bool, from_beginning: bool, history: bool, as_json: bool, lim
         console.print("no alerts" if history else "no firing alerts")
 
 
+# ---- notify ---------------------------------------------------------------------------------
+@main.command()
+@click.option("--loglevel", default="info", show_default=True)
+def notify(loglevel: str) -> None:
+    """Deliver alert events to Alertmanager (MONITOR_ALERTMANAGER_URL) and/or a webhook (MONITOR_WEBHOOK_URL).
+
+    Its own consumer group (MONITOR_NOTIFY_GROUP) on the alerts topic; an event's offset is committed
+    once delivered or dead-lettered (MONITOR_NOTIFY_DEAD_LETTER_TOPIC). See monitor/notify.py.
+    """
+    import logging
+
+    from monitor.notify import run_notify
+
+    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        _run(run_notify(get_settings()))
+    except KeyboardInterrupt:
+        pass
+
+
 # ---- state ----------------------------------------------------------------------------------
 @main.command()
 @click.option("--model", help="Only this model.")
