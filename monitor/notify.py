@@ -33,6 +33,9 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, KafkaError
+from pydantic import ValidationError
+
+from monitor.alerts import AlertEvent
 
 from monitor.errors import MonitorError
 from monitor.retry import retry_forever
@@ -213,12 +216,12 @@ class Notifier:
         headers = [("dlq.topic", topic.encode()), ("dlq.partition", str(partition).encode()),
                    ("dlq.offset", str(offset).encode())]
         try:
-            event = orjson.loads(value)
-            event["event_id"], event["alert_id"], event["status"]  # noqa: B018 - the fields every sink needs
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            await self.dead_letter(key, value, [("dlq.reason", f"not an alert event: {exc}".encode()),
+            AlertEvent.model_validate_json(value)  # every field a sink reads is there, with its type
+        except ValidationError as exc:
+            await self.dead_letter(key, value, [("dlq.reason", f"not an alert event: {exc}"[:1000].encode()),
                                                 ("dlq.sink", b"none"), *headers])
             return
+        event = orjson.loads(value)  # as published: the webhook gets the producer's JSON unchanged
         sinks: list[tuple[str, Callable[[dict], Awaitable[None]]]] = []
         if self.alertmanager is not None:
             sinks.append(("alertmanager", self.to_alertmanager))

@@ -89,7 +89,10 @@ def alert(rule: str, severity: str, expr: str, summary: str, dashboard_url: str)
 def scope_rules(scope: Scope, rules: RuleSet, dashboard_url: str) -> list[dict]:
     """The alerting rules of one scope (disabled rules left out)."""
     out = []
-    sel = lambda field: selector(METRIC[field], scope, rules.windows)  # noqa: E731
+
+    def sel(field: str) -> str:
+        return selector(METRIC[field], scope, rules.windows)
+
     ks = rules.ks_adherence
     if ks.enabled:
         for severity, level in (("warning", ks.warning), ("critical", ks.critical)):
