@@ -46,6 +46,7 @@ from monitor.store import Store
 log = logging.getLogger("monitor.notify")
 
 BACKOFF_MAX_S = 30.0
+FIRST_RESEND_S = 5.0
 RESENDS_AHEAD = 4
 """A firing alert's endsAt is this many resend intervals ahead (Prometheus: 4 x max(evaluation, resend))."""
 
@@ -222,18 +223,18 @@ class Notifier:
                                                 ("dlq.sink", b"none"), *headers])
             return
         event = orjson.loads(value)  # as published: the webhook gets the producer's JSON unchanged
-        sinks: list[tuple[str, Callable[[dict], Awaitable[None]]]] = []
+        sinks: list[tuple[str, Callable[[dict, int], Awaitable[None]]]] = []
         if self.alertmanager is not None:
             sinks.append(("alertmanager", self.to_alertmanager))
         if self.webhook is not None:
-            sinks.append(("webhook", self.webhook.deliver))
+            sinks.append(("webhook", lambda e, _partition: self.webhook.deliver(e)))
         for name, deliver in sinks:
             mark = self.delivered_key(name, event["event_id"])
             if await self._redis("reading the delivered events", self.store.redis.exists, mark):
                 log.info("%s: event %s already delivered, skipped", name, event["event_id"])
                 continue
             try:
-                await deliver(event)
+                await deliver(event, partition)
             except Undeliverable as exc:
                 log.error("%s: event %s of %s dead-lettered: %s", name, event["event_id"], event["alert_id"], exc)
                 await self.dead_letter(key, value, [("dlq.reason", str(exc).encode()), ("dlq.sink", name.encode()),
@@ -242,8 +243,9 @@ class Notifier:
                               self.settings.notify_dedup_ttl_s)
         self.delivered += 1
 
-    async def to_alertmanager(self, event: dict) -> None:
-        """Fire, re-label or end the event's alert in Alertmanager, and keep the firing ones in Redis."""
+    async def to_alertmanager(self, event: dict, partition: int) -> None:
+        """Fire, re-label or end the event's alert in Alertmanager, and keep the firing ones in Redis
+        (with the alerts topic's ``partition`` it came from: its owner re-posts it, see resend_firing)."""
         async with self.lock:
             raw = await self._redis("reading the firing alerts", self.store.redis.hget, self.firing_key,
                                     event["alert_id"])
@@ -273,24 +275,32 @@ class Notifier:
             await self.alertmanager.post(alerts)
             if event["status"] == "firing" and event["rule"] != "source_reset":  # source_reset is one-shot
                 await self._redis("keeping a firing alert", self.store.redis.hset, self.firing_key, event["alert_id"],
-                                  orjson.dumps({"alert": alerts[-1], "emitted_at": event["emitted_at"]}))
+                                  orjson.dumps({"alert": alerts[-1], "emitted_at": event["emitted_at"],
+                                                "partition": partition}))
             elif stored:
                 await self._redis("dropping a resolved alert", self.store.redis.hdel, self.firing_key,
                                   event["alert_id"])
             log.info("alertmanager: %s %s %s", event["status"], event["severity"], event["alert_id"])
 
-    async def resend_firing(self) -> int:
-        """Post every firing alert again with a later endsAt; returns how many."""
+    async def resend_firing(self, owned: set[int] | None = None) -> int:
+        """Post the firing alerts again with a later endsAt; returns how many.
+
+        With ``owned``, only the alerts whose events come from those partitions of the alerts topic: the
+        notifier that owns a partition is the one that resolves its alerts (under ``self.lock``), so a
+        resend by another instance can never revive an alert that was just ended.
+        """
         if self.alertmanager is None:
             return 0
         async with self.lock:
             firing = await self._redis("reading the firing alerts", self.store.redis.hgetall, self.firing_key)
-            if not firing:
+            states = [orjson.loads(raw) for raw in firing.values()]
+            if owned is not None:
+                states = [st for st in states if st.get("partition") in owned]
+            if not states:
                 return 0
             ends_at = self.ends_at_firing(utcnow())
-            await self.alertmanager.post([{**orjson.loads(raw)["alert"], "endsAt": ends_at}
-                                          for raw in firing.values()])
-            return len(firing)
+            await self.alertmanager.post([{**st["alert"], "endsAt": ends_at} for st in states])
+            return len(states)
 
 
 async def ensure_topic(settings: Settings, topic: str) -> None:
@@ -310,15 +320,18 @@ async def ensure_topic(settings: Settings, topic: str) -> None:
         await admin.close()
 
 
-async def resend_loop(notifier: Notifier, interval_s: float) -> None:
+async def resend_loop(notifier: Notifier, interval_s: float, owned: Callable[[], set[int]]) -> None:
+    """Re-post the firing alerts of the owned partitions every ``interval_s``; the first time soon after
+    the start, as a notifier stopped for longer than the alerts' endsAt lets them expire."""
+    await asyncio.sleep(min(interval_s, FIRST_RESEND_S))
     while True:
-        await asyncio.sleep(interval_s)
         try:
-            count = await notifier.resend_firing()
+            count = await notifier.resend_firing(owned())
             if count:
                 log.info("re-posted %d firing alerts to Alertmanager", count)
         except Exception:  # noqa: BLE001 - the next round tries again
             log.exception("re-posting the firing alerts failed")
+        await asyncio.sleep(interval_s)
 
 
 async def run_notify(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -347,7 +360,9 @@ async def run_notify(settings: Settings, stop: asyncio.Event | None = None) -> N
                         Alertmanager(session, urls, settings.notify_backoff_s) if urls else None,
                         Webhook(session, settings.webhook_url, settings.notify_attempts, settings.notify_backoff_s)
                         if settings.webhook_url else None, dead_letter)
-    resender = asyncio.create_task(resend_loop(notifier, settings.notify_resend_s))
+    resender = asyncio.create_task(resend_loop(
+        notifier, settings.notify_resend_s,
+        lambda: {tp.partition for tp in consumer.assignment() if tp.topic == settings.alerts_topic}))
     log.info("notify: %s -> %s%s (group %s)", settings.alerts_topic, ", ".join(urls) or "-",
              f" and {settings.webhook_url}" if settings.webhook_url else "", settings.notify_group)
     try:

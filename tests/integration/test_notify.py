@@ -169,6 +169,13 @@ async def test_firing_resolved_and_duplicate_events_in_alertmanager(settings, al
     assert [(a["labels"]["rule"], a["labels"]["phase"]) for a in alerts] == [("ks_adherence", "final")]
     assert proc.poll() is None
 
+    # stopped, `monitor notify` lets its alerts expire (endsAt); started again, it re-posts the firing one
+    stop_process(proc)
+    assert await alertmanager.wait_alerts(lambda a: not a) == []
+    notify_process(s)
+    alerts = await alertmanager.wait_alerts(lambda a: len(a) == 1)
+    assert [(a["labels"]["rule"], a["labels"]["phase"]) for a in alerts] == [("ks_adherence", "final")]
+
 
 async def test_an_alertmanager_outage_delays_but_loses_nothing(settings, alertmanager, notify_process, tmp_path):
     s = notify_settings(settings, alertmanager_url=alertmanager.url)
