@@ -169,6 +169,13 @@ async def test_firing_resolved_and_duplicate_events_in_alertmanager(settings, al
     assert [(a["labels"]["rule"], a["labels"]["phase"]) for a in alerts] == [("ks_adherence", "final")]
     assert proc.poll() is None
 
+    # an event older than the alert's last one (redelivered late) changes nothing
+    stale = event(status="resolved", rule="ks_adherence", month="2024-04", severity="critical",
+                  emitted_at=ks_final.emitted_at - dt.timedelta(seconds=1))
+    await publish(s, stale)
+    assert await log_says(tmp_path / "notify-0.log", f"event {stale.event_id} is older than the alert's last one")
+    assert [a["labels"]["rule"] for a in await alertmanager.alerts()] == ["ks_adherence"]
+
     # stopped, `monitor notify` lets its alerts expire (endsAt); started again, it re-posts the firing one
     stop_process(proc)
     assert await alertmanager.wait_alerts(lambda a: not a) == []
