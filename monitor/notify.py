@@ -305,7 +305,7 @@ class Notifier:
             firing = await self._redis("reading the firing alerts", self.store.redis.hgetall, self.firing_key)
             states = [orjson.loads(raw) for raw in firing.values()]
             if owned is not None:
-                states = [st for st in states if st.get("partition") in owned]
+                states = [st for st in states if st.get("partition", -1) in owned | {-1}]  # -1: not known
             if not states:
                 return 0
             ends_at = self.ends_at_firing(utcnow())

@@ -200,8 +200,9 @@ class Settings(BaseSettings):
 
     # --- Notifications (`monitor notify`, monitor/notify.py) ----------------------------------
     alertmanager_url: str = Field(
-        "http://127.0.0.1:9093", description="Alertmanager base URL(s) `monitor notify` posts alert events to "
-        "(POST /api/v2/alerts); comma-separated for an HA cluster (each gets every alert, as Prometheus does); "
+        "http://127.0.0.1:19093", description="Alertmanager base URL(s) `monitor notify` posts alert events to "
+        "(POST /api/v2/alerts); port 19093 next to `monitor infra up`'s 19092 and 16379, clear of a system "
+        "Alertmanager's 9093; comma-separated for an HA cluster (each gets every alert, as Prometheus does); "
         "empty turns Alertmanager off. Env MONITOR_ALERTMANAGER_URL.",
     )
     webhook_url: str | None = Field(
