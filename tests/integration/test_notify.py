@@ -274,3 +274,50 @@ async def test_webhook_retries_dedupes_and_dead_letters(settings, notify_process
         assert proc.poll() is None
     finally:
         await runner.cleanup()
+
+
+async def test_the_workers_alerts_reach_alertmanager(settings, worker_process, alertmanager, notify_process):
+    """End to end: a drifting stream through the real worker; Alertmanager ends up holding exactly the
+    alerts the monitor's state says are firing, with their severity and phase."""
+    from dataclasses import replace
+
+    from monitor.alerts import parse_alert_field
+    from monitor.reference import save_reference
+    from monitor.store import Store
+    from producers.publish import publish as publish_records
+    from producers.synthetic import Scenario, generate, reference_frame
+
+    spec = replace(Scenario(), model="paged", months=4, monthly_volume=1200, drift_start=2, score_shift=0.8)
+    ref = reference_frame(spec, n=5000)
+    await save_reference(settings, spec.model, spec.model_version, ref["score"].to_numpy(), ref["TARGET"].to_numpy(),
+                         source="test")
+    s = notify_settings(settings, alertmanager_url=alertmanager.url)
+    worker_process(s.model_copy(update={"month_settle_s": 1.0}))
+    notify_process(s)
+    await publish_records(list(generate(spec)), settings, per_message=50)
+
+    store = Store.connect(settings)
+
+    async def firing_in_monitor() -> set[tuple]:
+        states = await store.alert_states(spec.model, spec.model_version)
+        return {(*parse_alert_field(field, st), st["severity"], st.get("phase", "final"))
+                for field, st in states.items() if st["status"] == "firing"}
+
+    def in_alertmanager(alerts: list[dict]) -> set[tuple]:
+        return {(a["labels"]["rule"], a["labels"]["window"], a["labels"]["month"], a["labels"]["severity"],
+                 a["labels"]["phase"]) for a in alerts if a["labels"]["model"] == spec.model}
+
+    try:
+        deadline = time.monotonic() + 120
+        expected, seen = set(), set()
+        while time.monotonic() < deadline:
+            expected, seen = await firing_in_monitor(), in_alertmanager(await alertmanager.alerts())
+            # the last month stays open (provisional); an earlier drifted one closes (final)
+            if expected == seen and "final" in {x[4] for x in expected}:
+                break
+            await asyncio.sleep(0.5)
+        print(f"\nfiring in the monitor and in Alertmanager: {sorted(expected)}")
+        assert seen == expected
+        assert {x[0] for x in expected} >= {"psi", "ks_adherence"} and "final" in {x[4] for x in expected}
+    finally:
+        await store.close()
