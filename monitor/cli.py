@@ -221,14 +221,45 @@ def state(model: str | None, window: str, as_json: bool) -> None:
 
 
 # ---- api ----------------------------------------------------------------------------------
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@main.group(invoke_without_command=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; another than loopback needs API tokens (MONITOR_API_TOKENS).")
 @click.option("--port", default=8000, show_default=True, type=int, help="TCP port.")
-def api(host: str, port: int) -> None:
-    """Serve the HTTP API, Prometheus /metrics and the web dashboard at / (uvicorn)."""
-    from monitor.api.app import serve
+@click.pass_context
+def api(ctx: click.Context, host: str, port: int) -> None:
+    """Serve the HTTP API, Prometheus /metrics and the web dashboard at / (uvicorn).
 
-    serve(get_settings(), host=host, port=port)
+    Every endpoint but /health and /docs needs a bearer token: `monitor api token` creates one.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from monitor.api.app import check_exposure, serve
+
+    settings = get_settings()
+    try:
+        check_exposure(settings, host)
+    except MonitorError as exc:
+        raise click.ClickException(str(exc)) from None
+    serve(settings, host=host, port=port)
+
+
+@api.command("token")
+@click.option("--scope", type=click.Choice(["read", "write"]), required=True,
+              help="read: state, alerts, metrics, dashboard; write: also the classic POST endpoints.")
+@click.option("--name", default=None, help="A name for logs and the rate limit (default: from the hash).")
+def api_token(scope: str, name: str | None) -> None:
+    """Print a new random API token and the settings entry that holds only its SHA-256."""
+    from monitor.api.auth import hash_token, new_token
+
+    token = new_token()
+    entry = f"{name + ':' if name else ''}{scope}:{hash_token(token)}"
+    if name is not None and any(c in name for c in ":,# \t\n"):
+        raise click.BadParameter("a name without ':', ',', '#' or spaces", param_hint="--name")
+    click.echo(f"token: {token}")
+    click.echo("(shown once: give it to the client; the server keeps only the entry below)")
+    click.echo(f"entry: {entry}")
+    click.echo(f"e.g.   MONITOR_API_TOKENS={entry}   (several entries: comma-separated, or one per line "
+               f"in MONITOR_API_TOKENS_FILE)")
 
 
 # ---- faults ---------------------------------------------------------------------------------
