@@ -181,9 +181,9 @@ async def post_performance(
     A record with a ``score`` is taken as scored; a record without one is scored by the registered
     model ``model_from`` from its features. ``model_from`` must be registered (``monitor models
     list``) or monitored (``GET /models``), else 404."""
-    store = request.app.state.store
     settings = request.app.state.settings
-    records = await read_records(request, settings.api_max_records)
+    records = await read_records(request, settings.api_max_records)  # a bad body is refused before Redis is read
+    store = request.app.state.store
     registry = _registry(settings)
     registered = registry.versions(model_from)
     monitored = await _monitored_versions(store, model_from)
