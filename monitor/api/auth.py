@@ -80,7 +80,7 @@ def parse_entry(text: str) -> TokenEntry:
     >>> parse_entry("read:s3cret")
     Traceback (most recent call last):
     ...
-    monitor.api.auth.TokenConfigError: API token entry 'read:s3ce...': expected the 64 hex digits of the token's SHA-256 (`monitor api token` prints the entry), not the token itself
+    monitor.api.auth.TokenConfigError: API token entry 'read:s3cr...': expected the 64 hex digits of the token's SHA-256 (`monitor api token` prints the entry), not the token itself
     """
     parts = text.strip().split(":")
     shown = text.strip()[: text.strip().rfind(":") + 5] + "..."  # never echo a whole token given by mistake
