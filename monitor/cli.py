@@ -247,7 +247,11 @@ def api(ctx: click.Context, host: str, port: int) -> None:
 @click.option("--scope", type=click.Choice(["read", "write"]), required=True,
               help="read: state, alerts, metrics, dashboard; write: also the classic POST endpoints.")
 @click.option("--name", default=None, help="A name for logs and the rate limit (default: from the hash).")
-def api_token(scope: str, name: str | None) -> None:
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the token to this file (mode 600), e.g. Prometheus' credentials_file.")
+@click.option("--entries-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also append the entry to this file (MONITOR_API_TOKENS_FILE).")
+def api_token(scope: str, name: str | None, token_file: Path | None, entries_file: Path | None) -> None:
     """Print a new random API token and the settings entry that holds only its SHA-256."""
     from monitor.api.auth import hash_token, new_token
 
@@ -260,6 +264,22 @@ def api_token(scope: str, name: str | None) -> None:
     click.echo(f"entry: {entry}")
     click.echo(f"e.g.   MONITOR_API_TOKENS={entry}   (several entries: comma-separated, or one per line "
                f"in MONITOR_API_TOKENS_FILE)")
+    if token_file is not None:
+        _write_private(token_file, token + "\n", append=False)
+        click.echo(f"token written to {token_file}")
+    if entries_file is not None:
+        _write_private(entries_file, entry + "\n", append=True)
+        click.echo(f"entry appended to {entries_file}")
+
+
+def _write_private(path: Path, text: str, append: bool) -> None:
+    """Write (or append) ``text`` to a file only its owner may read."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC), 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 # ---- faults ---------------------------------------------------------------------------------
