@@ -86,11 +86,11 @@ def create_api(settings: Settings, *, measure_lag: bool = True, lag_ttl_s: float
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
+        return JSONResponse({"detail": without_server_paths(str(exc), settings)}, status_code=404)
 
     @app.exception_handler(PathRejected)
     async def path_rejected(request: Request, exc: PathRejected) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+        return JSONResponse({"detail": without_server_paths(str(exc), settings)}, status_code=400)
 
     @app.exception_handler(classic.TooManyRecords)
     async def too_many_records(request: Request, exc: MonitorError) -> JSONResponse:
@@ -98,7 +98,7 @@ def create_api(settings: Settings, *, measure_lag: bool = True, lag_ttl_s: float
 
     @app.exception_handler(MonitorError)
     async def monitor_error(request: Request, exc: MonitorError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return JSONResponse({"detail": without_server_paths(str(exc), settings)}, status_code=422)
 
     @app.exception_handler(redis.exceptions.ConnectionError)
     async def redis_down(request: Request, exc: Exception) -> JSONResponse:
@@ -134,6 +134,29 @@ def create_api(settings: Settings, *, measure_lag: bool = True, lag_ttl_s: float
     app.include_router(metrics.router)
     app.include_router(dashboard.router)
     return app
+
+
+def without_server_paths(message: str, settings: Settings) -> str:
+    """A message for a client: the server's directories (models, data, run) replaced by the setting
+    that names them (errors raised deeper, e.g. by the model registry, may name them).
+
+    >>> s = Settings(models_dir="/srv/models", data_dir="/srv/data")
+    >>> without_server_paths("no version '9' in /srv/models/default", s)
+    "no version '9' in <MONITOR_MODELS_DIR>/default"
+    """
+    import os
+    from pathlib import Path
+
+    names = {"MONITOR_MODELS_DIR": settings.models_dir, "MONITOR_DATA_DIR": settings.data_dir,
+             "MONITOR_RUN_DIR": settings.run_dir}
+    spellings = []
+    for name, path in names.items():
+        for spelled in {str(Path(path).resolve()), str(Path(path).absolute()), os.path.normpath(str(path))}:
+            if spelled not in (".", "/", ""):
+                spellings.append((spelled, f"<{name}>"))
+    for spelled, placeholder in sorted(spellings, key=lambda p: -len(p[0])):  # the longest (deepest) first
+        message = message.replace(spelled, placeholder)
+    return message
 
 
 def _jsonable(errors: list[dict]) -> list[dict]:

@@ -204,6 +204,13 @@ async def test_errors_name_the_problem_not_the_data(api):
         async with s.post(base + "/v1/performance/nobody", json=RECORDS) as r:
             text = await r.text()
             assert r.status == 404 and "nobody" in text and str(settings.models_dir) not in text, text
+        from models.registry import Registry
+        from models.train import train
+
+        train("credit_data", "default", "default", registry=Registry(settings.models_dir))
+        async with s.post(base + "/v1/performance/default?version=9", json=RECORDS) as r:  # the registry's own 404
+            text = await r.text()
+            assert r.status == 404 and "no version '9'" in text and str(settings.models_dir) not in text, text
         # an unexpected failure (a key of the wrong type in Redis) is a 500 with an id the log carries
         redis.Redis.from_url(settings.redis_url).set(f"{settings.key_prefix}:models", "not a set")
         async with s.get(base + "/models") as r:
