@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +193,7 @@ OPEN_PATHS = frozenset({"/health", "/docs", "/openapi.json", "/login"})
 OPEN_PREFIXES = ("/static/",)  # bundled assets: plotly.js, Swagger UI
 DASHBOARD = "/"
 COOKIE = "monitor_token"
+COOKIE_SAFE = re.compile(r"[A-Za-z0-9._~+/=-]{1,512}")  # what `monitor api token` makes; nothing to escape
 LOGIN_BODY_BYTES = 4096
 
 
@@ -200,11 +202,15 @@ def bearer_token(scope) -> str | None:
 
     >>> bearer_token({"headers": [(b"authorization", b"Bearer abc")]}), bearer_token({"headers": []})
     ('abc', None)
+    >>> bearer_token({"headers": [(b"authorization", b"Basic abc")]}) is None
+    True
     """
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
             kind, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() or None if kind.lower() == "bearer" else None
+            if kind.lower() != "bearer":
+                return None
+            return token.strip() or None
     return None
 
 
@@ -347,7 +353,7 @@ class AuthMiddleware:
     async def _exchange(self, scope, send, token: str) -> None:
         """``/?token=...``: a valid token becomes the cookie, and the browser goes to ``/`` (the token
         leaves the address bar and the history)."""
-        if self.book.identify(token) is None:
+        if self.book.identify(token) is None or not COOKIE_SAFE.fullmatch(token):
             return await send_html(send, 401, LOGIN_PAGE.replace(
                 "__ERROR__", '<p class="error">That token is not valid.</p>'))
         await send({"type": "http.response.start", "status": 303,
