@@ -25,10 +25,21 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
 from monitor.api import reads
-from monitor.api.classic_engine import (ClassicRecord, adherence_of, confine, performance_of,
-                                        records_frame)
+from monitor.api.classic_engine import (
+    ClassicRecord,
+    adherence_of,
+    confine,
+    performance_of,
+    records_frame,
+)
 from monitor.api.responses import JSONBytes, dumps
-from monitor.api.schemas import NAME_PATTERN, AdherenceRequest, AdherenceResult, ErrorBody, PerformanceResult
+from monitor.api.schemas import (
+    NAME_PATTERN,
+    AdherenceRequest,
+    AdherenceResult,
+    ErrorBody,
+    PerformanceResult,
+)
 from monitor.errors import MonitorError, NotFound
 
 router = APIRouter(prefix="/v1", tags=["classic"])
@@ -165,6 +176,7 @@ def _kind(path: str) -> str:
     ('CSV', 'a JSON list of records')
     """
     return "a JSON list of records" if ".json" in path.lower() else "CSV"
+
 
 @router.post("/performance/{model_from}", response_model=PerformanceResult,
              responses={**ERRORS, 413: {"model": ErrorBody, "description": "More records than MONITOR_API_MAX_RECORDS, "

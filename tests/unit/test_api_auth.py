@@ -11,9 +11,21 @@ import numpy as np
 import pytest
 
 from monitor.api.app import check_exposure, create_api
-from monitor.api.auth import (TokenBook, TokenConfigError, allows, configured_tokens, hash_token, new_token,
-                              parse_tokens)
-from monitor.api.classic_engine import ClassicRecord, month_histograms, performance_of, records_frame
+from monitor.api.auth import (
+    TokenBook,
+    TokenConfigError,
+    allows,
+    configured_tokens,
+    hash_token,
+    new_token,
+    parse_tokens,
+)
+from monitor.api.classic_engine import (
+    ClassicRecord,
+    month_histograms,
+    performance_of,
+    records_frame,
+)
 from monitor.errors import MonitorError
 from monitor.settings import Settings
 
@@ -70,7 +82,7 @@ def client(settings: Settings, peer: str = "127.0.0.1") -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(peer, 40000)), base_url="http://api")
 
 
-OFFLINE = dict(redis_url="redis://127.0.0.1:1/0")
+OFFLINE = {"redis_url": "redis://127.0.0.1:1/0"}
 BODY = [{"REF_DATE": "2024-01-01", "TARGET": 1, "score": 2}]  # invalid: 422 once past authentication
 
 
