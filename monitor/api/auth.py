@@ -288,7 +288,8 @@ class AuthMiddleware:
     in an HttpOnly cookie (set by ``/?token=...`` or the login form), which only ever grants ``read``:
     a request another site makes the browser send can change nothing. 401: no or unknown token;
     403: a token whose scope does not allow the request. The request's client id (the token's name)
-    goes into ``scope["state"]["client_id"]`` for the rate limit.
+    goes into ``scope["state"]["client_id"]`` for the rate limit, the scope granted (None: anonymous,
+    on an open path) into ``scope["state"]["auth_scope"]``.
 
     With ``enabled`` False (``MONITOR_API_AUTH=off``) every request is allowed, but only from loopback.
     """
@@ -308,11 +309,15 @@ class AuthMiddleware:
             if not is_loopback(peer):
                 return await self._deny(send, 403, "authentication is off (MONITOR_API_AUTH=off): only loopback "
                                                    "clients are answered")
+            state["auth_scope"] = "write"
             return await self.app(scope, receive, send)
         path, method = scope["path"], scope["method"]
         if path == "/login" and method == "POST":
             return await self._login(scope, receive, send)
         if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+            bearer = bearer_token(scope)
+            entry = self.book.identify(bearer) if bearer is not None else None
+            state["auth_scope"] = entry.scope if entry is not None else None  # /health tells more to a client
             return await self.app(scope, receive, send)
         if path == DASHBOARD and method == "GET" and query_token(scope) is not None:
             return await self._exchange(scope, send, query_token(scope))
@@ -336,6 +341,7 @@ class AuthMiddleware:
             how = "the dashboard cookie only reads" if granted_by_cookie else f"token {entry.name!r} has scope {granted!r}"
             return await self._deny(send, 403, f"{method} {path} needs a token of scope {needed!r}; {how}")
         state["client_id"] = f"token:{entry.name}"
+        state["auth_scope"] = granted
         await self.app(scope, receive, send)
 
     def _missing(self) -> str:

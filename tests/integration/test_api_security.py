@@ -73,7 +73,11 @@ async def test_tokens_and_scopes(api):
     settings, base, _, _ = await api()
     async with aiohttp.ClientSession() as s:
         async with s.get(base + "/health") as r:
-            assert r.status == 200  # liveness stays open
+            assert r.status == 200  # liveness stays open, and tells a stranger no address or prefix
+            body = await r.json()
+            assert body["status"] == "ok" and body["redis_url"] is None and body["key_prefix"] is None, body
+        async with s.get(base + "/health", headers=bearer(READ)) as r:
+            assert (await r.json())["key_prefix"] == settings.key_prefix
         for method, url in (("GET", "/models"), ("GET", "/alerts"), ("GET", "/metrics"), ("GET", "/dashboard/data"),
                             ("POST", "/v1/performance/m")):
             async with s.request(method, base + url, json=RECORDS) as r:
