@@ -280,14 +280,65 @@ def state(model: str | None, window: str, as_json: bool) -> None:
 
 
 # ---- api ----------------------------------------------------------------------------------
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@main.group(invoke_without_command=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; another than loopback needs API tokens (MONITOR_API_TOKENS).")
 @click.option("--port", default=8000, show_default=True, type=int, help="TCP port.")
-def api(host: str, port: int) -> None:
-    """Serve the HTTP API, Prometheus /metrics and the web dashboard at / (uvicorn)."""
-    from monitor.api.app import serve
+@click.pass_context
+def api(ctx: click.Context, host: str, port: int) -> None:
+    """Serve the HTTP API, Prometheus /metrics and the web dashboard at / (uvicorn).
 
-    serve(get_settings(), host=host, port=port)
+    Every endpoint but /health and /docs needs a bearer token: `monitor api token` creates one.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from monitor.api.app import check_exposure, serve
+
+    settings = get_settings()
+    try:
+        check_exposure(settings, host)
+    except MonitorError as exc:
+        raise click.ClickException(str(exc)) from None
+    serve(settings, host=host, port=port)
+
+
+@api.command("token")
+@click.option("--scope", type=click.Choice(["read", "write"]), required=True,
+              help="read: state, alerts, metrics, dashboard; write: also the classic POST endpoints.")
+@click.option("--name", default=None, help="A name for logs and the rate limit (default: from the hash).")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the token to this file (mode 600), e.g. Prometheus' credentials_file.")
+@click.option("--entries-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also append the entry to this file (MONITOR_API_TOKENS_FILE).")
+def api_token(scope: str, name: str | None, token_file: Path | None, entries_file: Path | None) -> None:
+    """Print a new random API token and the settings entry that holds only its SHA-256."""
+    from monitor.api.auth import hash_token, new_token
+
+    token = new_token()
+    entry = f"{name + ':' if name else ''}{scope}:{hash_token(token)}"
+    if name is not None and any(c in name for c in ":,# \t\n"):
+        raise click.BadParameter("a name without ':', ',', '#' or spaces", param_hint="--name")
+    click.echo(f"token: {token}")
+    click.echo("(shown once: give it to the client; the server keeps only the entry below)")
+    click.echo(f"entry: {entry}")
+    click.echo(f"e.g.   MONITOR_API_TOKENS={entry}   (several entries: comma-separated, or one per line "
+               f"in MONITOR_API_TOKENS_FILE)")
+    if token_file is not None:
+        _write_private(token_file, token + "\n", append=False)
+        click.echo(f"token written to {token_file}")
+    if entries_file is not None:
+        _write_private(entries_file, entry + "\n", append=True)
+        click.echo(f"entry appended to {entries_file}")
+
+
+def _write_private(path: Path, text: str, append: bool) -> None:
+    """Write (or append) ``text`` to a file only its owner may read."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC), 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 # ---- faults ---------------------------------------------------------------------------------

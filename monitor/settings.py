@@ -265,6 +265,36 @@ class Settings(BaseSettings):
         Path("."), description="Root that file paths given to the CLI/API must stay inside. Env MONITOR_DATA_DIR."
     )
 
+    # --- HTTP API (`monitor api`; monitor/api/auth.py, monitor/api/limits.py) ---------------------
+    api_auth: Literal["tokens", "off"] = Field(
+        "tokens", description="tokens (default): every endpoint but /health, /docs and the login form needs a "
+        "bearer token of api_tokens / api_tokens_file; off: no authentication, for development on loopback only "
+        "(`monitor api` refuses to listen on another address, and the app answers only loopback clients). "
+        "Env MONITOR_API_AUTH.",
+    )
+    api_tokens: str = Field(
+        "", description="API tokens, as `scope:sha256hex` or `name:scope:sha256hex` entries separated by commas "
+        "(scope read or write; write implies read). Only the SHA-256 of each token is stored: `monitor api "
+        "token --scope read` prints a new token and its entry. Default none. Env MONITOR_API_TOKENS.",
+    )
+    api_tokens_file: Path | None = Field(
+        None, description="A file of more token entries, one per line (`#` comments). Default none. "
+        "Env MONITOR_API_TOKENS_FILE.",
+    )
+    api_max_body_bytes: int = Field(
+        64 << 20, ge=1024, description="Largest request body, counted as it arrives: a larger one is refused "
+        "with 413 before it is parsed (default 64 MiB). Env MONITOR_API_MAX_BODY_BYTES.",
+    )
+    api_max_records: int = Field(
+        1_000_000, ge=1, description="Most records one POST /v1/performance request may hold (413 beyond, checked "
+        "before the records are validated). Default 1,000,000. Env MONITOR_API_MAX_RECORDS.",
+    )
+    api_write_rate: str = Field(
+        "60/minute", description="Rate limit of the write endpoints (POST) per client (token name, or address "
+        "with auth off), in the `limits` notation (`60/minute`, `5/second;100/hour`); empty turns it off. "
+        "Beyond it: 429 with Retry-After. Default 60/minute. Env MONITOR_API_WRITE_RATE.",
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

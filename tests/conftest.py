@@ -15,8 +15,19 @@ from pathlib import Path
 import pytest
 
 from monitor import infra
+from monitor.api.auth import hash_token
 from monitor.demo import settings_env, start_worker, stop_process
 from monitor.settings import Settings
+
+# API tokens of every test's settings (monitor.api.auth): the API needs one for all but /health and /docs.
+API_READ_TOKEN = "test-read-" + uuid.uuid4().hex
+API_WRITE_TOKEN = "test-write-" + uuid.uuid4().hex
+API_TOKENS = f"test-read:read:{hash_token(API_READ_TOKEN)},test-write:write:{hash_token(API_WRITE_TOKEN)}"
+
+
+def api_headers(token: str = API_WRITE_TOKEN) -> dict[str, str]:
+    """The header that authenticates a test's requests to the API."""
+    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +36,7 @@ def servers(tmp_path_factory) -> Settings:
     run_dir = tmp_path_factory.mktemp("run")
     base = Settings(kafka_bootstrap=f"127.0.0.1:{infra.free_port()}",
                     redis_url=f"redis://127.0.0.1:{infra.free_port()}/0", run_dir=run_dir,
-                    data_dir=tmp_path_factory.getbasetemp())  # tests' files live in their tmp_path
+                    data_dir=tmp_path_factory.getbasetemp(), api_tokens=API_TOKENS)  # tests' files live in their tmp_path
     services = infra.services(base)
     for svc in services:
         svc.start()

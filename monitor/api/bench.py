@@ -91,15 +91,16 @@ class Connection:
     general client's CPU, so the latency measured is the server's, not the client's.
     """
 
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, token: str | None = None):
         self.host, self.port = host, port
+        self.auth = f"Authorization: Bearer {token}\r\n" if token else ""  # an API read token (monitor.api.auth)
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
     async def get(self, target: str) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        self.writer.write(f"GET {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n".encode())
+        self.writer.write(f"GET {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{self.auth}\r\n".encode())
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         status = int(lines[0].split(b" ", 2)[1])
@@ -120,7 +121,7 @@ class Connection:
 
 
 async def run_load(base_url: str, urls: dict[str, list[str]], clients: int, duration_s: float, think_s: float,
-                   max_requests: int, timeout_s: float = 10.0) -> LoadResult:
+                   max_requests: int, timeout_s: float = 10.0, token: str | None = None) -> LoadResult:
     """``clients`` concurrent clients (one keep-alive connection each) for ``duration_s`` (or
     ``max_requests`` in all), pausing uniform(0, 2 think_s) between requests; latency measured per
     request (the warm-up request that opens each connection is not)."""
@@ -130,7 +131,7 @@ async def run_load(base_url: str, urls: dict[str, list[str]], clients: int, dura
     names = list(urls)
     result = LoadResult()
     budget = [max_requests]
-    connections = [Connection(where.hostname, where.port) for _ in range(clients)]
+    connections = [Connection(where.hostname, where.port, token) for _ in range(clients)]
 
     async def warm_up(conn: Connection) -> None:
         await asyncio.sleep(random.uniform(0, 1.0))
@@ -298,8 +299,11 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _main(args) -> int:
     from monitor import infra
+    from monitor.api.auth import hash_token, new_token
     from monitor.demo import settings_env, stop_process
     from monitor.settings import Settings
+
+    token = new_token()  # the clients read with a token, as in production (auth costs its share)
 
     def log(message: str) -> None:
         print(f"[bench] {message}", flush=True)
@@ -313,7 +317,8 @@ async def _main(args) -> int:
         kafka_bootstrap=args.kafka_bootstrap or f"127.0.0.1:{infra.free_port()}",
         redis_url=args.redis_url or f"redis://127.0.0.1:{infra.free_port()}/0", run_dir=run_dir,
         records_topic=f"{name}-records", outcomes_topic=f"{name}-outcomes", alerts_topic=f"{name}-alerts",
-        dead_letter_topic=f"{name}-dead-letter", consumer_group=name, key_prefix=name)
+        dead_letter_topic=f"{name}-dead-letter", consumer_group=name, key_prefix=name,
+        api_tokens=f"bench:read:{hash_token(token)}")
     started_services = []
     procs: list[subprocess.Popen] = []
     keep_logs = True  # until the run succeeds: the logs of a failed run stay for reading
@@ -342,7 +347,7 @@ async def _main(args) -> int:
         log(f"load: {args.clients} clients, {args.duration:.0f} s, pause uniform(0, {2 * args.think_ms:.0f}) ms, "
             f"while the worker folds ~{args.publish_rate:.0f} records/s")
         result = await run_load(base_url, urls, args.clients, args.duration, args.think_ms / 1000,
-                                args.max_requests)
+                                args.max_requests, token=token)
         folded = await worker_records(settings) - before
         load1, _, _ = os.getloadavg()
         print(report(f"\nstate endpoints under load ({args.clients} concurrent clients, worker folding "
@@ -352,7 +357,7 @@ async def _main(args) -> int:
         met = p99 < args.target_p99_ms and result.errors == 0
         if args.saturation_duration > 0:
             saturation = await run_load(base_url, urls, args.clients, args.saturation_duration, 0.0,
-                                        args.max_requests)
+                                        args.max_requests, token=token)
             print(report(f"\nfor information, saturation: the same {args.clients} clients without pauses "
                          f"(closed loop; latency = {args.clients} / throughput):", saturation, names, None))
         print(f"\nbench: p99 {p99:.1f} ms {'<' if met else '>='} {args.target_p99_ms:.0f} ms target: "

@@ -19,13 +19,27 @@ from collections import OrderedDict
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Body, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from monitor.api import reads
-from monitor.api.classic_engine import (MAX_RECORDS, ClassicRecord, adherence_of, confine, performance_of,
-                                        records_frame)
+from monitor.api.classic_engine import (
+    ClassicRecord,
+    adherence_of,
+    confine,
+    performance_of,
+    records_frame,
+)
 from monitor.api.responses import JSONBytes, dumps
-from monitor.api.schemas import NAME_PATTERN, AdherenceRequest, AdherenceResult, ErrorBody, PerformanceResult
+from monitor.api.schemas import (
+    NAME_PATTERN,
+    AdherenceRequest,
+    AdherenceResult,
+    ErrorBody,
+    PerformanceResult,
+)
 from monitor.errors import MonitorError, NotFound
 
 router = APIRouter(prefix="/v1", tags=["classic"])
@@ -105,14 +119,73 @@ async def _monitored_versions(store, model: str) -> list[str]:
 
 
 # ---- performance ------------------------------------------------------------------------------
-@router.post("/performance/{model_from}", response_model=PerformanceResult, responses=ERRORS,
-             summary="Volumetry and ROC AUC of a list of records")
+RECORDS_ADAPTER = TypeAdapter(list[ClassicRecord])
+RECORDS_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/ClassicRecord"},
+               "description": "Records: REF_DATE, TARGET and a score or the features (at most "
+                              "MONITOR_API_MAX_RECORDS)."},
+    "example": PERFORMANCE_EXAMPLE}}}}
+
+
+class TooManyRecords(MonitorError):
+    """More records in one request than ``api_max_records`` (HTTP 413)."""
+
+
+def _validation_error(exc: ValidationError) -> RequestValidationError:
+    """pydantic's errors as FastAPI's, located in the body (``body.0.TARGET``)."""
+    return RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()])
+
+
+async def read_records(request: Request, max_records: int) -> list[ClassicRecord]:
+    """The JSON list of records of the body, counted before any record is validated (a list longer
+    than ``max_records`` costs its parse only). The body is at most MONITOR_API_MAX_BODY_BYTES
+    (monitor.api.limits)."""
+    raw = await request.body()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RequestValidationError([{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error",
+                                       "input": {}, "ctx": {"error": exc.msg}}]) from None
+    if isinstance(data, list) and len(data) > max_records:
+        raise TooManyRecords(f"{len(data)} records in one request; the limit is {max_records} records "
+                             f"(MONITOR_API_MAX_RECORDS): split the request")
+    if isinstance(data, list) and not data:
+        raise RequestValidationError([{"type": "too_short", "loc": ("body",), "input": [],
+                                       "msg": "List should have at least 1 item after validation, not 0"}])
+    try:
+        return await asyncio.to_thread(RECORDS_ADAPTER.validate_python, data)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+
+
+def readable_frame(path, shown: str, read_frame):
+    """The file as a frame; a file that is not a readable CSV / JSON list is a MonitorError naming the
+    file (as the client gave it) and the kind of failure, never the parser's message (it may quote the file)."""
+    try:
+        return read_frame(path)
+    except MonitorError:
+        raise MonitorError(f"{shown}: unsupported file type or not a list of records (use a .csv, .csv.gz or "
+                           f".json list of records)") from None
+    except (ValueError, UnicodeError, OSError, EOFError) as exc:  # pandas' ParserError is a ValueError
+        raise MonitorError(f"{shown}: cannot be read as {_kind(shown)} ({type(exc).__name__})") from None
+
+
+def _kind(path: str) -> str:
+    """
+    >>> _kind("a.csv.gz"), _kind("b.json")
+    ('CSV', 'a JSON list of records')
+    """
+    return "a JSON list of records" if ".json" in path.lower() else "CSV"
+
+
+@router.post("/performance/{model_from}", response_model=PerformanceResult,
+             responses={**ERRORS, 413: {"model": ErrorBody, "description": "More records than MONITOR_API_MAX_RECORDS, "
+                                                                          "or a body over MONITOR_API_MAX_BODY_BYTES."}},
+             summary="Volumetry and ROC AUC of a list of records", openapi_extra=RECORDS_BODY)
 async def post_performance(
         request: Request,
         model_from: str = Path(pattern=NAME_PATTERN, description="A registered model (e.g. `default`, `enhanced`) "
                                                                 "or a monitored one."),
-        records: list[ClassicRecord] = Body(..., examples=[PERFORMANCE_EXAMPLE], min_length=1, max_length=MAX_RECORDS,
-                                            description="Records: REF_DATE, TARGET and a score or the features."),
         version: str | None = Query(None, pattern=NAME_PATTERN, description="Registered version (default: latest)."),
 ) -> JSONBytes:
     """Records per month (REF_DATE) and ROC AUC / Gini per month and over the request.
@@ -120,20 +193,21 @@ async def post_performance(
     A record with a ``score`` is taken as scored; a record without one is scored by the registered
     model ``model_from`` from its features. ``model_from`` must be registered (``monitor models
     list``) or monitored (``GET /models``), else 404."""
-    store = request.app.state.store
     settings = request.app.state.settings
+    records = await read_records(request, settings.api_max_records)  # a bad body is refused before Redis is read
+    store = request.app.state.store
     registry = _registry(settings)
     registered = registry.versions(model_from)
     monitored = await _monitored_versions(store, model_from)
     if not registered and not monitored:
         known = sorted(set(registry.names()) | {m for m, _ in await reads.model_keys(store)})
-        raise NotFound(f"unknown model {model_from!r}: it is neither registered in {registry.root} nor monitored"
+        raise NotFound(f"unknown model {model_from!r}: it is neither registered (MONITOR_MODELS_DIR) nor monitored"
                        + (f" (known: {', '.join(known)})" if known else " (no model is known yet: "
                           "train one with `monitor models train`)"))
     unscored = [i for i, r in enumerate(records) if r.score is None]
     if unscored and not registered:
         raise NotFound(f"{len(unscored)} records have no score and {model_from!r} is not a registered model "
-                       f"that could score them (registry {registry.root}); send scores or register the model")
+                       f"that could score them; send scores or register the model")
     card = registry.card(model_from, version) if registered else None
 
     def compute() -> dict:
@@ -143,7 +217,8 @@ async def post_performance(
         if unscored:
             model_scores, unseen = _score(request, registry, card, frame.iloc[unscored])
             scores[unscored] = model_scores
-        return {**performance_of(frame, scores, settings.resolution), "scored_by_model": len(unscored),
+        return {**performance_of(frame, scores, settings.resolution, settings.max_months_per_model),
+                "scored_by_model": len(unscored),
                 "unseen_categories": unseen}
 
     result = await asyncio.to_thread(compute)
@@ -189,7 +264,7 @@ async def post_aderencia(request: Request, body: AdherenceRequest = Body(
         if version is None:
             monitored = await _monitored_versions(store, body.model)
             if not monitored:
-                raise NotFound(f"unknown model {body.model!r}: not registered in {registry.root} and not monitored")
+                raise NotFound(f"unknown model {body.model!r}: not registered (MONITOR_MODELS_DIR) and not monitored")
             version = monitored[-1]
         reference, meta = await store.reference(body.model, version)
         if reference is None:
@@ -201,9 +276,11 @@ async def post_aderencia(request: Request, body: AdherenceRequest = Body(
                        f"name the file's score column with score_column")
 
     def compute() -> dict:
-        frame = read_frame(path)
+        frame = readable_frame(path, body.path, read_frame)
         unseen: dict = {}
         if body.score_column is not None:
+            if body.score_column not in frame.columns:  # the file's own columns are not told: it may be any file
+                raise MonitorError(f"{body.path}: no score column {body.score_column!r}")
             scores = scores_of(frame, body.score_column, body.path)
         else:
             scores, unseen = _score(request, registry, card, frame)

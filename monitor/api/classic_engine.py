@@ -35,7 +35,6 @@ from monitor.stats.ks import ks_adherence, ks_critical_value
 from monitor.stats.psi import psi, psi_critical_value, psi_edges
 from monitor.stats.summary import ALPHA, PSI_BUCKETS
 
-MAX_RECORDS = 1_000_000
 SCALARS = (str, int, float, bool, type(None))
 
 
@@ -118,8 +117,6 @@ def records_frame(records: list[ClassicRecord]) -> pd.DataFrame:
     """
     if not records:
         raise MonitorError("the request holds no records: send a JSON list of at least one record")
-    if len(records) > MAX_RECORDS:
-        raise MonitorError(f"{len(records)} records in one request; the limit is {MAX_RECORDS}")
     base = pd.DataFrame({
         "REF_DATE": [r.REF_DATE.isoformat() for r in records],
         "TARGET": np.array([np.nan if r.TARGET is None else r.TARGET for r in records], dtype=float),
@@ -134,26 +131,52 @@ def month_histograms(months: np.ndarray, targets: np.ndarray, scores: np.ndarray
                      resolution: float) -> dict[str, LabelledHistograms]:
     """Per month: bads, goods and unlabelled scores as histograms (what the worker stores).
 
+    Records are grouped by one sort (n log n), not by one pass over all records per month (records x
+    months: 30k records of distinct months took 18 s).
+
     >>> h = month_histograms(np.array(["2024-01", "2024-01"]), np.array([1.0, np.nan]), np.array([0.5, 0.25]), 0.01)
     >>> h["2024-01"].pos.n, h["2024-01"].unlabeled.n
     (1, 1)
     """
+    names, inverse = np.unique(np.asarray(months), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(names) + 1))
     out = {}
-    for month in sorted(set(months.tolist())):
-        in_month = months == month
+    for i, month in enumerate(names.tolist()):
+        rows = order[bounds[i]:bounds[i + 1]]
+        month_scores, month_targets = scores[rows], targets[rows]
         out[month] = LabelledHistograms(
-            ScoreHistogram.from_scores(scores[in_month & (targets == 1)], resolution),
-            ScoreHistogram.from_scores(scores[in_month & (targets == 0)], resolution),
-            ScoreHistogram.from_scores(scores[in_month & np.isnan(targets)], resolution))
+            ScoreHistogram.from_scores(month_scores[month_targets == 1], resolution),
+            ScoreHistogram.from_scores(month_scores[month_targets == 0], resolution),
+            ScoreHistogram.from_scores(month_scores[np.isnan(month_targets)], resolution))
     return out
+
+
+def check_months(months: np.ndarray, max_months: int) -> None:
+    """A request may span at most ``max_months`` months (MONITOR_MAX_MONTHS_PER_MODEL; 0: no limit):
+    each month costs its histograms and metrics.
+
+    >>> check_months(np.array(["2024-01", "2024-02", "2024-01"]), 2)
+    >>> check_months(np.array(["2024-01", "2024-02", "2024-03"]), 2)
+    Traceback (most recent call last):
+    ...
+    monitor.errors.MonitorError: the records span 3 months; one request may span at most 2 (MONITOR_MAX_MONTHS_PER_MODEL)
+    """
+    if max_months:
+        n = len(np.unique(months))
+        if n > max_months:
+            raise MonitorError(f"the records span {n} months; one request may span at most {max_months} "
+                               f"(MONITOR_MAX_MONTHS_PER_MODEL)")
 
 
 MONTH_FIELDS = ("n", "n_labelled", "n_pos", "n_neg", "bad_rate", "auc", "auc_bound", "auc_se", "gini", "ks_good_bad")
 
 
-def performance_of(frame: pd.DataFrame, scores: np.ndarray, resolution: float) -> dict:
-    """Volumetry and discrimination per month and over the whole request (monitor.stats.compute_metrics)."""
+def performance_of(frame: pd.DataFrame, scores: np.ndarray, resolution: float, max_months: int = 0) -> dict:
+    """Volumetry and discrimination per month and over the whole request (monitor.stats.compute_metrics);
+    at most ``max_months`` months (0: any number)."""
     months = frame["REF_DATE"].str.slice(0, 7).to_numpy()
+    check_months(months, max_months)
     targets = frame["TARGET"].to_numpy(dtype=float)
     per_month = month_histograms(months, targets, np.asarray(scores, dtype=float), resolution)
     total = LabelledHistograms.empty(resolution)
@@ -220,8 +243,8 @@ def confine(data_dir: str | Path, raw: str) -> Path:
     given = Path(raw)
     try:
         resolved = (given if given.is_absolute() else root / given).resolve()
-    except (OSError, RuntimeError) as exc:  # a symlink loop
-        raise PathRejected(f"path {raw!r} cannot be resolved: {exc}") from None
+    except (OSError, RuntimeError):  # a symlink loop; the error's text would name server paths
+        raise PathRejected(f"path {raw!r} cannot be resolved (a symlink loop?)") from None
     if not resolved.is_relative_to(root):
         raise PathRejected(f"path {raw!r} is outside the data directory (MONITOR_DATA_DIR); give a path relative to it")
     if not resolved.exists():

@@ -25,9 +25,9 @@ class ErrorBody(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     redis: bool = Field(description="Redis answered PING.")
-    redis_url: str
-    key_prefix: str
-    models: int | None = Field(None, description="Monitored (model, version) pairs.")
+    redis_url: str | None = Field(None, description="Redis (password redacted); null without a token.")
+    key_prefix: str | None = Field(None, description="The deployment's key prefix; null without a token.")
+    models: int | None = Field(None, description="Monitored (model, version) pairs; null without a token.")
 
 
 class Counts(BaseModel):

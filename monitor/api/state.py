@@ -47,6 +47,8 @@ async def health(request: Request) -> JSONBytes:
         body, code = {"status": "ok", "redis": True, "models": models}, 200
     except Exception:  # noqa: BLE001 - any failure of Redis means degraded
         body, code = {"status": "degraded", "redis": False, "models": None}, 503
+    if getattr(request.state, "auth_scope", None) is None:  # an anonymous caller learns liveness only
+        return JSONBytes({**body, "models": None, "redis_url": None, "key_prefix": None}, status_code=code)
     return JSONBytes({**body, "redis_url": _redact(settings.redis_url), "key_prefix": settings.key_prefix},
                      status_code=code)
 

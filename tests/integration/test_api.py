@@ -37,7 +37,7 @@ from monitor.stats.ks import ks_adherence
 from monitor.stats.windows import previous_months
 from monitor.store import Store
 from producers.synthetic import Scenario
-from tests.conftest import unique_settings
+from tests.conftest import api_headers, unique_settings
 
 pytestmark = pytest.mark.integration
 
@@ -115,7 +115,7 @@ async def counts(api_settings) -> dict[str, int]:
 async def client(api_settings, counts, registry):
     app = create_api(api_settings, measure_lag=False, cache_ttl_s=0)
     async with running(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api", headers=api_headers()) as c:
             yield c
 
 
@@ -295,7 +295,7 @@ async def test_classic_endpoints_answer_the_documented_examples(client, api_sett
     assert (await client.get(last_url)).json() == body
     other = create_api(api_settings, measure_lag=False)
     async with running(other):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=other), base_url="http://api") as c2:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=other), base_url="http://api", headers=api_headers()) as c2:
             assert (await c2.get(last_url)).json() == body
 
 
@@ -388,7 +388,7 @@ async def test_no_last_result_yet_is_404(servers, registry, data_dir):
     fresh = unique_settings(servers, data_dir=data_dir, models_dir=registry.root)
     app = create_api(fresh, measure_lag=False)
     async with running(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api", headers=api_headers()) as c:
             for url in ("/v1/performance/", "/v1/aderencia/"):
                 resp = await c.get(url)
                 assert resp.status_code == 404 and "POST" in resp.json()["detail"]
@@ -402,7 +402,7 @@ async def test_cached_responses_follow_the_state_within_the_ttl(servers, registr
     fresh = unique_settings(servers, data_dir=data_dir, models_dir=registry.root)
     app = create_api(fresh, measure_lag=False, cache_ttl_s=0.3)
     async with running(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api", headers=api_headers()) as c:
             assert (await c.get("/models")).json() == []
             await save_reference(fresh, "late", "1", np.linspace(0, 1, 50), None, source="test")
             assert (await c.get("/models")).json() == []  # served from the cache

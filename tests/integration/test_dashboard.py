@@ -22,6 +22,7 @@ from monitor.api.sample import load_scenario
 from monitor.demo import stop_process
 from monitor.reference import save_reference
 from producers.synthetic import SCENARIOS, Scenario
+from tests.conftest import API_READ_TOKEN, api_headers
 
 CHROMIUM = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 pytestmark = [pytest.mark.integration,
@@ -60,16 +61,18 @@ async def test_dashboard_renders_the_charts_with_data(settings, tmp_path):
     try:
         await wait_http(base + "/health", 60, api)
         async with aiohttp.ClientSession() as session:
-            async with session.get(base + "/dashboard/data") as resp:
+            async with session.get(base + "/dashboard/data", headers=api_headers(API_READ_TOKEN)) as resp:
                 data = await resp.json()
         profile = tmp_path / "chromium"
         profile.mkdir()
-        dom = chromium(base + "/", profile, "--dump-dom")
+        # the token in the address once: the API answers with an HttpOnly cookie and a redirect to /
+        dom = chromium(base + f"/?token={API_READ_TOKEN}", profile, "--dump-dom")
         assert dom.returncode == 0, dom.stderr[-2000:]
         page = dom.stdout
         ARTIFACT.parent.mkdir(exist_ok=True)
         ARTIFACT.unlink(missing_ok=True)
-        shot = chromium(base + "/", profile, f"--screenshot={ARTIFACT}")
+        # a session cookie: the next browser run starts without it
+        shot = chromium(base + f"/?token={API_READ_TOKEN}", profile, f"--screenshot={ARTIFACT}")
         assert shot.returncode == 0, shot.stderr[-2000:]
     finally:
         stop_process(api)

@@ -1,5 +1,6 @@
 """A real Prometheus (Debian package `prometheus`, installed by scripts/setup) scrapes `monitor api` while
-a real worker runs; PromQL answers the published counts, the worker counters and the consumer lag,
+a real worker runs, with a read token (`authorization: {type: Bearer, credentials_file: ...}`; without it
+the scrape is refused); PromQL answers the published counts, the worker counters and the consumer lag,
 and every query of the Grafana dashboard runs."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from monitor.reference import save_reference
 from monitor.store import Store
 from producers.publish import publish
 from producers.synthetic import SCENARIOS, generate, monthly_counts, reference_frame
+from tests.conftest import API_READ_TOKEN
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("prometheus") is None,
@@ -37,6 +39,13 @@ CONFIG = """global:
   evaluation_interval: 1s
 scrape_configs:
   - job_name: credit-monitor-api
+    metrics_path: /metrics
+    authorization:
+      type: Bearer
+      credentials_file: {credentials}
+    static_configs:
+      - targets: ["127.0.0.1:{port}"]
+  - job_name: no-token
     metrics_path: /metrics
     static_configs:
       - targets: ["127.0.0.1:{port}"]
@@ -90,7 +99,9 @@ async def test_prometheus_scrapes_the_exporter(settings, worker_process, tmp_pat
 
     api_port, prom_port = infra.free_port(), infra.free_port()
     api = start_api_process(settings, api_port, tmp_path / "api.log")
-    (tmp_path / "prometheus.yml").write_text(CONFIG.format(port=api_port))
+    credentials = tmp_path / "api-read-token"  # a read token: what docs/api.md tells to configure
+    credentials.write_text(API_READ_TOKEN + "\n")
+    (tmp_path / "prometheus.yml").write_text(CONFIG.format(port=api_port, credentials=credentials))
     prom = subprocess.Popen([prometheus_binary, f"--config.file={tmp_path / 'prometheus.yml'}",
                              f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}",
                              "--log.level=warn"],
@@ -104,6 +115,8 @@ async def test_prometheus_scrapes_the_exporter(settings, worker_process, tmp_pat
             sel = f'model="{SPEC.model}",version="{SPEC.model_version}"'
             # the scrape is healthy and PromQL sees exactly the published counts
             assert await p.wait_value('up{job="credit-monitor-api"}', 1.0) == 1.0
+            # the same target scraped without the token is refused (401): up is 0
+            assert await p.wait_value('up{job="no-token"}', 0.0) == 0.0
             for month, n in expected.items():
                 assert await p.wait_value(f'credit_monitor_records{{{sel},month="{month}"}}', float(n)) == n
             total = sum(expected.values())
@@ -112,7 +125,8 @@ async def test_prometheus_scrapes_the_exporter(settings, worker_process, tmp_pat
             assert await p.value("credit_monitor_worker_dead_lettered_total") == 0
             # metrics equal the state the API serves
             async with session.get(f"http://127.0.0.1:{api_port}/models/{SPEC.model}/versions/{SPEC.model_version}"
-                                   f"/months/{max(expected)}") as resp:
+                                   f"/months/{max(expected)}",
+                                   headers={"Authorization": f"Bearer {API_READ_TOKEN}"}) as resp:
                 detail = await resp.json()
             month_sel = f'{sel},month="{max(expected)}",window="month"'
             for metric, field in (("credit_monitor_auc", "auc"), ("credit_monitor_ks_adherence_d", "ks_d"),

@@ -11,6 +11,7 @@ from monitor.api.app import create_api
 from monitor.api.classic_engine import PathRejected, confine
 from monitor.errors import NotFound
 from monitor.settings import Settings
+from tests.conftest import API_TOKENS, api_headers
 
 
 @pytest.fixture
@@ -85,9 +86,9 @@ def test_directories_empty_and_nul_paths_are_rejected(data_dir, path, match):
 
 async def test_the_endpoint_answers_400_and_404_before_touching_redis(data_dir):
     # No lifespan (no Redis): path checks come first, so these never need the store.
-    settings = Settings(data_dir=data_dir, redis_url="redis://127.0.0.1:1/0", models_dir=data_dir / "models")
+    settings = Settings(data_dir=data_dir, redis_url="redis://127.0.0.1:1/0", api_tokens=API_TOKENS, models_dir=data_dir / "models")
     transport = httpx.ASGITransport(app=create_api(settings, measure_lag=False))
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://api", headers=api_headers()) as client:
         for path in ("../secret.csv", "/etc/passwd"):
             resp = await client.post("/v1/aderencia/", json={"path": path})
             assert resp.status_code == 400, resp.text

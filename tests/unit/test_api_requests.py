@@ -22,9 +22,10 @@ from monitor.api.lag import PartitionLag
 from monitor.api.schemas import AdherenceRequest
 from monitor.errors import MonitorError
 from monitor.settings import Settings
+from tests.conftest import API_TOKENS, api_headers
 from monitor.stats import LabelledHistograms, ScoreHistogram, compute_metrics, psi, quantize
 
-OFFLINE = Settings(redis_url="redis://127.0.0.1:1/0")
+OFFLINE = Settings(redis_url="redis://127.0.0.1:1/0", api_tokens=API_TOKENS)
 
 
 # ---- request validation -------------------------------------------------------------------------
@@ -88,7 +89,7 @@ def test_adherence_request_validation(body):
 
 async def _offline_client():
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_api(OFFLINE, measure_lag=False)),
-                             base_url="http://api")
+                             base_url="http://api", headers=api_headers())
 
 
 @pytest.mark.parametrize("body,where", [
@@ -124,7 +125,7 @@ async def test_redis_down_is_503_with_a_reason():
 
     app = create_api(OFFLINE, measure_lag=False)
     async with running(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api", headers=api_headers()) as client:
             health = await client.get("/health")
             models = await client.get("/models")
     assert health.status_code == 503 and health.json()["status"] == "degraded"
