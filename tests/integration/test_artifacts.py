@@ -21,7 +21,7 @@ from models.registry import IntegrityError, Registry, RegistryError, sha256_of
 from models.train import fit, score_frame
 from monitor import infra
 from monitor.demo import settings_env, stop_process
-from tests.conftest import unique_settings
+from tests.conftest import API_TOKENS, api_headers, unique_settings
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ def plant_pickle(root: Path, name: str, marker: Path) -> None:
 
 @pytest.fixture
 def art_settings(servers, tmp_path):
-    return unique_settings(servers, models_dir=tmp_path / "models", data_dir=tmp_path)
+    return unique_settings(servers, models_dir=tmp_path / "models", data_dir=tmp_path, api_tokens=API_TOKENS)
 
 
 def test_the_trusted_hash_is_in_redis_and_a_rewritten_card_does_not_help(art_settings):
@@ -89,7 +89,7 @@ def test_the_real_api_refuses_a_planted_pickle_and_never_runs_it(art_settings, t
                 time.sleep(0.1)
         records = [{"REF_DATE": "2024-01-15", "TARGET": 0, "income": 10},
                    {"REF_DATE": "2024-01-20", "TARGET": 1, "income": 20}]
-        resp = httpx.post(f"{url}/v1/performance/evil", json=records, timeout=30)
+        resp = httpx.post(f"{url}/v1/performance/evil", json=records, headers=api_headers(), timeout=30)
         print("answer:", resp.status_code, resp.text)
         assert 400 <= resp.status_code < 600 and resp.status_code != 200
         detail = resp.json()["detail"]

@@ -33,14 +33,14 @@ from monitor.reference import save_reference
 from monitor.store import Store
 from producers.publish import publish
 from producers.synthetic import SCENARIOS, generate, monthly_counts, reference_frame
-from tests.conftest import monitor_cli, unique_settings
+from tests.conftest import API_READ_TOKEN, API_TOKENS, API_WRITE_TOKEN, api_headers, monitor_cli, unique_settings
 
 pytestmark = pytest.mark.integration
 
 USER = "monitor-svc"
 SECRET = f"user-pw-{uuid.uuid4().hex}"  # the ACL user's password
 DEFAULT_SECRET = f"default-pw-{uuid.uuid4().hex}"  # requirepass: the default user's password
-SECRETS = (SECRET, DEFAULT_SECRET)
+SECRETS = (SECRET, DEFAULT_SECRET, API_READ_TOKEN, API_WRITE_TOKEN)  # the API tokens must not be logged either
 SCENARIO = replace(SCENARIOS["demo"], months=2, monthly_volume=300, name="secured")
 
 
@@ -68,7 +68,8 @@ def secured(servers, secured_redis):
     """Settings: the session's broker, the secured Redis, credentials in the settings only."""
     import asyncio
 
-    s = unique_settings(servers, redis_url=secured_redis, redis_username=USER, redis_password=SecretStr(SECRET))
+    s = unique_settings(servers, redis_url=secured_redis, redis_username=USER, redis_password=SecretStr(SECRET),
+                        api_tokens=API_TOKENS)
     asyncio.run(infra.create_topics(s))
     return s
 
@@ -120,7 +121,7 @@ async def test_worker_cli_and_api_use_the_credentials_of_the_settings(secured, w
 
     api, url = start_api(secured, tmp_path / "api.log")
     try:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=30, headers=api_headers(API_READ_TOKEN)) as client:
             health = await client.get("/health")
             assert health.status_code == 200, health.text
             assert health.json()["redis"] is True
@@ -167,7 +168,7 @@ async def test_a_wrong_password_is_said_without_the_secret(secured, tmp_path):
 
     api, url = start_api(wrong, tmp_path / "api-wrong.log")
     try:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=30, headers=api_headers(API_READ_TOKEN)) as client:
             health = await client.get("/health")
             assert health.status_code == 503
             models = await client.get("/models")
