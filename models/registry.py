@@ -5,8 +5,8 @@ Layout, under the registry directory (:func:`models_dir`)::
     <dir>/<name>/<version>/model.skops  the model in skops format (a zip of JSON + numpy arrays:
                                         loading it builds objects of listed types, it never unpickles)
     <dir>/<name>/<version>/card.json    name, version, created, dataset, library versions, features,
-                                        split, metrics (test, out-of-time), reference histogram,
-                                        artifact file, format and sha256
+                                        split, metrics (test, out-of-time), reference histogram and
+                                        raw scores (test split), artifact file, format and sha256
 
 Versions are integer strings ``"1"``, ``"2"``, ... per name, allocated by an exclusive
 ``mkdir`` (two trainings at once never share a version). ``card.json`` is written last and
@@ -498,6 +498,33 @@ def reference_histogram(card: ModelCard):
     if "histogram" not in ref:
         raise RegistryError(f"model {card.name}:{card.version} has no reference histogram in its card")
     return ScoreHistogram.from_dict(ref["histogram"])
+
+
+def reference_scores(card: ModelCard):
+    """The reference's raw scores recorded in the card (the test split, ``reference.scores``), or None
+    for a card registered before issue 19 (then only its histogram is known).
+
+    The card is not the trust anchor (the ledger's artifact sha256 is): whoever can rewrite ``card.json``
+    can change these scores, hence an adherence result, but never what code runs.
+
+    >>> reference_scores(ModelCard(name="m", version="1", created="", reference={"scores": [0.25, 0.5]}))
+    array([0.25, 0.5 ])
+    >>> reference_scores(ModelCard(name="m", version="1", created="", reference={"histogram": {}})) is None
+    True
+    """
+    import numpy as np
+
+    scores = (card.get("reference") or {}).get("scores")
+    if scores is None:
+        return None
+    try:
+        values = np.asarray(scores, dtype=float)
+    except (TypeError, ValueError):
+        values = np.full(1, np.nan)  # not numbers: refused below
+    if values.ndim != 1 or not np.isfinite(values).all() or (values < 0).any() or (values > 1).any():
+        raise RegistryError(f"model {card.name}:{card.version}: its card's reference scores are not a list of "
+                            f"probabilities in [0, 1]; retrain it")
+    return values
 
 
 async def load_reference(settings, card: ModelCard, timeout_s: float = 10.0) -> dict:

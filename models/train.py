@@ -279,7 +279,8 @@ def fit(dataset: str, kind: str) -> tuple[TrainedModel, dict]:
         "features": {"numeric": numeric, "categorical": categorical},
         "split": {**how, **{f"n_{k}": int(len(v)) for k, v in parts.items()}},
         "metrics": metrics,
-        "reference": {**ref, "histogram": hist.to_dict(),
+        # The raw test scores too: the classic adherence compares raw scores with them (issue 19).
+        "reference": {**ref, "histogram": hist.to_dict(), "scores": [float(s) for s in test_scores],
                       "feature_profile": FeatureProfile.from_frame(frame.iloc[parts["test"]][numeric + categorical]).to_dict()},
         "training_seconds": round(time.perf_counter() - started, 3),
     }

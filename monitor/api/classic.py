@@ -1,4 +1,6 @@
-"""The classic batch endpoints, answered by the monitor's engine (monitor.stats).
+"""The classic batch endpoints: a batch holds its raw scores, so AUC and KS are computed on them
+(scikit-learn / scipy, ``"scores": "raw"``); a reference known only as a histogram is compared on
+the monitor's engine (monitor.stats, ``"scores": "histogram"``). See monitor.api.classic_engine.
 
 * ``POST /v1/performance/{model_from}``: a JSON list of records -> volumetry per month, ROC AUC, Gini;
 * ``GET /v1/performance/``: the last result;
@@ -188,7 +190,8 @@ async def post_performance(
                                                                 "or a monitored one."),
         version: str | None = Query(None, pattern=NAME_PATTERN, description="Registered version (default: latest)."),
 ) -> JSONBytes:
-    """Records per month (REF_DATE) and ROC AUC / Gini per month and over the request.
+    """Records per month (REF_DATE) and ROC AUC / Gini / KS good/bad per month and over the request, on
+    the raw scores (scikit-learn ``roc_auc_score``, scipy ``ks_2samp``; ``"scores": "raw"``).
 
     A record with a ``score`` is taken as scored; a record without one is scored by the registered
     model ``model_from`` from its features. ``model_from`` must be registered (``monitor models
@@ -243,8 +246,9 @@ async def post_aderencia(request: Request, body: AdherenceRequest = Body(
                        {"path": "scored.csv", "model": "synthetic", "version": "1", "score_column": "score"}])
 ) -> JSONBytes:
     """Reads the file (CSV, CSV.gz or JSON list) inside the data directory, scores it with the registered
-    model (or takes ``score_column``), and compares the scores with the model's reference: the test-split
-    histogram of the registry card, else the reference loaded in Redis (``monitor reference load``)."""
+    model (or takes ``score_column``), and compares the scores with the model's reference: the test split
+    of the registry card (KS on its raw scores, ``"scores": "raw"``; on its histogram for a card without
+    them), else the histogram loaded in Redis (``monitor reference load``, ``"scores": "histogram"``)."""
     from producers.files import DATE_COLUMNS, read_frame, scores_of
 
     settings = request.app.state.settings
@@ -253,11 +257,12 @@ async def post_aderencia(request: Request, body: AdherenceRequest = Body(
     registry = _registry(settings)
     registered = registry.versions(body.model)
     card = registry.card(body.model, body.version) if registered else None
-    reference, source, version = None, None, None
+    reference, source, version, reference_raw = None, None, None, None
     if card is not None and (card.get("reference") or {}).get("histogram"):
-        from models.registry import reference_histogram
+        from models.registry import reference_histogram, reference_scores
 
         reference, version = reference_histogram(card), card.version
+        reference_raw = reference_scores(card)  # None for a card registered before issue 19: histogram path
         source = f"registry card {card.name}:{card.version} ({(card.get('reference') or {}).get('source', 'test split')})"
     else:
         version = body.version or (card.version if card is not None else None)
@@ -292,7 +297,7 @@ async def post_aderencia(request: Request, body: AdherenceRequest = Body(
             dates = pd.to_datetime(frame[date_col], errors="coerce")
             if not dates.isna().any():
                 months = dates.dt.strftime("%Y-%m").to_numpy()
-        return {**adherence_of(scores, reference, months), "unseen_categories": unseen}
+        return {**adherence_of(scores, reference, months, reference_raw), "unseen_categories": unseen}
 
     result = await asyncio.to_thread(compute)
     out = {"endpoint": "aderencia", "path": body.path, "model": body.model, "model_version": version,

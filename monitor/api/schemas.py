@@ -179,7 +179,11 @@ class PerformanceResult(BaseModel):
     gini: float | None
     ks_good_bad: float | None
     unseen_categories: dict[str, dict[str, int]] = Field(default_factory=dict)
-    resolution: float
+    resolution: float = Field(description="MONITOR_RESOLUTION: the stream bins these records at it (the numbers "
+                                          "here are on the raw scores).")
+    scores: Literal["raw", "histogram"] = Field(
+        "histogram", description="`raw`: AUC = scikit-learn roc_auc_score and KS good/bad = scipy ks_2samp on the "
+        "raw scores (auc_bound 0). A result saved before issue 19 has no field: it was binned at `resolution`.")
     computed_at: dt.datetime
 
 
@@ -202,7 +206,7 @@ class AdherenceResult(BaseModel):
     records: int
     scored_by: Literal["model", "column"]
     score_column: str | None
-    reference: str = Field(description="Where the reference (test base) histogram came from.")
+    reference: str = Field(description="Where the reference (test base) came from.")
     reference_n: int
     ks_d: float | None
     ks_pvalue: float | None
@@ -213,7 +217,13 @@ class AdherenceResult(BaseModel):
     psi_critical: float | None
     volumetry: dict[str, int] | None = Field(None, description="Records per month, when the file has REF_DATE.")
     unseen_categories: dict[str, dict[str, int]] = Field(default_factory=dict)
-    resolution: float
+    resolution: float = Field(description="The reference histogram's resolution (PSI's deciles; KS when `scores` "
+                                          "is `histogram`).")
+    scores: Literal["raw", "histogram"] = Field(
+        "histogram", description="`raw`: KS D, p-value and location are scipy ks_2samp of the raw scores against the "
+        "reference's raw test scores (ks_bound 0). `histogram`: the reference has only a histogram (a card "
+        "registered before issue 19, or `monitor reference load`); KS is on the binned scores, raw D within "
+        "ks_bound. PSI is over the reference histogram's deciles either way.")
     computed_at: dt.datetime
 
 
