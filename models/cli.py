@@ -132,7 +132,7 @@ def list_cmd(as_json: bool) -> None:
 @models_group.command("show")
 @click.argument("name")
 @click.option("--version", "version", help="Default: the latest.")
-@click.option("--json", "as_json", is_flag=True, help="The whole card (with the reference histogram).")
+@click.option("--json", "as_json", is_flag=True, help="The whole card (with the reference histogram and raw test scores).")
 def show_cmd(name: str, version: str | None, as_json: bool) -> None:
     """A model's card: dataset, split, test (and out-of-time) AUC, Gini, KS, features, sha256."""
     try:

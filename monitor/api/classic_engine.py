@@ -137,16 +137,27 @@ def records_frame(records: list[ClassicRecord]) -> pd.DataFrame:
 def month_rows(months: np.ndarray) -> dict[str, np.ndarray]:
     """Per month (sorted), the positions of its records.
 
-    Records are grouped by one sort (n log n), not by one pass over all records per month (records x
-    months: 30k records of distinct months took 18 s).
+    Records are grouped by one sort of integer month codes (n log n), not by one pass over all records
+    per month (records x months: 30k records of distinct months took 18 s).
 
     >>> {m: r.tolist() for m, r in month_rows(np.array(["2024-02", "2024-01", "2024-02"])).items()}
     {'2024-01': [1], '2024-02': [0, 2]}
     """
-    names, inverse = np.unique(np.asarray(months), return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(len(names) + 1))
-    return {month: order[bounds[i]:bounds[i + 1]] for i, month in enumerate(names.tolist())}
+    # factorize hashes the month texts (linear); np.unique sorted 1M strings in ~8 s.
+    codes, names = pd.factorize(np.asarray(months), sort=True)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+    return {str(month): order[bounds[i]:bounds[i + 1]] for i, month in enumerate(names.tolist())}
+
+
+def months_of(dates: pd.Series) -> np.ndarray:
+    """``YYYY-MM`` of every ISO date text; each distinct date is sliced once (1M records: ~0.1 s, not 2 s).
+
+    >>> months_of(pd.Series(["2024-01-31", "2024-02-01", "2024-01-31"])).tolist()
+    ['2024-01', '2024-02', '2024-01']
+    """
+    codes, distinct = pd.factorize(dates)
+    return np.array([str(d)[:7] for d in distinct], dtype=object)[codes]
 
 
 def month_histograms(months: np.ndarray, targets: np.ndarray, scores: np.ndarray,
@@ -178,7 +189,7 @@ def check_months(months: np.ndarray, max_months: int) -> None:
     monitor.errors.MonitorError: the records span 3 months; one request may span at most 2 (MONITOR_MAX_MONTHS_PER_MODEL)
     """
     if max_months:
-        n = len(np.unique(months))
+        n = len(pd.unique(np.asarray(months)))  # hashed: np.unique sorts the texts (seconds for 1M)
         if n > max_months:
             raise MonitorError(f"the records span {n} months; one request may span at most {max_months} "
                                f"(MONITOR_MAX_MONTHS_PER_MODEL)")
@@ -241,7 +252,7 @@ def performance_of(frame: pd.DataFrame, scores: np.ndarray, resolution: float, m
     """Volumetry and discrimination per month and over the whole request, on the raw scores
     (:func:`raw_discrimination`); at most ``max_months`` months (0: any number). ``resolution`` is the
     monitor's (reported: the stream bins the same records at it)."""
-    months = frame["REF_DATE"].str.slice(0, 7).to_numpy()
+    months = months_of(frame["REF_DATE"])
     check_months(months, max_months)
     targets = frame["TARGET"].to_numpy(dtype=float)
     scores = np.asarray(scores, dtype=float)
@@ -291,7 +302,7 @@ def adherence_of(scores: np.ndarray, reference: ScoreHistogram, months: np.ndarr
     live = ScoreHistogram.from_scores(scores, reference.resolution)
     raw = reference_scores is not None
     ks = raw_ks_adherence(scores, reference_scores) if raw else ks_adherence(live, reference)
-    reference_n = int(np.asarray(reference_scores).size) if raw else reference.n
+    reference_n = np.asarray(reference_scores).size if raw else reference.n
     psi_value = psi(live, reference, PSI_BUCKETS)
     psi_crit = None
     if psi_value is not None:

@@ -11,7 +11,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 from scipy import stats as sps
-from sklearn.metrics import roc_auc_score
 
 from monitor.api.app import create_api
 from monitor.api.cache import ResponseCache
@@ -133,25 +132,7 @@ async def test_redis_down_is_503_with_a_reason():
 
 
 # ---- the classic computations are the engine's, and equal to scikit-learn / scipy ---------------
-def test_performance_equals_sklearn_on_quantized_scores():
-    rng = np.random.default_rng(5)
-    n = 3000
-    months = rng.choice(["2024-01", "2024-02", "2024-03"], n)
-    y = rng.integers(0, 2, n).astype(float)
-    scores = np.clip(rng.beta(2, 5, n) + 0.15 * y, 0, 1)
-    y[rng.random(n) < 0.1] = np.nan  # unlabelled: counted, not in the AUC
-    recs = [ClassicRecord.model_validate({"REF_DATE": f"{m}-15", "TARGET": None if np.isnan(t) else int(t),
-                                          "score": float(s)}) for m, t, s in zip(months, y, scores)]
-    result = performance_of(records_frame(recs), scores, 1e-4)
-    q = quantize(scores, 1e-4)
-    labelled = ~np.isnan(y)
-    assert result["records"] == n and result["n_labelled"] == int(labelled.sum())
-    assert result["auc"] == pytest.approx(roc_auc_score(y[labelled], q[labelled]), abs=1e-12)
-    assert result["gini"] == pytest.approx(2 * result["auc"] - 1, abs=1e-12)
-    for row in result["months"]:
-        mask = (months == row["month"]) & labelled
-        assert row["n"] == int((months == row["month"]).sum()) == result["volumetry"][row["month"]]
-        assert row["auc"] == pytest.approx(roc_auc_score(y[mask], q[mask]), abs=1e-12)
+# Performance on raw scores (issue 19): tests/unit/test_classic_raw.py.
 
 
 def test_performance_without_labels_has_volumetry_and_no_auc():
@@ -160,7 +141,7 @@ def test_performance_without_labels_has_volumetry_and_no_auc():
     assert result["volumetry"] == {"2024-01": 3} and result["auc"] is None and result["gini"] is None
 
 
-def test_adherence_equals_scipy_ks_2samp_and_the_engine_psi():
+def test_adherence_on_a_histogram_reference_equals_scipy_ks_2samp_of_the_binned_scores_and_the_engine_psi():
     rng = np.random.default_rng(9)
     ref_scores = rng.beta(2, 5, 4000)
     live_scores = rng.beta(2.4, 5, 2500)

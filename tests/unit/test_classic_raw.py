@@ -10,8 +10,14 @@ from hypothesis import strategies as st
 from scipy.stats import ks_2samp
 from sklearn.metrics import roc_auc_score
 
-from monitor.api.classic_engine import (ClassicRecord, adherence_of, performance_of, raw_discrimination,
-                                        raw_ks_adherence, records_frame)
+from monitor.api.classic_engine import (
+    ClassicRecord,
+    adherence_of,
+    performance_of,
+    raw_discrimination,
+    raw_ks_adherence,
+    records_frame,
+)
 from monitor.stats import ScoreHistogram
 from monitor.stats.ks import ks_adherence
 from monitor.stats.roc import auc_standard_error
@@ -90,3 +96,11 @@ def test_adherence_with_raw_reference_scores_is_scipy_else_the_histogram():
     ks = ks_adherence(ScoreHistogram.from_scores(live_scores, 1e-4), reference)
     assert binned["scores"] == "histogram" and (binned["ks_d"], binned["ks_pvalue"]) == (ks.d, ks.pvalue)
     assert raw["psi"] == binned["psi"]  # PSI is over the reference histogram's deciles either way
+
+
+def test_a_card_whose_reference_scores_are_not_probabilities_is_refused():
+    from models.registry import ModelCard, RegistryError, reference_scores
+
+    for bad in (["x"], [0.2, 1.5], [[0.1]], [float("nan")]):
+        with pytest.raises(RegistryError, match="reference scores"):
+            reference_scores(ModelCard(name="m", version="1", created="", reference={"scores": bad}))
