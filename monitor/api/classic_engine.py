@@ -203,7 +203,7 @@ def raw_discrimination(targets: np.ndarray, scores: np.ndarray) -> dict:
     (scipy ``ks_2samp(bads, goods).statistic``) of labelled raw scores; ``auc_bound`` is 0 (exact).
     Without both a bad and a good, all None.
 
-    Both are n log n (sorts): 1M scores take ~2 s (roc_auc_score) + ~0.3 s (ks_2samp).
+    Both are n log n (sorts): 1M scores take ~1.1 s (roc_auc_score) + ~0.26 s (ks_2samp).
 
     >>> r = raw_discrimination(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
     >>> r["auc"], r["gini"], r["ks_good_bad"], r["auc_bound"]
