@@ -211,7 +211,7 @@ async def test_errors_name_the_problem_not_the_data(api):
         from models.registry import Registry
         from models.train import train
 
-        train("credit_data", "default", "default", registry=Registry(settings.models_dir))
+        train("credit_data", "default", "default", registry=Registry(settings.models_dir, settings=settings))
         async with s.post(base + "/v1/performance/default?version=9", json=RECORDS) as r:  # the registry's own 404
             text = await r.text()
             assert r.status == 404 and "no version '9'" in text and str(settings.models_dir) not in text, text
