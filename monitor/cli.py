@@ -174,6 +174,21 @@ def produce(path, synthetic, dataset, model, version, score_column, labels, rate
         console.print(f"published {sent} outcomes to {settings.outcomes_topic}")
 
 
+@main.command("publish")
+@click.option("--topic", help="Topic to write to [default: MONITOR_RECORDS_TOPIC; MONITOR_OUTCOMES_TOPIC's name for outcomes].")
+def publish_cmd(topic: str | None) -> None:
+    """Publish stdin, one message per line (a JSON record or array, as is), like `kcat -P`.
+
+    Any Kafka client can publish; this one speaks to every broker `monitor` does (the embedded Tansu
+    included, which Debian 12's kcat cannot), with the MONITOR_KAFKA_* settings.
+    """
+    from producers.publish import publish_lines
+
+    settings = get_settings()
+    sent = _run(publish_lines(sys.stdin.buffer, settings, topic=topic))
+    click.echo(f"published {sent} messages to {topic or settings.records_topic}", err=True)
+
+
 # ---- alerts ---------------------------------------------------------------------------------
 @main.command()
 @click.option("--follow", is_flag=True, help="Subscribe to the alerts topic and print events as they come.")
