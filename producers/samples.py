@@ -20,10 +20,10 @@ import pandas as pd
 SAMPLE_FILES = ("test_base.csv", "october.csv.gz", "challenge.csv")
 
 
-def test_base(n: int = 10_000) -> pd.DataFrame:
+def reference_sample(n: int = 10_000) -> pd.DataFrame:
     """The demo scenario's reference sample: what a model scored on its test set.
 
-    >>> df = test_base(200)
+    >>> df = reference_sample(200)
     >>> list(df.columns[:2]), len(df)
     (['score', 'TARGET'], 200)
     """
@@ -59,7 +59,7 @@ def write_samples(directory: Path) -> list[Path]:
     """Write the three example files into ``directory``; returns their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / name for name in SAMPLE_FILES]
-    test_base().to_csv(paths[0], index=False)
+    reference_sample().to_csv(paths[0], index=False)
     month_of_records().to_csv(paths[1], index=False)
     challenge().to_csv(paths[2], index=False)
     return paths

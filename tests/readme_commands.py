@@ -25,6 +25,7 @@ SHELL_LANGUAGES = {"bash", "sh", "shell", "console", ""}
 FENCE = re.compile(r"^```([\w+-]*)\s*$")
 SAVE_AS = re.compile(r"^<!-- save as (\S+) -->$")  # before a block (among other comment lines): a file to write
 DEFAULT_PORTS = ("19092", "16379", "19093", "8000")
+DRY_PARSE_DIR = Path(__file__).resolve().parent / "readme_dryparse"
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ class Outcome:
     ran: str  # the command as run, after rewrite; "" when skipped
     status: str  # "ok", "failed", "skipped", "background"
     detail: str = ""
+    seconds: float = 0.0  # wall time, for the report (never asserted)
 
 
 class ReadmeRunner:
@@ -179,17 +181,20 @@ class ReadmeRunner:
     ``replace``: (regex, replacement) applied after the ports (``monitor api`` -> ``--port`` of the test).
     ``eventually``: (regex, seconds): a command reading what the worker computes is retried until it
     succeeds or that long has passed (the reader runs it seconds after publishing, not at once).
+    ``dry_parse``: regexes of skipped commands whose flags are still checked: run with
+    tests/readme_dryparse/sitecustomize.py, which ends the process right after its argparse parse.
     """
 
     def __init__(self, cwd: Path, env: dict[str, str], *, ports: dict[str, str] | None = None,
                  skips: list[tuple[str, str]] = (), expect: list[tuple[str, str]] = (),
                  timed: list[tuple[str, float]] = (), servers: list[tuple[str, int]] = (),
                  deferred: list[str] = (), replace: list[tuple[str, str]] = (),
-                 eventually: list[tuple[str, float]] = (), timeout_s: float = 300.0) -> None:
+                 eventually: list[tuple[str, float]] = (), dry_parse: list[str] = (),
+                 timeout_s: float = 300.0) -> None:
         self.cwd, self.env, self.ports = cwd, env, dict(ports or {})
         self.skips, self.expect, self.timed = list(skips), list(expect), list(timed)
         self.servers, self.deferred_patterns, self.timeout_s = list(servers), list(deferred), timeout_s
-        self.replace, self.eventually = list(replace), list(eventually)
+        self.replace, self.eventually, self.dry_parse = list(replace), list(eventually), list(dry_parse)
         self.outcomes: list[Outcome] = []
         self.background: list[tuple[Command, subprocess.Popen]] = []
         self.deferred: list[Command] = []
@@ -222,9 +227,17 @@ class ReadmeRunner:
         return self.outcomes
 
     def run(self, command: Command, deferring: bool = True) -> Outcome:
-        """Run one command (or skip, background, defer it) and record the outcome."""
+        """Run one command (or skip, background, defer it) and record the outcome with its wall time."""
+        started = time.monotonic()
+        outcome = self._run(command, deferring)
+        outcome.seconds = time.monotonic() - started
+        return outcome
+
+    def _run(self, command: Command, deferring: bool) -> Outcome:
         skip = self._match(self.skips, command)
         if skip:
+            if any(re.search(p, command.without_comment()) for p in self.dry_parse):
+                return self._dry_parse(command, skip[1])
             return self._record(Outcome(command, "", "skipped", skip[1]))
         if deferring and any(re.search(p, command.without_comment()) for p in self.deferred_patterns):
             self.deferred.append(command)
@@ -249,11 +262,24 @@ class ReadmeRunner:
                 return self._record(outcome)
             time.sleep(1.0)
 
-    def _judge(self, command: Command, text: str, returncode: int, output: str) -> Outcome:
+    def _dry_parse(self, command: Command, reason: str) -> Outcome:
+        """A skipped command's flags, checked by its own parser (see tests/readme_dryparse)."""
+        text = self.rewrite(command.without_comment())
+        env = dict(self.env, PYTHONPATH=os.pathsep.join(filter(None, [str(DRY_PARSE_DIR), self.env.get("PYTHONPATH")])))
+        done = subprocess.run(["bash", "-o", "pipefail", "-c", text], cwd=self.cwd, env=env, capture_output=True,
+                              text=True, timeout=120)
+        outcome = self._judge(command, text, done.returncode, done.stderr, check_output=False)
+        if outcome.status == "ok" and "flags parsed by" not in done.stderr:
+            outcome = Outcome(command, text, "failed", f"ran without reaching an argparse parse: {done.stderr[-800:]}")
+        if outcome.status == "ok":
+            outcome = Outcome(command, text, "skipped", f"{reason} (flags checked)")
+        return self._record(outcome)
+
+    def _judge(self, command: Command, text: str, returncode: int, output: str, check_output: bool = True) -> Outcome:
         """The outcome of a finished command: exit status 0 and, when one is expected, the fragment."""
         if returncode != 0:
             return Outcome(command, text, "failed", f"exit {returncode}: {output[-1500:]}")
-        fragment = self._match(self.expect, command)
+        fragment = self._match(self.expect, command) if check_output else None
         if fragment and fragment[1] not in output:
             return Outcome(command, text, "failed", f"output lacks {fragment[1]!r}: {output[-1500:]}")
         return Outcome(command, text, "ok", output[-300:])
@@ -303,7 +329,7 @@ class ReadmeRunner:
 
     def report(self) -> str:
         """One line per command: status, where, what ran (or why skipped)."""
-        return "\n".join(f"{o.status:10} {o.command.source:24} {o.ran or o.command.text}"
+        return "\n".join(f"{o.status:10} {o.seconds:6.1f}s {o.command.source:24} {o.ran or o.command.text}"
                          + (f"\n           -> {o.detail}" if o.status in ("failed", "skipped") else "")
                          for o in self.outcomes)
 

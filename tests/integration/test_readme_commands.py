@@ -70,7 +70,8 @@ def readme_runner(tmp_path):
         servers=[(r"^monitor api\b", ports["8000"]), (r"^prometheus-alertmanager\b", ports["19093"])],
         timed=[(r"^monitor alerts --follow", 8.0)],
         deferred=[r"^monitor infra down"],
-        eventually=[(r"^redis-cli ", 60.0)],
+        eventually=[(r"^redis-cli ", 60.0), (r"^amtool alert query", 120.0)],
+        dry_parse=[r"^monitor (faults|bench)\b", r"^python -m monitor\.(bench|api\.bench)\b"],
         expect=EXPECT)
     try:
         yield runner
@@ -91,6 +92,7 @@ EXPECT = [
     (r"^monitor models train --dataset lendingclub --kind default", "trained lendingclub_default"),
     (r"^monitor state$", "2024-03"),
     (r"BITFIELD_RO", "1"),
+    (r"^amtool alert query", "CreditMonitor"),
     (r"HGETALL 'cm:\{default:1\}:count:2024-03'", "bad"),
     (r"HGET 'cm:\{default:1\}:metrics' 2024-03", '"month"'),
     (r"months/2024-05$", '"month":"2024-05"'),

@@ -58,3 +58,11 @@ def test_file_blocks_are_saved_and_ports_rewritten(tmp_path):
           "```bash\ncat body.json && echo 127.0.0.1:19092\n```\n")
     runner = run_markdown(md, tmp_path, ports={"19092": "41234"}, expect=[(r"^cat", '{"a": 1}\n127.0.0.1:41234')])
     assert [o.status for o in runner.outcomes] == ["ok"]
+
+
+def test_a_skipped_command_still_has_its_flags_checked(tmp_path):
+    md = "```bash\nmonitor faults --scenario kills --records 1000000 --kills 5\nmonitor faults --scenario kills --recordz 10\n```\n"
+    runner = run_markdown(md, tmp_path, skips=[(r"^monitor faults", "takes minutes")], dry_parse=[r"^monitor faults"])
+    assert [o.status for o in runner.outcomes] == ["skipped", "failed"]
+    assert runner.outcomes[0].detail == "takes minutes (flags checked)"
+    assert "unrecognized arguments: --recordz" in runner.outcomes[1].detail
