@@ -198,8 +198,6 @@ def publish_cmd(topic: str | None) -> None:
 @click.option("--limit", default=50, show_default=True, help="With --history: how many, newest first.")
 def alerts(follow: bool, from_beginning: bool, history: bool, as_json: bool, limit: int) -> None:
     """Alert events: firing alerts now (default), the history, or a live subscription."""
-    from monitor import follow as follow_mod
-
     settings = get_settings()
 
     def show(event: dict) -> None:
@@ -211,11 +209,15 @@ def alerts(follow: bool, from_beginning: bool, history: bool, as_json: bool, lim
             console.print(alert_line(event))
 
     if follow:
-        try:
+        try:  # Ctrl-C ends a subscription quietly, also while the modules still load (scipy: seconds on a busy machine)
+            from monitor import follow as follow_mod
+
             _run(follow_mod.follow_alerts(settings, show, from_beginning=from_beginning))
         except KeyboardInterrupt:
             pass
         return
+    from monitor import follow as follow_mod
+
     events = _run(follow_mod.alert_history(settings, limit)) if history else _run(follow_mod.firing_now(settings))
     for event in events:
         show(event)

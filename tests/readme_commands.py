@@ -12,11 +12,14 @@ the test that reviews it, so the list cannot go stale.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +28,6 @@ SHELL_LANGUAGES = {"bash", "sh", "shell", "console", ""}
 FENCE = re.compile(r"^```([\w+-]*)\s*$")
 SAVE_AS = re.compile(r"^<!-- save as (\S+) -->$")  # before a block (among other comment lines): a file to write
 DEFAULT_PORTS = ("19092", "16379", "19093", "8000")
-DRY_PARSE_DIR = Path(__file__).resolve().parent / "readme_dryparse"
 
 
 @dataclass(frozen=True)
@@ -181,8 +183,8 @@ class ReadmeRunner:
     ``replace``: (regex, replacement) applied after the ports (``monitor api`` -> ``--port`` of the test).
     ``eventually``: (regex, seconds): a command reading what the worker computes is retried until it
     succeeds or that long has passed (the reader runs it seconds after publishing, not at once).
-    ``dry_parse``: regexes of skipped commands whose flags are still checked: run with
-    tests/readme_dryparse/sitecustomize.py, which ends the process right after its argparse parse.
+    ``dry_parse``: regexes of skipped commands whose flags are still checked, all at the end in one
+    process (tests/readme_dryparse.py: each stops right after its argparse parse).
     """
 
     def __init__(self, cwd: Path, env: dict[str, str], *, ports: dict[str, str] | None = None,
@@ -198,6 +200,7 @@ class ReadmeRunner:
         self.outcomes: list[Outcome] = []
         self.background: list[tuple[Command, subprocess.Popen]] = []
         self.deferred: list[Command] = []
+        self.flag_checks: list[Outcome] = []
 
     def rewrite(self, text: str) -> str:
         """The command as run: default ports replaced by the test's, whole numbers only.
@@ -224,7 +227,22 @@ class ReadmeRunner:
                 self.run(command)
         for command in self.deferred:
             self.run(command, deferring=False)
+        self.check_flags()
         return self.outcomes
+
+    def check_flags(self) -> None:
+        """The skipped commands' flags, parsed by their own parsers in one process (tests/readme_dryparse.py)."""
+        if not self.flag_checks:
+            return
+        argvs = [shlex.split(self.rewrite(o.command.without_comment())) for o in self.flag_checks]
+        done = subprocess.run([sys.executable, "-m", "tests.readme_dryparse"], input=json.dumps(argvs), cwd=self.cwd,
+                              env=self.env, capture_output=True, text=True, timeout=300)
+        results = json.loads(done.stdout) if done.returncode == 0 else [(False, done.stderr[-800:])] * len(argvs)
+        for outcome, (ok, message) in zip(self.flag_checks, results):
+            if ok:
+                outcome.detail += " (flags checked)"
+            else:
+                outcome.status, outcome.detail = "failed", f"flags refused: {message}"
 
     def run(self, command: Command, deferring: bool = True) -> Outcome:
         """Run one command (or skip, background, defer it) and record the outcome with its wall time."""
@@ -236,9 +254,10 @@ class ReadmeRunner:
     def _run(self, command: Command, deferring: bool) -> Outcome:
         skip = self._match(self.skips, command)
         if skip:
+            outcome = self._record(Outcome(command, "", "skipped", skip[1]))
             if any(re.search(p, command.without_comment()) for p in self.dry_parse):
-                return self._dry_parse(command, skip[1])
-            return self._record(Outcome(command, "", "skipped", skip[1]))
+                self.flag_checks.append(outcome)
+            return outcome
         if deferring and any(re.search(p, command.without_comment()) for p in self.deferred_patterns):
             self.deferred.append(command)
             return Outcome(command, "", "deferred")
@@ -261,19 +280,6 @@ class ReadmeRunner:
             if outcome.status == "ok" or time.monotonic() > deadline:
                 return self._record(outcome)
             time.sleep(1.0)
-
-    def _dry_parse(self, command: Command, reason: str) -> Outcome:
-        """A skipped command's flags, checked by its own parser (see tests/readme_dryparse)."""
-        text = self.rewrite(command.without_comment())
-        env = dict(self.env, PYTHONPATH=os.pathsep.join(filter(None, [str(DRY_PARSE_DIR), self.env.get("PYTHONPATH")])))
-        done = subprocess.run(["bash", "-o", "pipefail", "-c", text], cwd=self.cwd, env=env, capture_output=True,
-                              text=True, timeout=120)
-        outcome = self._judge(command, text, done.returncode, done.stderr, check_output=False)
-        if outcome.status == "ok" and "flags parsed by" not in done.stderr:
-            outcome = Outcome(command, text, "failed", f"ran without reaching an argparse parse: {done.stderr[-800:]}")
-        if outcome.status == "ok":
-            outcome = Outcome(command, text, "skipped", f"{reason} (flags checked)")
-        return self._record(outcome)
 
     def _judge(self, command: Command, text: str, returncode: int, output: str, check_output: bool = True) -> Outcome:
         """The outcome of a finished command: exit status 0 and, when one is expected, the fragment."""
