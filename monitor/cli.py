@@ -174,6 +174,21 @@ def produce(path, synthetic, dataset, model, version, score_column, labels, rate
         console.print(f"published {sent} outcomes to {settings.outcomes_topic}")
 
 
+@main.command("publish")
+@click.option("--topic", help="Topic to write to [default: MONITOR_RECORDS_TOPIC; MONITOR_OUTCOMES_TOPIC's name for outcomes].")
+def publish_cmd(topic: str | None) -> None:
+    """Publish stdin, one message per line (a JSON record or array, as is), like `kcat -P`.
+
+    Any Kafka client can publish; this one speaks to every broker `monitor` does (the embedded Tansu
+    included, which Debian 12's kcat cannot), with the MONITOR_KAFKA_* settings.
+    """
+    from producers.publish import publish_lines
+
+    settings = get_settings()
+    sent = _run(publish_lines(sys.stdin.buffer, settings, topic=topic))
+    click.echo(f"published {sent} messages to {topic or settings.records_topic}", err=True)
+
+
 # ---- alerts ---------------------------------------------------------------------------------
 @main.command()
 @click.option("--follow", is_flag=True, help="Subscribe to the alerts topic and print events as they come.")
@@ -183,8 +198,6 @@ def produce(path, synthetic, dataset, model, version, score_column, labels, rate
 @click.option("--limit", default=50, show_default=True, help="With --history: how many, newest first.")
 def alerts(follow: bool, from_beginning: bool, history: bool, as_json: bool, limit: int) -> None:
     """Alert events: firing alerts now (default), the history, or a live subscription."""
-    from monitor import follow as follow_mod
-
     settings = get_settings()
 
     def show(event: dict) -> None:
@@ -196,11 +209,15 @@ def alerts(follow: bool, from_beginning: bool, history: bool, as_json: bool, lim
             console.print(alert_line(event))
 
     if follow:
-        try:
+        try:  # Ctrl-C ends a subscription quietly, also while the modules still load (scipy: seconds on a busy machine)
+            from monitor import follow as follow_mod
+
             _run(follow_mod.follow_alerts(settings, show, from_beginning=from_beginning))
         except KeyboardInterrupt:
             pass
         return
+    from monitor import follow as follow_mod
+
     events = _run(follow_mod.alert_history(settings, limit)) if history else _run(follow_mod.firing_now(settings))
     for event in events:
         show(event)

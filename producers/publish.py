@@ -53,3 +53,41 @@ async def publish(records: Iterable[dict], settings: Settings, *, topic: str | N
     finally:
         await producer.stop()
     return sent
+
+
+def message_key(line: bytes) -> bytes | None:
+    """The Kafka key of a raw message: the record's ``record_id`` when the line is one JSON record.
+
+    >>> message_key(b'{"record_id": "r1", "score": 0.3}'), message_key(b'[{"record_id": "r1"}]'), message_key(b'x')
+    (b'r1', None, None)
+    """
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(value, dict) and value.get("record_id") is not None:
+        return str(value["record_id"]).encode()
+    return None
+
+
+async def publish_lines(lines: Iterable[bytes], settings: Settings, *, topic: str | None = None) -> int:
+    """Publish each non-blank line as one message, bytes as they are (like ``kcat -P``).
+
+    Nothing is validated here: the worker dead-letters an invalid message with its reason, as for any
+    other client. Returns the number of messages, all on the broker when it returns.
+    """
+    producer = kafka_producer(settings)
+    await producer.start()
+    sent = 0
+    try:
+        pending = []
+        for line in lines:
+            line = line.strip()
+            if line:
+                pending.append(await producer.send(topic or settings.records_topic, value=line, key=message_key(line)))
+                sent += 1
+        for fut in pending:
+            await fut
+    finally:
+        await producer.stop()
+    return sent
