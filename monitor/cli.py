@@ -262,7 +262,7 @@ def notify(loglevel: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON for machines (every window).")
 def state(model: str | None, window: str, as_json: bool) -> None:
     """Per model/version/month: counts, AUC, Gini, KS, KS adherence, PSI and firing alerts."""
-    from monitor.store import Store
+    from monitor.state import Store
     from monitor.views import collect_state, print_state
 
     async def go():

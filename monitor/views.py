@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from monitor.alerts import parse_alert_field
-from monitor.store import LABELS, Store
+from monitor.state import LABELS, Store
 
 
 async def collect_state(store: Store, model: str | None = None) -> list[dict]:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Body, Path, Query, Request
 
-from monitor.api import reads
+from monitor.state import reads
 from monitor.api.classic_engine import (MAX_RECORDS, ClassicRecord, adherence_of, confine, performance_of,
                                         records_frame)
 from monitor.api.responses import JSONBytes, dumps
@@ -42,19 +42,15 @@ PERFORMANCE_EXAMPLE = [
 ]
 
 
-def last_key(store, endpoint: str) -> str:
-    return f"{store.prefix}:classic:{endpoint}:last"
-
-
 async def save_last(store, endpoint: str, body: dict) -> JSONBytes:
     """Keep the result as the endpoint's last one (shared by every API process) and answer it."""
     raw = dumps(body)
-    await store.redis.set(last_key(store, endpoint), raw)
+    await store.save_classic_last(endpoint, raw)
     return JSONBytes(raw)
 
 
 async def read_last(store, endpoint: str, missing: str) -> JSONBytes:
-    raw = await store.redis.get(last_key(store, endpoint))
+    raw = await store.classic_last(endpoint)
     if raw is None:
         raise NotFound(missing)
     return JSONBytes(raw)

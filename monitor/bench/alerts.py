@@ -747,7 +747,7 @@ async def wait_settled(settings, expected: dict[str, dict[str, int]], timeout_s:
     """Until every record is counted and computed, the months closed by the idle partitions, and the
     alert history still for two metric passes; returns the history's length."""
     from monitor.errors import MonitorError
-    from monitor.store import Store
+    from monitor.state import Store
 
     store = Store.connect(settings)
     deadline = time.monotonic() + timeout_s
@@ -803,7 +803,7 @@ PROGRESS_POLL_S = 0.02
 async def sample_progress(settings, drifted: dict[str, list[str]], out: list[tuple[float, int]],
                           stop: asyncio.Event) -> None:
     """Append (unix time, records of the drifted months counted) every PROGRESS_POLL_S until ``stop``."""
-    from monitor.store import Store
+    from monitor.state import Store
 
     if not drifted:
         return
@@ -821,7 +821,7 @@ async def sample_progress(settings, drifted: dict[str, list[str]], out: list[tup
 
 
 async def redis_states(settings, models: list[str]) -> dict[str, dict[str, dict]]:
-    from monitor.store import Store
+    from monitor.state import Store
 
     store = Store.connect(settings)
     try:

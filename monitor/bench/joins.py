@@ -30,7 +30,7 @@ from monitor.outcomes import APPLY_OUTCOMES_LUA, OutcomeProcessor
 from monitor.pipeline import MAX_RECORDS_PER_CALL, BatchProcessor, RawMessage
 from monitor.settings import Settings
 from monitor.stats.bench import redis_url_or_server
-from monitor.store import Store
+from monitor.state import Store
 
 
 SLOWLOG_THRESHOLD_US = 1_000

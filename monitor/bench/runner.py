@@ -525,7 +525,7 @@ class Bench:
         The worker keeps counting during the SCAN (thousands of records while it lists a few thousand
         keys): the counts are read again once the sizes are in, and that reading, the closer to them,
         is the point's ``records`` (``records_before_scan``: the first)."""
-        from monitor.store import Store
+        from monitor.state import Store
 
         store = Store(self.redis, settings)
         count_key = store.count_key(model, "1", month)
@@ -576,7 +576,7 @@ class Bench:
         messages = [orjson.dumps(c) for c in chunks(generate(spec), opts.batch_size)]
         await prepublish(settings, messages)
         del messages
-        from monitor.store import Store
+        from monitor.state import Store
 
         base = Store(self.redis, settings).base(model, "1")
         baseline_groups = await self.key_groups(base)
@@ -647,7 +647,7 @@ class Bench:
         from monitor.demo import start_worker
         from monitor.infra import create_topics
         from monitor.reference import save_reference
-        from monitor.store import Store
+        from monitor.state import Store
         from producers.synthetic import Scenario, generate, reference_frame
 
         opts = self.opts

@@ -1,7 +1,8 @@
 """Reads of the Redis state that the API needs, in few round trips (pipelines).
 
-Uses only ``store.redis`` and the key helpers of :class:`monitor.store.Store`; the key schema is
-the one documented in monitor/store.py. Every function returns plain JSON-ready dicts.
+Part of the state layer: uses ``store.redis`` and the key names of :mod:`monitor.state.keys`. The API
+and the CLI (monitor.views) read through this module and :class:`monitor.state.Store`. Every function
+returns plain JSON-ready dicts.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from collections.abc import Iterable
 
 import orjson
 
-from monitor.alerts import parse_alert_field
 from monitor.errors import NotFound
-from monitor.store import LABELS, Store
+from monitor.state.keys import LABELS, parse_alert_field
+from monitor.state.store import Store
 
 COUNT_FIELDS = ("n", *LABELS)
 HISTORY_SCAN_CHUNK = 500
