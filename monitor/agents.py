@@ -27,7 +27,7 @@ from monitor.errors import StateLost
 from monitor.pipeline import BatchProcessor
 from monitor.retry import apply_or_stop, exit_unapplied, is_transient, retry_forever
 from monitor.settings import Settings
-from monitor.state import Store, epoch_key
+from monitor.state import Store
 
 log = logging.getLogger("monitor.worker")
 

@@ -771,7 +771,7 @@ async def wait_settled(settings, expected: dict[str, dict[str, int]], timeout_s:
         await asyncio.sleep(max(settings.partition_idle_s, settle) + 2 * settings.metrics_interval_s)
         length, still = -1, 0
         while still < 3 and time.monotonic() < deadline:
-            now = await store.redis.llen(store.history_key())
+            now = await store.alert_history_len()
             still = still + 1 if now == length else 0
             length = now
             await asyncio.sleep(settings.metrics_interval_s)
@@ -810,11 +810,7 @@ async def sample_progress(settings, drifted: dict[str, list[str]], out: list[tup
     store = Store.connect(settings)
     try:
         while not stop.is_set():
-            pipe = store.redis.pipeline(transaction=False)
-            for model, months in drifted.items():
-                for month in months:
-                    pipe.hget(store.count_key(model, "1", month), "n")
-            out.append((time.time(), sum(int(v or 0) for v in await pipe.execute())))
+            out.append((time.time(), await store.records_in({(model, "1"): months for model, months in drifted.items()})))
             await asyncio.sleep(PROGRESS_POLL_S)
     finally:
         await store.close()

@@ -26,7 +26,8 @@ import orjson
 
 from monitor import outcomes as outcome_join
 from monitor.connect import redis_client
-from monitor.outcomes import APPLY_OUTCOMES_LUA, OutcomeProcessor
+from monitor.outcomes import OutcomeProcessor
+from monitor.state.scripts import source
 from monitor.pipeline import MAX_RECORDS_PER_CALL, BatchProcessor, RawMessage
 from monitor.settings import Settings
 from monitor.stats.bench import redis_url_or_server
@@ -67,14 +68,14 @@ async def measure(settings: Settings, months: int, per_month: int) -> dict[str, 
         size = MAX_RECORDS_PER_CALL
         for offset, start in enumerate(range(0, len(records), size)):
             await batches.process([RawMessage("records", 0, offset, orjson.dumps(records[start:start + size]))])
-        batch_sha = store._apply.sha.encode()
+        batch_sha = store.scripts.apply_batch.sha.encode()
         batch_calls = [e["duration"] for e in await client.slowlog_get(10_000)
                        if len(e["command"].split()) > 1 and e["command"].split()[1] == batch_sha]
         outcomes = [{"record_id": r["record_id"], "model": "bench", "target": int(rng.random() < 0.2)}
                     for r in records]
         rng.shuffle(outcomes)
         processor = OutcomeProcessor(store, _refuse)
-        await client.script_load(APPLY_OUTCOMES_LUA)  # no NOSCRIPT round in the figures
+        await client.script_load(source("apply_outcomes"))  # no NOSCRIPT round in the figures
         # Redis 7 logs the commands a script runs too: a 1 ms threshold keeps the script calls (each
         # over 1 ms at these sizes) and drops the thousands of quick inner commands, which would push
         # the first calls out of the log. LATENCY's "command" event is a second witness.
@@ -90,7 +91,7 @@ async def measure(settings: Settings, months: int, per_month: int) -> dict[str, 
         calls = {name.removeprefix("cmdstat_"): int(v["calls"])
                  for name, v in (await client.info("commandstats")).items()}
         entries = await client.slowlog_get(10_000)
-        sha = processor._apply.sha.encode()
+        sha = store.scripts.apply_outcomes.sha.encode()
         durations = [e["duration"] for e in entries
                      if len(e["command"].split()) > 1 and e["command"].split()[1] == sha]
         latest = {row[0]: row[3] for row in await client.latency_latest()}

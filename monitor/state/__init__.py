@@ -12,11 +12,49 @@ formats a key or calls Redis (tests/unit/test_state_boundary.py).
 """
 
 from monitor.connect import redis_client
-from monitor.state.keys import (JOIN_BUCKETS, JOIN_PERIOD_S, LABELS, MONTH_ORIGIN, Keys, join_bucket,
-                                join_month_bin, join_period, join_value)
-from monitor.state.store import (ALERT_HISTORY_CAP, EpochMismatch, MonthChange, MonthIncrements, OffsetConflict, Store,
-                                 StoredCardinality, epoch_key, month_changes, state_epoch)
+from monitor.state.keys import (
+                                JOIN_BUCKETS,
+                                JOIN_PERIOD_S,
+                                LABELS,
+                                MONTH_ORIGIN,
+                                Keys,
+                                join_bucket,
+                                join_month_bin,
+                                join_period,
+                                join_value,
+)
+from monitor.state.store import (
+                                ALERT_HISTORY_CAP,
+                                EpochMismatch,
+                                MonthChange,
+                                MonthIncrements,
+                                OffsetConflict,
+                                Store,
+                                StoredCardinality,
+                                epoch_key,
+                                month_changes,
+                                state_epoch,
+)
 
-__all__ = ["ALERT_HISTORY_CAP", "EpochMismatch", "JOIN_BUCKETS", "JOIN_PERIOD_S", "Keys", "LABELS", "MONTH_ORIGIN",
-           "MonthChange", "MonthIncrements", "OffsetConflict", "Store", "StoredCardinality", "epoch_key", "join_bucket",
-           "join_month_bin", "join_period", "join_value", "month_changes", "redis_client", "state_epoch"]
+__all__ = [
+                                "ALERT_HISTORY_CAP",
+                                "JOIN_BUCKETS",
+                                "JOIN_PERIOD_S",
+                                "LABELS",
+                                "MONTH_ORIGIN",
+                                "EpochMismatch",
+                                "Keys",
+                                "MonthChange",
+                                "MonthIncrements",
+                                "OffsetConflict",
+                                "Store",
+                                "StoredCardinality",
+                                "epoch_key",
+                                "join_bucket",
+                                "join_month_bin",
+                                "join_period",
+                                "join_value",
+                                "month_changes",
+                                "redis_client",
+                                "state_epoch",
+]

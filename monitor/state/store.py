@@ -4,22 +4,35 @@ scripts: :mod:`monitor.state.scripts`."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-
-import logging
 
 import numpy as np
 import orjson
 import redis.asyncio as aioredis
 
 from monitor.settings import Settings
-from monitor.state.keys import (JOIN_BUCKETS, JOIN_PERIOD_S, LABELS, MONTH_ORIGIN, Keys, join_bucket,  # noqa: F401
-                                 join_month_bin, join_period, join_value)
 from monitor.state.admin import AdminOps
 from monitor.state.alerts import AlertOps
+from monitor.state.keys import (  # noqa: F401
+    JOIN_BUCKETS,
+    JOIN_PERIOD_S,
+    LABELS,
+    MONTH_ORIGIN,
+    Keys,
+    join_bucket,
+    join_month_bin,
+    join_period,
+    join_value,
+)
 from monitor.state.scripts import Scripts
-from monitor.stats import FeatureCounter, FeatureProfile, LabelledHistograms, ScoreHistogram
+from monitor.stats import (
+    FeatureCounter,
+    FeatureProfile,
+    LabelledHistograms,
+    ScoreHistogram,
+)
 
 ALERT_HISTORY_CAP = 10_000
 log = logging.getLogger("monitor.store")
@@ -146,7 +159,7 @@ class Store(AlertOps, AdminOps):
         self.hist_bytes = (ScoreHistogram(settings.resolution).max_bin + 1) * 8
 
     @classmethod
-    def connect(cls, settings: Settings) -> "Store":
+    def connect(cls, settings: Settings) -> Store:
         from monitor.connect import redis_client
 
         client = redis_client(settings, asyncio=True, decode_responses=False, health_check_interval=30,
@@ -204,7 +217,8 @@ class Store(AlertOps, AdminOps):
         Raises OffsetConflict when a stored offset is not the expected one; nothing is written then.
         """
         base = self.base(model, version)
-        keys = [self.keys.of(model, version, "offsets"), self.keys.of(model, version, "months"), self.keys.of(model, version, "watermark"), self.keys.of(model, version, "epoch")]
+        keys = [self.keys.of(model, version, name) for name in
+                ("offsets", "months", "watermark", "epoch", "watermarks", "pending:periods", "outcomes")]
         args: list = [len(offsets), latest_ref_date, epoch, base, self.settings.label_ttl_days * 86400,
                       self.hist_bytes, self.settings.max_unseen_categories]
         for offset_field, (expected, new, latest) in offsets.items():
@@ -235,7 +249,7 @@ class Store(AlertOps, AdminOps):
         return month_changes(changes)
 
     async def stored_cardinality(self, models: Iterable[tuple[str, str]], months: Mapping[tuple[str, str], Iterable[str]],
-                                 references: Iterable[tuple[str, str]]) -> "StoredCardinality":
+                                 references: Iterable[tuple[str, str]]) -> StoredCardinality:
         """What the bounds on models and months need to know (monitor.bounds.CardinalityGate), in
         one round trip: how many models and months per model are stored, which of these models and
         months are among them, and which of ``references`` have a reference loaded."""
@@ -266,7 +280,9 @@ class Store(AlertOps, AdminOps):
 
     async def adopt_model(self, model: str, version: str, found: str, epoch: str) -> None:
         base = self.base(model, version)
-        await self._adopt(keys=[self.keys.of(model, version, "epoch"), self.keys.of(model, version, "months")], args=[found, epoch, base])
+        keys = [self.keys.of(model, version, name) for name in
+                ("epoch", "months", "offsets", "fingerprints", "watermark", "watermarks", "metrics")]
+        await self._adopt(keys=keys, args=[found, epoch, base])
 
     async def stored_fingerprint(self, model: str, version: str, offset_field: str) -> str | None:
         """The fingerprint of the message at the partition's stored offset (None: not kept)."""
@@ -277,9 +293,10 @@ class Store(AlertOps, AdminOps):
                            stored_fingerprint: str | None, event: bytes) -> bool:
         """Forget the partition's stored offset (its log is gone) if it is still ``stored``, and
         queue ``event`` in the model's alert outbox; False when another worker moved it first."""
-        base = self.base(model, version)
+        # The alert history is outside the model's hash tag: not Redis Cluster safe (issue 18).
         done = await self._reset_source(
-            keys=[self.keys.of(model, version, "offsets"), self.keys.of(model, version, "fingerprints"), self.keys.of(model, version, "outbox"), self.history_key()],
+            keys=[self.keys.of(model, version, "offsets"), self.keys.of(model, version, "fingerprints"),
+                  self.keys.of(model, version, "outbox"), self.history_key()],
             args=[offset_field, str(stored), stored_fingerprint or "", event, ALERT_HISTORY_CAP])
         return bool(done)
 
@@ -292,7 +309,6 @@ class Store(AlertOps, AdminOps):
 
     async def save_reference(self, model: str, version: str, hist: ScoreHistogram, meta: Mapping[str, object],
                              profile: FeatureProfile | None = None) -> None:
-        base = self.base(model, version)
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(self.keys.of(model, version, "ref:meta"), self.keys.of(model, version, "ref:features"))
         if profile is not None:
@@ -326,6 +342,14 @@ class Store(AlertOps, AdminOps):
             pipe.hget(self.count_key(model, version, month), "rev")
         return {m: int(r or 0) for m, r in zip(months, await pipe.execute())}
 
+    async def records_in(self, months_of: Mapping[tuple[str, str], Iterable[str]]) -> int:
+        """Records counted so far in these months of these (model, version)s, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for (model, version), months in months_of.items():
+            for month in months:
+                pipe.hget(self.count_key(model, version, month), "n")
+        return sum(int(v or 0) for v in await pipe.execute())
+
     async def counts(self, model: str, version: str, month: str) -> dict[str, int]:
         raw = await self.redis.hgetall(self.count_key(model, version, month))
         return {label: int(raw.get(label.encode(), 0)) for label in ("n", *LABELS)}
@@ -344,7 +368,6 @@ class Store(AlertOps, AdminOps):
         return out
 
     async def reference(self, model: str, version: str) -> tuple[ScoreHistogram | None, dict[str, str]]:
-        base = self.base(model, version)
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(self.keys.of(model, version, "ref"))
         pipe.hgetall(self.keys.of(model, version, "ref:meta"))

@@ -2,8 +2,9 @@
 -- make the update idempotent: a batch whose offsets were already applied changes nothing,
 -- and a worker whose view of the offsets is stale (another worker moved them) is told so.
 -- The model's copy of the state epoch guards against writing into a state from another
--- lifetime (see state_epoch). KEYS: offsets, months, watermark, epoch copy, then per month:
--- count, hist bad, hist good, hist unlabeled, feature counts; last, the fingerprints hash.
+-- lifetime (see state_epoch). KEYS: offsets, months, watermark, epoch copy, watermarks, pending
+-- periods, outcome counters, then per month: count, hist bad, hist good, hist unlabeled, feature
+-- counts; last, the fingerprints hash.
 -- ARGV: k, latest ref_date of the batch, epoch, key base, join TTL (s), histogram bytes, max unseen
 -- category names per feature and month, then k x (offset field, expected stored offset or "", new
 -- offset, the partition's latest ref_date), then k fingerprints of the messages at the new offsets
@@ -13,10 +14,9 @@
 -- unlabelled records that wait for their outcome, then n feature fields of the profile's buckets and
 -- (field, count) pairs, then n fields of unseen category names and (field, count) pairs.
 -- Returns {1, '', ''} then per month: month, n, bad, good after the batch and n, bad, good it added.
--- Undeclared keys (built from the key base ARGV[4], all inside the model's hash tag, so in its
--- cluster slot): <base>:watermarks, <base>:outcomes, <base>:pending:periods and the join buffer's
--- <base>:join:<period>:<bucket> / <base>:pending:<period>:<bucket> (their period is Redis TIME's,
--- known only inside the script).
+-- Undeclared keys (built from the key base ARGV[4], inside the model's hash tag, so in its cluster
+-- slot): the join buffer's <base>:join:<period>:<bucket> / <base>:pending:<period>:<bucket> (their
+-- period is Redis TIME's, known only inside the script).
 local copy = redis.call('GET', KEYS[4])
 if copy and copy ~= ARGV[3] then
   return {-2, 'epoch', copy}
@@ -35,28 +35,28 @@ local base, ttl, size, max_unseen = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]
 -- Per partition: its latest ref_date and when it last delivered (Redis clock), for the
 -- event-time watermark that closes months (monitor.alerts.event_time_watermark).
 local now = redis.call('TIME')[1]
-redis.call('HSETNX', base .. ':watermarks', '~first', now)  -- when the model's first records came
+redis.call('HSETNX', KEYS[5], '~first', now)  -- when the model's first records came
 for i = 0, k - 1 do
   local partition = ARGV[8 + 4*i]
   redis.call('HSET', KEYS[1], partition, ARGV[10 + 4*i])
   local latest = ARGV[11 + 4*i]
-  local seen = redis.call('HGET', base .. ':watermarks', partition)
+  local seen = redis.call('HGET', KEYS[5], partition)
   if seen and string.sub(seen, 1, 10) > latest then latest = string.sub(seen, 1, 10) end
-  redis.call('HSET', base .. ':watermarks', partition, latest .. '|' .. now)
+  redis.call('HSET', KEYS[5], partition, latest .. '|' .. now)
   local print = ARGV[8 + 4*k + i]
   if print == '' then redis.call('HDEL', KEYS[#KEYS], partition) else redis.call('HSET', KEYS[#KEYS], partition, print) end
 end
 local watermark = redis.call('GET', KEYS[3])
 if (not watermark) or ARGV[2] > watermark then redis.call('SET', KEYS[3], ARGV[2]) end
 local a = 8 + 5*k
-local key = 5
+local key = 8
 local pending_joined = 0
 local touched = {}  -- join buffer keys written (this period's): one EXPIREAT each at the end
 local bins = size / 8
 local join_now, join_now_period, join_pending = 0, 0, {}
 if ttl > 0 then
   join_now, join_now_period = join_clock()
-  join_pending = pending_periods(base .. ':pending:periods', join_now, ttl)
+  join_pending = pending_periods(KEYS[6], join_now, ttl)
 end
 local result = {1, '', ''}
 while a <= #ARGV do
@@ -86,8 +86,8 @@ while a <= #ARGV do
         pending = redis.call('HGET', pending_key, rid)
         if pending then
           redis.call('HDEL', pending_key, rid)
-          if redis.call('HINCRBY', base .. ':pending:periods', period, -1) <= 0 then
-            redis.call('HDEL', base .. ':pending:periods', period)
+          if redis.call('HINCRBY', KEYS[6], period, -1) <= 0 then
+            redis.call('HDEL', KEYS[6], period)
           end
           break
         end
@@ -145,5 +145,5 @@ while a <= #ARGV do
   key = key + 5
 end
 for join in pairs(touched) do redis.call('EXPIREAT', join, join_deadline(join_now_period, ttl)) end
-if pending_joined > 0 then redis.call('HINCRBY', base .. ':outcomes', 'pending_joined', pending_joined) end
+if pending_joined > 0 then redis.call('HINCRBY', KEYS[7], 'pending_joined', pending_joined) end
 return result
