@@ -22,7 +22,8 @@ from monitor import infra
 from monitor.errors import MonitorError
 from monitor.settings import Settings
 from monitor.state import Store
-from monitor.views import alert_line, collect_state, print_state
+from monitor.state.reads import collect_state
+from monitor.views import alert_line, print_state
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """Environment that gives a child process the same settings: every field, so that none is lost.
