@@ -342,6 +342,21 @@ class Store(AlertOps, AdminOps):
             pipe.hget(self.count_key(model, version, month), "rev")
         return {m: int(r or 0) for m, r in zip(months, await pipe.execute())}
 
+    async def month_ns(self, months: Iterable[tuple[str, str, str]]) -> list[int]:
+        """The record count ``n`` of each (model, version, month), in one round trip (0: none yet)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for model, version, month in months:
+            pipe.hget(self.count_key(model, version, month), "n")
+        return [int(v or 0) for v in await pipe.execute()]
+
+    async def metrics_field_bytes(self, model: str, version: str, month: str) -> int:
+        """Bytes of a month's JSON in the model's metrics hash (HSTRLEN)."""
+        return await self.redis.hstrlen(self.keys.of(model, version, "metrics"), month)
+
+    async def worker_counter(self, name: str) -> int:
+        """One of the worker's counters (``cm:worker``), 0 before any."""
+        return int(await self.redis.hget(self.worker_key(), name) or 0)
+
     async def records_in(self, months_of: Mapping[tuple[str, str], Iterable[str]]) -> int:
         """Records counted so far in these months of these (model, version)s, in one round trip."""
         pipe = self.redis.pipeline(transaction=False)

@@ -37,14 +37,7 @@ bitfield setrange getrange time dbsize info config_resetstat
 AMBIGUOUS = frozenset({"get", "set", "delete", "keys", "time", "info", "exists", "incr", "expire", "eval", "unlink"})
 CLIENT_NAMES = frozenset({"redis", "client", "pipe", "pipeline", "aioredis"})
 
-ALLOWED: dict[str, str] = {
-    # The benchmarks measure Redis itself (INFO commandstats, MEMORY USAGE, raw key layouts of the
-    # baselines they compare against): issue 17 left them; they must move behind monitor/state/ too.
-    "monitor/bench/baselines.py": "writes the naive baselines' own keys (per-record hash, HINCRBY layout)",
-    "monitor/bench/joins.py": "preloads the outcome script and reads INFO commandstats",
-    "monitor/bench/runner.py": "INFO / MEMORY USAGE / key scans of the bench's own deployment",
-    "monitor/stats/bench.py": "the histogram storage micro-benchmark (its own key layouts)",
-}
+ALLOWED: dict[str, str] = {}
 """Modules that still reach Redis directly, with the reason; must shrink to nothing."""
 
 
