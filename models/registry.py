@@ -198,8 +198,9 @@ class RedisLedger:
     """
 
     def __init__(self, settings: Any):
-        from monitor.connect import redis_client
+        from monitor.state import Keys, redis_client
 
+        self.keys = Keys(settings.key_prefix)
         self.prefix = settings.key_prefix
         self.redis_url = settings.redis_url
         self.client = redis_client(settings, socket_timeout=10)
@@ -208,7 +209,7 @@ class RedisLedger:
         return None
 
     def key(self, name: str, version: str) -> str:
-        return f"{self.prefix}:artifact:{name}:{version}"
+        return self.keys.artifact(name, version)
 
     def _call(self, what: str, *args):
         import redis.exceptions
@@ -537,7 +538,7 @@ async def load_reference(settings, card: ModelCard, timeout_s: float = 10.0) -> 
 
     from monitor.connect import redis_error_message
     from monitor.stats import FeatureProfile
-    from monitor.store import Store
+    from monitor.state import Store
 
     hist = reference_histogram(card)
     if abs(hist.resolution - settings.resolution) > 1e-15:

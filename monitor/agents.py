@@ -5,7 +5,7 @@ delayed labels onto them (monitor.outcomes); a task recomputes the metrics of ch
 on a timer and at once when a month reaches a checkpoint, and publishes alert transitions
 (monitor.engine). When Redis loses
 the state the worker wrote, the worker restarts itself in place (exec) so that it rebuilds
-the state from the topic (see monitor.store.state_epoch).
+the state from the topic (see monitor.state.state_epoch).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from monitor.errors import StateLost
 from monitor.pipeline import BatchProcessor
 from monitor.retry import apply_or_stop, exit_unapplied, is_transient, retry_forever
 from monitor.settings import Settings
-from monitor.store import Store, epoch_key
+from monitor.state import Store
 
 log = logging.getLogger("monitor.worker")
 
@@ -58,8 +58,7 @@ class Worker:
         log.critical("Redis lost this worker's state (%s); restarting to rebuild it from the topic", lost)
         try:
             if lost.rebuild:
-                await retry_forever("dropping the lost state's epoch", self.store.redis.delete,
-                                    epoch_key(self.settings))
+                await retry_forever("dropping the lost state's epoch", self.store.drop_epoch)
             sys.stdout.flush()
             sys.stderr.flush()
             os.execv(sys.executable, [sys.executable, "-m", "monitor", *sys.argv[1:]])

@@ -34,6 +34,7 @@ import orjson
 from pydantic import BaseModel
 
 from monitor.rules import RuleSet
+from monitor.state.keys import alert_field, parse_alert_field  # noqa: F401 - the alerts hash fields, re-exported
 
 Severity = Literal["warning", "critical"]
 Phase = Literal["provisional", "final"]
@@ -320,48 +321,12 @@ def decide(old: dict | None, verdict: Verdict, phase: Phase) -> tuple[str, str |
     return None
 
 
-def alert_field(rule: str, window: str, month: str) -> str:
-    """The alert's field in the model's alerts hash (``cm:{m:v}:alerts``).
-
-    >>> alert_field("feature_psi:income", "rolling", "2024-03")
-    'feature_psi:income|rolling|2024-03'
-    """
-    return f"{rule}|{window}|{month}"
-
-
-def parse_alert_field(field: str, state: dict) -> tuple[str, str, str]:
-    """(rule, window, month) of an alerts hash field; a field of an older release (``rule|window``)
-    takes the month from its state.
-
-    >>> parse_alert_field("psi|month|2024-03", {}), parse_alert_field("psi|rolling", {"month": "2024-02"})
-    (('psi', 'month', '2024-03'), ('psi', 'rolling', '2024-02'))
-    """
-    parts = field.split("|")
-    if len(parts) >= 3:
-        return "|".join(parts[:-2]), parts[-2], parts[-1]
-    return parts[0], parts[-1], state.get("month", "")
-
-
-# KEYS: alert states hash, history list, outbox list.
-# ARGV: field, expected stored state ("" = none), new state, event, history cap.
-TRANSITION_LUA = """
-local old = redis.call('HGET', KEYS[1], ARGV[1]) or ''
-if old ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-redis.call('LPUSH', KEYS[2], ARGV[4])
-redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[5]) - 1)
-redis.call('RPUSH', KEYS[3], ARGV[4])
-return 1
-"""
-
-
 class AlertEvaluator:
     """Turns verdicts into transitions in Redis (and events in the model's outbox)."""
 
     def __init__(self, store, history_cap: int = 10_000):
         self.store = store
         self.history_cap = history_cap
-        self._transition = store.redis.register_script(TRANSITION_LUA)
 
     async def apply(self, model: str, version: str, rule: str, window: str, month: str, verdict: Verdict,
                     phase: Phase, reference_n: int | None, event_time: str | None,
@@ -371,10 +336,9 @@ class AlertEvaluator:
         ``states``: the model's stored alert states (HGETALL of its alerts hash) when the caller
         read them already; the transition script checks them, so a stale copy costs no event.
         """
-        base = self.store.base(model, version)
         field = alert_field(rule, window, month)
         if states is None:
-            old_raw = await self.store.redis.hget(f"{base}:alerts", field)
+            old_raw = await self.store.alert_state_raw(model, version, field)
         else:
             old_raw = states.get(field.encode())
         old = orjson.loads(old_raw) if old_raw else None
@@ -394,7 +358,6 @@ class AlertEvaluator:
         state = {"status": "firing" if verdict.firing else "ok", "phase": phase, "severity": event.severity,
                  "rule": rule, "window": window, "month": month, "value": verdict.value, "since": now.isoformat(),
                  "message": verdict.message, "event_id": event.event_id}
-        changed = await self._transition(
-            keys=[f"{base}:alerts", self.store.history_key(), f"{base}:outbox"],
-            args=[field, old_raw or b"", orjson.dumps(state), event.model_dump_json(), self.history_cap])
+        changed = await self.store.transition_alert(model, version, field, old_raw or b"", orjson.dumps(state),
+                                                    event.model_dump_json(), self.history_cap)
         return event if changed else None

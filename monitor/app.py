@@ -10,7 +10,7 @@ from monitor.transport import MonitorApp
 def create_app(settings: Settings) -> MonitorApp:
     """The worker's app. Its consumer group is ``<consumer_group>.<state epoch>``: a Redis that
     lost the state gets a new epoch, so the group starts from the earliest offsets and rebuilds it."""
-    from monitor.store import state_epoch
+    from monitor.state import state_epoch
 
     epoch = state_epoch(settings)
     session = settings.broker_session_timeout_s

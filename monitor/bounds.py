@@ -11,7 +11,7 @@ message, with a reason that names the setting (``MONITOR_<NAME>``):
   whose reference is loaded.
 
 The unseen-category cap (``max_unseen_categories``) is not a refusal: it is applied where the counts
-are merged, in the batch script (monitor.store.APPLY_BATCH_LUA).
+are merged, in the batch script (monitor/state/scripts/apply_batch.lua).
 """
 
 from __future__ import annotations

@@ -279,8 +279,9 @@ def notify(loglevel: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON for machines (every window).")
 def state(model: str | None, window: str, as_json: bool) -> None:
     """Per model/version/month: counts, AUC, Gini, KS, KS adherence, PSI and firing alerts."""
-    from monitor.store import Store
-    from monitor.views import collect_state, print_state
+    from monitor.state import Store
+    from monitor.state.reads import collect_state
+    from monitor.views import print_state
 
     async def go():
         store = Store.connect(get_settings())

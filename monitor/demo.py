@@ -21,8 +21,9 @@ from rich.console import Console
 from monitor import infra
 from monitor.errors import MonitorError
 from monitor.settings import Settings
-from monitor.store import Store
-from monitor.views import alert_line, collect_state, print_state
+from monitor.state import Store
+from monitor.state.reads import collect_state
+from monitor.views import alert_line, print_state
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """Environment that gives a child process the same settings: every field, so that none is lost.
@@ -82,8 +83,7 @@ async def wait_until_caught_up(store: Store, expected_by_month: dict[str, int], 
 
 
 async def _delete_keys(store: Store) -> None:
-    async for key in store.redis.scan_iter(match=f"{store.prefix}:*", count=1000):
-        await store.redis.unlink(key)
+    await store.wipe()
 
 
 def run_demo(settings: Settings, console: Console, scenario: str = "demo", keep: bool = False,

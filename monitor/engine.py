@@ -31,7 +31,7 @@ from monitor.rules import AlertConfig, load_alert_config
 from monitor.settings import Settings
 from monitor.stats import FeatureCounter, LabelledHistograms, compute_metrics, feature_drift
 from monitor.stats.windows import previous_months, rolling
-from monitor.store import MonthChange, Store
+from monitor.state import MonthChange, Store
 
 OUTBOX_CHUNK = 500
 DUE_POLL_S = 0.1  # how often a worker looks for models another worker marked due
@@ -85,16 +85,6 @@ def per_window(spans: dict[str, tuple[str, ...]], sums: dict[str, Callable[[], o
     return out
 
 
-# Take the lease if it is free, keep it if it is ours. KEYS[1] lease; ARGV: owner, ttl ms.
-LEASE_LUA = """
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-if holder then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-
-
 class MetricsUpdater:
     def __init__(self, store: Store, settings: Settings, config: AlertConfig | None = None):
         self.store = store
@@ -103,7 +93,6 @@ class MetricsUpdater:
         self.alerts = AlertEvaluator(store)
         self.owner = uuid.uuid4().hex
         self.lease_ms = int(max(10.0, 5 * settings.metrics_interval_s) * 1000)
-        self._lease = store.redis.register_script(LEASE_LUA)
         self._revisions: dict[tuple[str, str], dict[str, int]] = {}
         self._histograms: dict[tuple[str, str], dict[str, LabelledHistograms]] = {}
         self._features: dict[tuple[str, str], dict[str, FeatureCounter]] = {}
@@ -123,7 +112,7 @@ class MetricsUpdater:
         """Told of every write to a model's counts: a month at a checkpoint makes the model due now."""
         rules = self.config.rules_for(model, version)
         if any(reaches_checkpoint(c, rules.min_records, rules.auc.min_class_records) for c in changes):
-            await self.store.redis.sadd(self.store.due_key(), f"{model}:{version}")
+            await self.store.mark_due(model, version)
             self.wakeup.set()
 
     async def step(self, send: Callable[[bytes], Awaitable[None]] | None = None) -> float:
@@ -166,17 +155,17 @@ class MetricsUpdater:
         their holder. Returns the alert events published."""
         self.wakeup.clear()
         published = 0
-        for member in sorted(await self.store.redis.smembers(self.store.due_key())):
+        for member in await self.store.due_models():
             model, version = member.decode().split(":", 1)
             published += await self._update_leased(model, version, send, due=member)
         return published
 
     async def _update_leased(self, model: str, version: str, send, due: bytes | None = None) -> int:
-        if not await self._lease(keys=[f"{self.store.base(model, version)}:lease"], args=[self.owner, self.lease_ms]):
+        if not await self.store.take_lease(model, version, self.owner, self.lease_ms):
             self._forget(model, version)  # another worker computes it: our cache will go stale
             return 0
         if due is not None:  # unmarked before the work: a mark made during it is not lost
-            await self.store.redis.srem(self.store.due_key(), due)
+            await self.store.unmark_due(due)
         await self.update_model(model, version)
         return await self.publish_outbox(model, version, send) if send is not None else 0
 
@@ -296,7 +285,7 @@ class MetricsUpdater:
         final_rules = self.config.rules_for(model, version)
         open_rules = provisional_rules(final_rules)
         watermark = await self.store.watermark(model, version)
-        states = await self.store.redis.hgetall(f"{self.store.base(model, version)}:alerts")
+        states = await self.store.alert_states_raw(model, version)
         apply = self.alerts.apply
         for month in months:
             phase = "final" if month in closed else "provisional"
@@ -340,11 +329,10 @@ class MetricsUpdater:
         A crash between the send and the trim sends those events again (same event_id): the
         outbox makes delivery at-least-once, never lossy.
         """
-        outbox = f"{self.store.base(model, version)}:outbox"
         sent = 0
-        while events := await self.store.redis.lrange(outbox, 0, OUTBOX_CHUNK - 1):
+        while events := await self.store.outbox_head(model, version, OUTBOX_CHUNK):
             for raw in events:
                 await send(raw)
-            await self.store.redis.ltrim(outbox, len(events), -1)
+            await self.store.outbox_drop(model, version, len(events))
             sent += len(events)
         return sent

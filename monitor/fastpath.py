@@ -62,7 +62,7 @@ from monitor.errors import InvalidRecord
 from monitor.schema import MAX_MESSAGE_BYTES, decode_records
 
 LABEL_BAD, LABEL_GOOD, LABEL_UNLABELED = 0, 1, 2
-"""Label indexes, in the order of monitor.store.LABELS."""
+"""Label indexes, in the order of monitor.state.LABELS."""
 
 FastRecord = tuple  # (model, model_version, ref_date ISO, month, label index, score, record_id, features)
 

@@ -61,12 +61,13 @@ import numpy as np
 import orjson
 
 from monitor import infra
-from monitor.connect import kafka_consumer, kafka_producer, redis_client
+from monitor.connect import kafka_consumer, kafka_producer
 from monitor.demo import start_worker, stop_process
 from monitor.retry import is_transient
 from monitor.settings import Settings
 from monitor.stats import ScoreHistogram
-from monitor.store import LABELS, Store
+from monitor.state import LABELS, Store
+from monitor.state.admin import busy_script, flush_all, refuse_scripts, shutdown_redis
 from producers.synthetic import Scenario, generate
 
 SCENARIOS = ("kills", "takeover", "redis-restart", "redis-flush", "broker-restart", "oversized-invalid",
@@ -199,12 +200,8 @@ async def redis_footprint(settings: Settings) -> tuple[int, int, int]:
     unseen-category fields a feature hash holds for one feature."""
     store = Store.connect(settings)
     try:
-        total, months, unseen = 0, 0, 0
-        async for key in store.redis.scan_iter(match=f"{settings.key_prefix}:*", count=1000):
-            total += await store.redis.memory_usage(key, samples=0) or 0
-            if b":features:" in key:
-                per_feature = Counter(f.split(b"|")[0] for f in await store.redis.hkeys(key))
-                unseen = max(unseen, max(per_feature.values(), default=0))
+        months = 0
+        total, unseen = await store.footprint()
         for model, version in await store.models():
             months += len(await store.months(model, version))
         return total, months, unseen
@@ -563,8 +560,6 @@ def measure_flood(settings: Settings, report: FaultReport, before: int, say: Cal
 
 
 def inject(scenario: str, settings: Settings, report: FaultReport, say: Callable[[str], None]) -> None:
-    import redis
-
     svcs = {svc.name: svc for svc in infra.services(settings)}
     if scenario == "broker-restart":
         svcs["broker"].stop()
@@ -572,17 +567,13 @@ def inject(scenario: str, settings: Settings, report: FaultReport, say: Callable
         svcs["broker"].start(timeout_s=60)
         report.faults.append("broker stopped and restarted (noida-db, persistent log)")
     elif scenario == "redis-restart":
-        client = redis_client(settings)
-        try:
-            client.shutdown(save=False)  # appendonly: the AOF is fsynced on a clean shutdown
-        except redis.ConnectionError:
-            pass
+        shutdown_redis(settings)  # appendonly: the AOF is fsynced on a clean shutdown
         svcs["redis"].pid_file.unlink(missing_ok=True)
         time.sleep(2)
         svcs["redis"].start()
         report.faults.append("redis shut down and restarted from its appendonly file")
     elif scenario == "redis-flush":
-        redis_client(settings).flushall()
+        flush_all(settings)
         report.faults.append("redis FLUSHALL: every key gone mid-stream")
     elif scenario == "redis-busy":
         for _ in range(2):
@@ -592,30 +583,6 @@ def inject(scenario: str, settings: Settings, report: FaultReport, say: Callable
         refuse_scripts(settings, seconds=12)
         report.faults.append("redis refused the worker's scripts (ACL -@scripting, NOPERM) for 12 s")
     say(report.faults[-1])
-
-
-BUSY_LUA = """
-local stop = tonumber(redis.call('TIME')[1]) + tonumber(ARGV[1])
-while tonumber(redis.call('TIME')[1]) < stop do end
-return 1
-"""
-
-
-def busy_script(settings: Settings, seconds: int) -> None:
-    """Run a read-only script of ``seconds`` on Redis: past busy-reply-threshold (5 s by default)
-    Redis answers BUSY to every other client until it ends."""
-    redis_client(settings, socket_timeout=seconds + 30).eval(BUSY_LUA, 0, seconds)
-
-
-def refuse_scripts(settings: Settings, seconds: float) -> None:
-    """Deny the scripting commands to Redis's default user for ``seconds``, then allow them again."""
-    client = redis_client(settings)
-    client.acl_setuser("default", enabled=True, nopass=True, categories=["+@all", "-@scripting"],
-                       keys=["*"], channels=["*"], reset=False)
-    try:
-        time.sleep(seconds)
-    finally:
-        client.acl_setuser("default", enabled=True, nopass=True, categories=["+@all"], keys=["*"], channels=["*"])
 
 
 def format_report(r: FaultReport) -> str:

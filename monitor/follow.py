@@ -9,7 +9,7 @@ import orjson
 
 from monitor.connect import kafka_consumer
 from monitor.settings import Settings
-from monitor.store import Store
+from monitor.state import Store
 
 
 async def follow_alerts(settings: Settings, on_event: Callable[[dict], None], *, from_beginning: bool = False,
@@ -36,7 +36,7 @@ async def follow_alerts(settings: Settings, on_event: Callable[[dict], None], *,
 async def alert_history(settings: Settings, limit: int = 50) -> list[dict]:
     store = Store.connect(settings)
     try:
-        return [orjson.loads(raw) for raw in await store.redis.lrange(store.history_key(), 0, limit - 1)]
+        return await store.alert_history(limit)
     finally:
         await store.close()
 
@@ -50,7 +50,7 @@ async def firing_now(settings: Settings) -> list[dict]:
             for state in (await store.alert_states(model, version)).values():
                 if state["status"] == "firing":
                     firing_events.add(state["event_id"])
-        events = [orjson.loads(raw) for raw in await store.redis.lrange(store.history_key(), 0, -1)]
+        events = await store.alert_history()
         return sorted((e for e in events if e["event_id"] in firing_events), key=lambda e: e["alert_id"])
     finally:
         await store.close()

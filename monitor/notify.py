@@ -39,7 +39,7 @@ from monitor.connect import kafka_admin, kafka_consumer, kafka_producer
 from monitor.errors import MonitorError
 from monitor.retry import retry_forever
 from monitor.settings import Settings
-from monitor.store import Store
+from monitor.state import Store
 
 log = logging.getLogger("monitor.notify")
 
@@ -207,12 +207,8 @@ class Notifier:
                  dead_letter: Callable[[bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]):
         self.settings, self.store = settings, store
         self.alertmanager, self.webhook, self.dead_letter = alertmanager, webhook, dead_letter
-        self.firing_key = f"{settings.key_prefix}:notify:firing"
         self.lock = asyncio.Lock()  # a resend must not re-post an alert a resolve is ending
         self.delivered = 0
-
-    def delivered_key(self, sink: str, event_id: str) -> str:
-        return f"{self.settings.key_prefix}:notify:delivered:{sink}:{event_id}"
 
     def ends_at_firing(self, now: dt.datetime) -> str:
         return iso(now + dt.timedelta(seconds=RESENDS_AHEAD * self.settings.notify_resend_s))
@@ -237,8 +233,7 @@ class Notifier:
         if self.webhook is not None:
             sinks.append(("webhook", lambda e, _partition: self.webhook.deliver(e)))
         for name, deliver in sinks:
-            mark = self.delivered_key(name, event["event_id"])
-            if await self._redis("reading the delivered events", self.store.redis.exists, mark):
+            if await self._redis("reading the delivered events", self.store.notify_delivered, name, event["event_id"]):
                 log.info("%s: event %s already delivered, skipped", name, event["event_id"])
                 continue
             try:
@@ -247,16 +242,15 @@ class Notifier:
                 log.error("%s: event %s of %s dead-lettered: %s", name, event["event_id"], event["alert_id"], exc)
                 await self.dead_letter(key, value, [("dlq.reason", str(exc).encode()), ("dlq.sink", name.encode()),
                                                     *headers])
-            await self._redis("remembering a delivered event", self.store.redis.set, mark, b"1",
-                              self.settings.notify_dedup_ttl_s)
+            await self._redis("remembering a delivered event", self.store.notify_mark_delivered, name,
+                              event["event_id"], self.settings.notify_dedup_ttl_s)
         self.delivered += 1
 
     async def to_alertmanager(self, event: dict, partition: int) -> None:
         """Fire, re-label or end the event's alert in Alertmanager, and keep the firing ones in Redis
         (with the alerts topic's ``partition`` it came from: its owner re-posts it, see resend_firing)."""
         async with self.lock:
-            raw = await self._redis("reading the firing alerts", self.store.redis.hget, self.firing_key,
-                                    event["alert_id"])
+            raw = await self._redis("reading the firing alerts", self.store.notify_firing, event["alert_id"])
             stored = orjson.loads(raw) if raw else None
             if stored and moment(stored["emitted_at"]) > moment(event["emitted_at"]):
                 log.info("event %s is older than the alert's last one, skipped", event["event_id"])
@@ -282,12 +276,11 @@ class Notifier:
                                    "endsAt": ended_at})
             await self.alertmanager.post(alerts)
             if event["status"] == "firing" and event["rule"] != "source_reset":  # source_reset is one-shot
-                await self._redis("keeping a firing alert", self.store.redis.hset, self.firing_key, event["alert_id"],
+                await self._redis("keeping a firing alert", self.store.notify_keep_firing, event["alert_id"],
                                   orjson.dumps({"alert": alerts[-1], "emitted_at": event["emitted_at"],
                                                 "partition": partition}))
             elif stored:
-                await self._redis("dropping a resolved alert", self.store.redis.hdel, self.firing_key,
-                                  event["alert_id"])
+                await self._redis("dropping a resolved alert", self.store.notify_drop_firing, event["alert_id"])
             log.info("alertmanager: %s %s %s", event["status"], event["severity"], event["alert_id"])
 
     async def resend_firing(self, owned: set[int] | None = None) -> int:
@@ -300,7 +293,7 @@ class Notifier:
         if self.alertmanager is None:
             return 0
         async with self.lock:
-            firing = await self._redis("reading the firing alerts", self.store.redis.hgetall, self.firing_key)
+            firing = await self._redis("reading the firing alerts", self.store.notify_all_firing)
             states = [orjson.loads(raw) for raw in firing.values()]
             if owned is not None:
                 states = [st for st in states if st.get("partition", -1) in owned | {-1}]  # -1: not known

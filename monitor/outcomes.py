@@ -30,7 +30,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, Va
 from monitor.errors import InvalidRecord
 from monitor.pipeline import DeadLetter, KafkaMessage, OnChange
 from monitor.retry import retry_forever
-from monitor.store import ADD_BINS_LUA, JOIN_LUA, Store, join_bucket, month_changes
+from monitor.state import Store, join_bucket, month_changes
 
 
 class Outcome(BaseModel):
@@ -73,87 +73,6 @@ default resolution) the call creates. 500 keeps every call well under Redis's sc
 (5 s): ~70 ms for the longest at 1,000 months x 12,000 outcomes, against ~160 ms with 1,000 (``python
 -m monitor.bench.joins``). A batch of more outcomes takes several calls (a round trip each)."""
 
-# KEYS: outcome counters, pending periods. ARGV: key base, TTL (s), histogram bytes, then (record_id,
-# target, join bucket) triples. Returns joined, pending, duplicates, then per month changed: month, n,
-# bad, good after and n, bad, good added (n: 0).
-APPLY_OUTCOMES_LUA = ADD_BINS_LUA + JOIN_LUA + """
-local base, ttl, size = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local bins = size / 8
-local joined, pending, duplicates = 0, 0, 0
-local moves = {}
-local touched = {}  -- pending buckets written (this period's): one EXPIREAT each at the end
-local now, period = join_clock()
--- A record waits in the bucket of the period it was written in; buckets older than this one
--- have expired. Probed newest first (late labels are mostly recent): at most ceil(ttl/period)+1.
-local oldest = period - math.ceil(ttl / JOIN_PERIOD)
-local waiting = pending_periods(KEYS[2], now, ttl)
-for a = 4, #ARGV, 3 do
-  local rid, target, bucket = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-  local join, kept
-  for p = period, oldest, -1 do
-    join = base .. ':join:' .. p .. ':' .. bucket
-    kept = redis.call('HGET', join, rid)
-    if kept then break end
-  end
-  if not kept then
-    -- Its record has not come: the outcome waits, unless an outcome for it already does.
-    local seen = false
-    for _, p in ipairs(waiting) do
-      if redis.call('HEXISTS', base .. ':pending:' .. p .. ':' .. bucket, rid) == 1 then
-        seen = true
-        break
-      end
-    end
-    local pending_key = base .. ':pending:' .. period .. ':' .. bucket
-    if (not seen) and redis.call('HSETNX', pending_key, rid, target) == 1 then
-      touched[pending_key] = true
-      pending = pending + 1
-    else
-      duplicates = duplicates + 1
-    end
-  elseif kept == 'j' then
-    duplicates = duplicates + 1
-  else
-    local month, b = join_month_bin(kept, bins)
-    local label = (target == '1') and 'bad' or 'good'
-    moves[month] = moves[month] or {bad = {}, good = {}, unlabeled = {}, n = {bad = 0, good = 0}}
-    local m = moves[month]
-    m.unlabeled[b] = (m.unlabeled[b] or 0) - 1
-    m[label][b] = (m[label][b] or 0) + 1
-    m.n[label] = m.n[label] + 1
-    redis.call('HSET', join, rid, 'j')  -- the bucket keeps its expiry
-    joined = joined + 1
-  end
-end
-if pending > 0 then
-  local deadline = join_deadline(period, ttl)
-  for key in pairs(touched) do redis.call('EXPIREAT', key, deadline) end
-  redis.call('HINCRBY', KEYS[2], period, pending)
-  redis.call('EXPIREAT', KEYS[2], deadline)
-end
-local changes = {}
-for month, m in pairs(moves) do
-  local count = base .. ':count:' .. month
-  for _, label in ipairs({'bad', 'good', 'unlabeled'}) do
-    add_bins(base .. ':hist:' .. month .. ':' .. label, m[label], size)
-  end
-  redis.call('HINCRBY', count, 'unlabeled', -(m.n.bad + m.n.good))
-  local bad = redis.call('HINCRBY', count, 'bad', m.n.bad)
-  local good = redis.call('HINCRBY', count, 'good', m.n.good)
-  redis.call('HINCRBY', count, 'rev', 1)
-  local n = tonumber(redis.call('HGET', count, 'n') or 0)
-  for _, v in ipairs({month, n, bad, good, 0, m.n.bad, m.n.good}) do changes[#changes + 1] = v end
-end
-local counters = KEYS[1]
-if joined > 0 then redis.call('HINCRBY', counters, 'joined', joined) end
-if pending > 0 then redis.call('HINCRBY', counters, 'pending', pending) end
-if duplicates > 0 then redis.call('HINCRBY', counters, 'duplicates', duplicates) end
-local result = {joined, pending, duplicates}
-for _, v in ipairs(changes) do result[#result + 1] = v end
-return result
-"""
-
-
 class OutcomeProcessor:
     """Applies batches of outcome messages; idempotent per record, so redelivery is harmless."""
 
@@ -161,7 +80,6 @@ class OutcomeProcessor:
         self.store = store
         self.dead_letter = dead_letter
         self.on_change = on_change
-        self._apply = store.redis.register_script(APPLY_OUTCOMES_LUA)
 
     async def process(self, messages: Sequence[KafkaMessage]) -> dict[str, int]:
         groups: dict[tuple[str, str], list] = {}
@@ -178,11 +96,10 @@ class OutcomeProcessor:
                     (o.record_id, str(o.target), join_bucket(o.record_id)))
         ttl = max(self.store.settings.label_ttl_days, 1) * 86400
         for (model, version), triples in groups.items():
-            base = self.store.base(model, version)
             for start in range(0, len(triples), 3 * OUTCOMES_PER_CALL):
                 chunk = triples[start:start + 3 * OUTCOMES_PER_CALL]
                 joined, pending, duplicates, *changes = await retry_forever(
-                    f"outcomes of {model}:{version}", self._call, base, ttl, chunk)
+                    f"outcomes of {model}:{version}", self.store.apply_outcomes, model, version, ttl, chunk)
                 if changes and self.on_change is not None:
                     await self.on_change(model, version, month_changes(changes))
                 totals["joined"] += joined
@@ -190,16 +107,10 @@ class OutcomeProcessor:
                 totals["duplicates"] += duplicates
         return totals
 
-    async def _call(self, base: str, ttl: int, triples: list) -> list[int]:
-        """One script call: at most OUTCOMES_PER_CALL outcomes (``triples`` is flat)."""
-        return await self._apply(keys=[f"{base}:outcomes", f"{base}:pending:periods"],
-                                 args=[base, ttl, self.store.hist_bytes, *triples])
-
 
 async def outcome_counters(store: Store, model: str, version: str) -> dict[str, int]:
     """joined, pending (stored before their record), pending_joined, duplicates, orphans so far."""
-    raw = await store.redis.hgetall(f"{store.base(model, version)}:outcomes")
-    c = {k.decode(): int(v) for k, v in raw.items()}
+    c = await store.outcome_counters_raw(model, version)
     out = {name: c.get(name, 0) for name in ("joined", "pending", "pending_joined", "duplicates")}
     out["orphans"] = out["pending"] - out["pending_joined"]
     return out

@@ -24,7 +24,7 @@ from monitor.retry import retry_forever
 from monitor.sources import LogProbe, Probe, belongs, fingerprint, source_reset_event
 from monitor.stats import FeatureCounter, FeatureProfile
 from monitor.stats.features import DEFAULT_MAX_CATEGORIES
-from monitor.store import LABELS, EpochMismatch, MonthChange, MonthIncrements, OffsetConflict, StoredCardinality, Store
+from monitor.state import LABELS, EpochMismatch, MonthChange, MonthIncrements, OffsetConflict, StoredCardinality, Store
 
 MAX_CONFLICT_RETRIES = 5
 log = logging.getLogger("monitor.pipeline")

@@ -10,7 +10,7 @@ import pandas as pd
 
 from monitor.settings import Settings
 from monitor.stats import FeatureProfile, ScoreHistogram, roc_auc
-from monitor.store import Store
+from monitor.state import Store
 
 
 def reference_card(scores: np.ndarray, targets: np.ndarray | None, resolution: float, source: str) -> tuple[ScoreHistogram, dict]:

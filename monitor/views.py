@@ -1,41 +1,12 @@
-"""Read the state for people (rich tables) and machines (JSON): shared by the CLI and the demo."""
+"""Show the state to people (rich tables): shared by the CLI and the demo; the rows come from
+monitor.state.reads.collect_state (the one read layer)."""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
 
-from monitor.alerts import parse_alert_field
-from monitor.store import LABELS, Store
-
-
-async def collect_state(store: Store, model: str | None = None) -> list[dict]:
-    """One entry per (model, version, month): exact counts, the last computed metrics, firing alerts."""
-    rows = []
-    for m, v in await store.models():
-        if model is not None and m != model:
-            continue
-        metrics = await store.metrics(m, v)
-        firing: dict[str, list[str]] = {}
-        for key, state in (await store.alert_states(m, v)).items():
-            if state["status"] == "firing":
-                rule, window, month = parse_alert_field(key, state)
-                mark = "" if state.get("phase", "final") == "final" else "?"  # provisional: the month is open
-                firing.setdefault(month, []).append(
-                    f"{rule}:{state['severity']}{mark}" + ("" if window == "month" else f"@{window}"))
-        for month in await store.months(m, v):
-            computed = metrics.get(month, {})
-            rows.append({
-                "model": m, "model_version": v, "month": month,
-                "counts": (counts := await store.counts(m, v, month)),
-                "label_coverage": (counts["bad"] + counts["good"]) / counts["n"] if counts["n"] else None,
-                "metrics": computed.get("windows"),
-                "features": computed.get("features"),
-                "computed_at": computed.get("computed_at"),
-                "reference_n": computed.get("reference_n"),
-                "firing_alerts": sorted(firing.get(month, [])),
-            })
-    return rows
+from monitor.state import LABELS
 
 
 def _fmt(value, digits: int = 3) -> str:

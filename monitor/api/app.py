@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from monitor.api.classic_engine import PathRejected
 from monitor.errors import MonitorError, NotFound
 from monitor.settings import Settings
-from monitor.store import Store
+from monitor.state import Store
 
 log = logging.getLogger("monitor.api")
 

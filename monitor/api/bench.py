@@ -229,7 +229,7 @@ async def prepare_state(settings, run_dir: Path, log, procs: list[subprocess.Pop
     from monitor import infra
     from monitor.demo import start_worker, wait_until_caught_up
     from monitor.reference import save_reference
-    from monitor.store import Store
+    from monitor.state import Store
     from producers.publish import publish
     from producers.synthetic import SCENARIOS, generate, monthly_counts, reference_frame
 
@@ -253,7 +253,7 @@ async def prepare_state(settings, run_dir: Path, log, procs: list[subprocess.Pop
 
 
 async def worker_records(settings) -> int:
-    from monitor.store import Store
+    from monitor.state import Store
 
     store = Store.connect(settings)
     try:
@@ -263,12 +263,11 @@ async def worker_records(settings) -> int:
 
 
 async def delete_keys(settings) -> None:
-    from monitor.store import Store
+    from monitor.state import Store
 
     store = Store.connect(settings)
     try:
-        async for key in store.redis.scan_iter(match=f"{settings.key_prefix}:*", count=1000):
-            await store.redis.unlink(key)
+        await store.wipe()
     finally:
         await store.close()
 

@@ -26,7 +26,6 @@ from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
-from monitor.api import reads
 from monitor.api.classic_engine import (
     ClassicRecord,
     adherence_of,
@@ -43,6 +42,7 @@ from monitor.api.schemas import (
     PerformanceResult,
 )
 from monitor.errors import MonitorError, NotFound
+from monitor.state import reads
 
 router = APIRouter(prefix="/v1", tags=["classic"])
 ERRORS = {404: {"model": ErrorBody, "description": "Unknown model, no reference, or no file."},
@@ -58,19 +58,15 @@ PERFORMANCE_EXAMPLE = [
 ]
 
 
-def last_key(store, endpoint: str) -> str:
-    return f"{store.prefix}:classic:{endpoint}:last"
-
-
 async def save_last(store, endpoint: str, body: dict) -> JSONBytes:
     """Keep the result as the endpoint's last one (shared by every API process) and answer it."""
     raw = dumps(body)
-    await store.redis.set(last_key(store, endpoint), raw)
+    await store.save_classic_last(endpoint, raw)
     return JSONBytes(raw)
 
 
 async def read_last(store, endpoint: str, missing: str) -> JSONBytes:
-    raw = await store.redis.get(last_key(store, endpoint))
+    raw = await store.classic_last(endpoint)
     if raw is None:
         raise NotFound(missing)
     return JSONBytes(raw)

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, Response
 
 from monitor.alerts import parse_alert_field
-from monitor.api import reads
+from monitor.state import reads
 from monitor.api.cache import cache_key
 from monitor.api.responses import JSONBytes, dumps
 from monitor.rules import load_alert_config

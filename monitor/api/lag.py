@@ -43,8 +43,8 @@ class PartitionLag:
 
 async def worker_group(store) -> str:
     """The worker's consumer group: ``<consumer_group>.<epoch>`` once a worker created the state epoch."""
-    epoch = await store.redis.get(f"{store.prefix}:epoch")
-    return f"{store.settings.consumer_group}.{epoch.decode()}" if epoch else store.settings.consumer_group
+    epoch = await store.current_epoch()
+    return f"{store.settings.consumer_group}.{epoch}" if epoch else store.settings.consumer_group
 
 
 async def measure_lag(settings: Settings, group: str | None = None, topics: tuple[str, ...] | None = None,

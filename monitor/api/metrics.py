@@ -20,8 +20,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from monitor.alerts import parse_alert_field
-from monitor.api import reads
-from monitor.store import LABELS
+from monitor.state import reads
+from monitor.state import LABELS
 
 MONTH_LABELS = ["model", "version", "month"]
 WINDOW_LABELS = ["model", "version", "month", "window"]

@@ -17,7 +17,7 @@ from monitor.engine import MetricsUpdater
 from monitor.pipeline import BatchProcessor, RawMessage
 from monitor.reference import save_reference
 from monitor.settings import Settings
-from monitor.store import Store, state_epoch
+from monitor.state import Store, state_epoch
 
 MESSAGES_PER_BATCH = 200
 

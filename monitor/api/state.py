@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, Path, Query, Request
 
 from monitor.alerts import AlertEvent
-from monitor.api import reads
+from monitor.state import reads
 from monitor.api.cache import cache_key
 from monitor.api.responses import JSONBytes, dumps
 from monitor.api.schemas import (MONTH_PATTERN, NAME_PATTERN, AlertState, ErrorBody, Health, ModelSummary,
@@ -40,10 +40,7 @@ async def health(request: Request) -> JSONBytes:
     settings = request.app.state.settings
     store = _store(request)
     try:
-        pipe = store.redis.pipeline(transaction=False)
-        pipe.ping()
-        pipe.scard(store.models_key())
-        _, models = await pipe.execute()
+        models = await store.health()
         body, code = {"status": "ok", "redis": True, "models": models}, 200
     except Exception:  # noqa: BLE001 - any failure of Redis means degraded
         body, code = {"status": "degraded", "redis": False, "models": None}, 503

@@ -747,7 +747,7 @@ async def wait_settled(settings, expected: dict[str, dict[str, int]], timeout_s:
     """Until every record is counted and computed, the months closed by the idle partitions, and the
     alert history still for two metric passes; returns the history's length."""
     from monitor.errors import MonitorError
-    from monitor.store import Store
+    from monitor.state import Store
 
     store = Store.connect(settings)
     deadline = time.monotonic() + timeout_s
@@ -771,7 +771,7 @@ async def wait_settled(settings, expected: dict[str, dict[str, int]], timeout_s:
         await asyncio.sleep(max(settings.partition_idle_s, settle) + 2 * settings.metrics_interval_s)
         length, still = -1, 0
         while still < 3 and time.monotonic() < deadline:
-            now = await store.redis.llen(store.history_key())
+            now = await store.alert_history_len()
             still = still + 1 if now == length else 0
             length = now
             await asyncio.sleep(settings.metrics_interval_s)
@@ -803,25 +803,21 @@ PROGRESS_POLL_S = 0.02
 async def sample_progress(settings, drifted: dict[str, list[str]], out: list[tuple[float, int]],
                           stop: asyncio.Event) -> None:
     """Append (unix time, records of the drifted months counted) every PROGRESS_POLL_S until ``stop``."""
-    from monitor.store import Store
+    from monitor.state import Store
 
     if not drifted:
         return
     store = Store.connect(settings)
     try:
         while not stop.is_set():
-            pipe = store.redis.pipeline(transaction=False)
-            for model, months in drifted.items():
-                for month in months:
-                    pipe.hget(store.count_key(model, "1", month), "n")
-            out.append((time.time(), sum(int(v or 0) for v in await pipe.execute())))
+            out.append((time.time(), await store.records_in({(model, "1"): months for model, months in drifted.items()})))
             await asyncio.sleep(PROGRESS_POLL_S)
     finally:
         await store.close()
 
 
 async def redis_states(settings, models: list[str]) -> dict[str, dict[str, dict]]:
-    from monitor.store import Store
+    from monitor.state import Store
 
     store = Store.connect(settings)
     try:

@@ -63,16 +63,11 @@ def connection_settings(args: argparse.Namespace):
 async def write_result(settings, key: str, first_ts: float, last_ts: float, interval_records: int,
                        records: int, messages: int, cpu_s: float) -> None:
     """Report to the benchmark; ``cpu_s``: CPU seconds this process used between first_ts and last_ts."""
-    from monitor.connect import redis_client
+    from monitor.state.probe import write_result as write
 
-    client = redis_client(settings, asyncio=True)
-    try:
-        await client.hset(key, mapping={"first_ts": repr(first_ts), "last_ts": repr(last_ts), "cpu_s": repr(cpu_s),
-                                        "interval_records": interval_records, "records": records,
-                                        "messages": messages, "rss_kb": rss_kb() or 0, "pid": os.getpid(),
-                                        "done": 1})
-    finally:
-        await client.aclose()
+    await write(settings, key, {"first_ts": repr(first_ts), "last_ts": repr(last_ts), "cpu_s": repr(cpu_s),
+                                "interval_records": interval_records, "records": records,
+                                "messages": messages, "rss_kb": rss_kb() or 0, "pid": os.getpid(), "done": 1})
 
 
 # ---- raw aiokafka ---------------------------------------------------------------------------------
@@ -164,8 +159,8 @@ def build_noop(args: argparse.Namespace):
 
 
 def build_naive(args: argparse.Namespace):
-    from monitor.connect import redis_client
     from monitor.schema import ScoredRecord
+    from monitor.state.probe import NaiveHistograms
 
     app = faust_app(args)
     topic = app.topic(args.topic, value_serializer="raw", key_serializer="raw")
@@ -174,7 +169,7 @@ def build_naive(args: argparse.Namespace):
 
     @app.agent(topic, name="bench_naive")
     async def naive(stream):
-        client = redis_client(connection_settings(args), asyncio=True)
+        hists = NaiveHistograms(connection_settings(args), prefix)
         records = messages = 0
         first_ts = first_cpu = 0.0
         async for value in stream:
@@ -182,8 +177,8 @@ def build_naive(args: argparse.Namespace):
             for obj in payload if isinstance(payload, list) else (payload,):
                 record = validate(obj)
                 label = "unlabeled" if record.target is None else "bad" if record.target == 1 else "good"
-                key = f"{prefix}:{{{record.model}:{record.model_version}}}:hist:{record.month}:{label}"
-                await client.hincrby(key, str(round(record.score / resolution)), 1)
+                await hists.add(record.model, record.model_version, record.month, label,
+                                round(record.score / resolution))
                 records += 1
                 if records == 1:
                     first_ts, first_cpu = time.time(), time.process_time()

@@ -25,13 +25,11 @@ import uuid
 import orjson
 
 from monitor import outcomes as outcome_join
-from monitor.connect import redis_client
-from monitor.outcomes import APPLY_OUTCOMES_LUA, OutcomeProcessor
+from monitor.outcomes import OutcomeProcessor
 from monitor.pipeline import MAX_RECORDS_PER_CALL, BatchProcessor, RawMessage
 from monitor.settings import Settings
-from monitor.stats.bench import redis_url_or_server
-from monitor.store import Store
-
+from monitor.state.layout_bench import redis_url_or_server
+from monitor.state.probe import Probe
 
 SLOWLOG_THRESHOLD_US = 1_000
 
@@ -52,8 +50,8 @@ async def _refuse(msg, reason: str) -> None:
 async def measure(settings: Settings, months: int, per_month: int) -> dict[str, float]:
     """Load the records, join all their outcomes in one batch; the outcome script's calls by SLOWLOG."""
     # No client-side timeout: a long script call is what is measured, not a reason to retry it.
-    client = redis_client(settings, asyncio=True, socket_timeout=None)
-    store = Store(client, settings)
+    probe = Probe(settings, socket_timeout=None)
+    store = probe.store(settings)
     rng = random.Random(5)
     try:
         records = [{"record_id": f"r-{m}-{i:03d}", "model": "bench", "ref_date": f"{m}-{1 + i % 28:02d}",
@@ -62,38 +60,28 @@ async def measure(settings: Settings, months: int, per_month: int) -> dict[str, 
         batches = BatchProcessor(store, _refuse, "bench")
         # The records go in messages of MAX_RECORDS_PER_CALL, so each batch script call is as large as
         # one can be, and spans many months: its longest call is the batch script's worst case.
-        await client.config_set("slowlog-log-slower-than", SLOWLOG_THRESHOLD_US)
-        await client.slowlog_reset()
+        await probe.slowlog_from(SLOWLOG_THRESHOLD_US)
         size = MAX_RECORDS_PER_CALL
         for offset, start in enumerate(range(0, len(records), size)):
             await batches.process([RawMessage("records", 0, offset, orjson.dumps(records[start:start + size]))])
-        batch_sha = store._apply.sha.encode()
-        batch_calls = [e["duration"] for e in await client.slowlog_get(10_000)
-                       if len(e["command"].split()) > 1 and e["command"].split()[1] == batch_sha]
+        batch_calls = await probe.script_durations(store.scripts.apply_batch.sha.encode())
         outcomes = [{"record_id": r["record_id"], "model": "bench", "target": int(rng.random() < 0.2)}
                     for r in records]
         rng.shuffle(outcomes)
         processor = OutcomeProcessor(store, _refuse)
-        await client.script_load(APPLY_OUTCOMES_LUA)  # no NOSCRIPT round in the figures
+        await probe.preload("apply_outcomes")  # no NOSCRIPT round in the figures
         # Redis 7 logs the commands a script runs too: a 1 ms threshold keeps the script calls (each
         # over 1 ms at these sizes) and drops the thousands of quick inner commands, which would push
         # the first calls out of the log. LATENCY's "command" event is a second witness.
-        await client.config_set("slowlog-log-slower-than", SLOWLOG_THRESHOLD_US)
-        await client.config_set("slowlog-max-len", 10_000)
-        await client.config_set("latency-monitor-threshold", 1)
-        await client.slowlog_reset()
-        await client.latency_reset()
-        await client.config_resetstat()
+        await probe.slowlog_from(SLOWLOG_THRESHOLD_US, max_len=10_000)
+        await probe.latency_from(1)
+        await probe.reset_stats()
         started = time.perf_counter()
         totals = await processor.process([RawMessage("outcomes", 0, 0, orjson.dumps(outcomes))])
         wall = time.perf_counter() - started
-        calls = {name.removeprefix("cmdstat_"): int(v["calls"])
-                 for name, v in (await client.info("commandstats")).items()}
-        entries = await client.slowlog_get(10_000)
-        sha = processor._apply.sha.encode()
-        durations = [e["duration"] for e in entries
-                     if len(e["command"].split()) > 1 and e["command"].split()[1] == sha]
-        latest = {row[0]: row[3] for row in await client.latency_latest()}
+        calls = await probe.command_calls()
+        durations = await probe.script_durations(store.scripts.apply_outcomes.sha.encode())
+        latest = await probe.latency_latest()
         script_calls = calls.get("evalsha", 0)
         if len(durations) != script_calls:
             raise RuntimeError(f"{script_calls} script calls, {len(durations)} of them over "
@@ -109,9 +97,8 @@ async def measure(settings: Settings, months: int, per_month: int) -> dict[str, 
                 "batch_calls": len(batch_calls), "batch_worst_call_ms": max(batch_calls, default=0) / 1000,
                 "lookups_per_outcome": sum(calls.get(c, 0) for c in ("hget", "hexists", "hsetnx")) / n}
     finally:
-        await client.config_set("slowlog-log-slower-than", 10_000)
-        await client.config_set("latency-monitor-threshold", 0)
-        await client.aclose()
+        await probe.restore_logs()
+        await probe.close()
 
 
 def main(argv: list[str] | None = None) -> int:

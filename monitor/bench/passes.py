@@ -24,8 +24,8 @@ from monitor.engine import PASS_PAUSE_RATIO, MetricsUpdater
 from monitor.pipeline import BatchProcessor, RawMessage
 from monitor.reference import save_reference
 from monitor.settings import Settings
-from monitor.stats.bench import redis_url_or_server
-from monitor.store import Store, state_epoch
+from monitor.state.layout_bench import redis_url_or_server
+from monitor.state import Store, state_epoch
 from producers.synthetic import Scenario, generate, reference_frame
 
 

@@ -277,7 +277,7 @@ class Bench:
     def __init__(self, opts: Options, base: Settings, tmp: Path, say: Callable[[str], None]):
         self.opts, self.base, self.tmp, self.say = opts, base, tmp, say
         self.run_id = uuid.uuid4().hex[:8]
-        self.redis = None
+        self.probe = None
         self.rss_phases: dict[str, dict] = {}
         from monitor.infra import services
 
@@ -325,13 +325,13 @@ class Bench:
                          "broker": self.server_pids.get("broker"), "bench": os.getpid()})
 
     async def __aenter__(self) -> "Bench":
-        from monitor.connect import redis_client
+        from monitor.state.probe import Probe
 
-        self.redis = redis_client(self.base, asyncio=True)
+        self.probe = Probe(self.base)
         return self
 
     async def __aexit__(self, *exc) -> None:
-        await self.redis.aclose()
+        await self.probe.close()
 
     # -- baselines (a) (b) (c) ------------------------------------------------------------------------
     async def baseline(self, kind: str, settings: Settings, expected: int, label: str) -> dict:
@@ -353,8 +353,8 @@ class Bench:
         try:
             while True:
                 usage.append((time.time(), machine_busy_seconds(), {k: cpu_seconds(p) for k, p in others.items()}))
-                raw = await self.redis.hgetall(key)
-                if raw.get(b"done"):
+                res = await self.probe.result(key)
+                if res.get("done"):
                     break
                 if proc.poll() is not None:
                     raise PhaseError(f"{label} exited with code {proc.returncode}:\n{log_tail(log)}")
@@ -363,7 +363,6 @@ class Bench:
                 await asyncio.sleep(0.05)
         finally:
             await asyncio.to_thread(self._stop, proc)
-        res = {k.decode(): v.decode() for k, v in raw.items()}
         first, last = float(res["first_ts"]), float(res["last_ts"])
         interval = int(res["interval_records"])
         return {"records": int(res["records"]), "messages": int(res["messages"]), "seconds": last - first,
@@ -385,7 +384,7 @@ class Bench:
         from monitor.demo import start_worker
 
         log = self.tmp / f"{label}.log"
-        key = f"{settings.key_prefix}:worker"
+        store = self.probe.store(settings)
         proc = start_worker(settings, log)
         spawned = time.time()
         rss = RssTracker(proc.pid, expected)
@@ -396,7 +395,7 @@ class Bench:
         poll = self.opts.poll_s
         try:
             while True:
-                n = int(await self.redis.hget(key, "records") or 0)
+                n = await store.worker_counter("records")
                 now = time.time()
                 if n > 0 and t0 is None:
                     t0, n0 = now, n
@@ -502,20 +501,7 @@ class Bench:
         """``MEMORY USAGE`` of every key under ``base`` (SCAN), grouped by the name's first part after it:
         ``hist``, ``count``, ``metrics``, ``join`` (the label-join buffer's buckets)..., each
         ``{"keys": n, "bytes": b}``. ``report.JOIN_BUFFER_KINDS`` says which kinds are the label-join buffer."""
-        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in base) + ":*"
-        keys = [k async for k in self.redis.scan_iter(match=pattern, count=5000)]
-        groups: dict[str, dict] = {}
-        for chunk in chunks(keys, 1000):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for k in chunk:
-                    pipe.memory_usage(k, samples=0)
-                sizes = await pipe.execute()
-            for k, size in zip(chunk, sizes):
-                kind = k.decode()[len(base) + 1:].split(":", 1)[0]
-                g = groups.setdefault(kind, {"keys": 0, "bytes": 0})
-                g["keys"] += 1
-                g["bytes"] += size or 0
-        return groups
+        return await self.probe.memory_by_kind(base)
 
     async def month_memory(self, settings: Settings, model: str, month: str, baseline: dict[str, dict]) -> dict:
         """Every key of the model, less what it held before its first record (the reference): with one
@@ -525,14 +511,11 @@ class Bench:
         The worker keeps counting during the SCAN (thousands of records while it lists a few thousand
         keys): the counts are read again once the sizes are in, and that reading, the closer to them,
         is the point's ``records`` (``records_before_scan``: the first)."""
-        from monitor.store import Store
-
-        store = Store(self.redis, settings)
-        count_key = store.count_key(model, "1", month)
-        n_before = int(await self.redis.hget(count_key, "n") or 0)
+        store = self.probe.store(settings)
+        n_before = (await store.counts(model, "1", month))["n"]
         sizes = await self.key_groups(store.base(model, "1"))
-        n, unlabeled = await self.redis.hmget(count_key, ["n", "unlabeled"])
-        n, waiting = int(n or 0), int(unlabeled or 0)
+        counts = await store.counts(model, "1", month)
+        n, waiting = counts["n"], counts["unlabeled"]
         groups = {}
         for kind, g in sizes.items():
             before = baseline.get(kind, {"keys": 0, "bytes": 0})
@@ -546,7 +529,7 @@ class Bench:
                 "bytes_without_metrics": total - metrics,
                 "state_bytes": split["state_bytes"], "join_buffer_bytes": split["join_buffer_bytes"],
                 "join_buffer_keys": split["join_buffer_keys"], "waiting_records": waiting, "groups": groups,
-                "metrics_field_bytes": await self.redis.hstrlen(f"{store.base(model, '1')}:metrics", month)}
+                "metrics_field_bytes": await store.metrics_field_bytes(model, "1", month)}
 
     async def memory(self) -> dict:
         """Redis memory of one (model, month) as its volume grows, up to ``--memory-records`` (batched).
@@ -576,11 +559,9 @@ class Bench:
         messages = [orjson.dumps(c) for c in chunks(generate(spec), opts.batch_size)]
         await prepublish(settings, messages)
         del messages
-        from monitor.store import Store
-
-        base = Store(self.redis, settings).base(model, "1")
+        base = self.probe.store(settings).base(model, "1")
         baseline_groups = await self.key_groups(base)
-        info = await self.redis.info("memory")
+        info = await self.probe.info("memory")
         used_before = info["used_memory"]
         points = [p for p in MEMORY_POINTS if p < opts.memory_records] + [opts.memory_records]
         curve: list[dict] = []
@@ -605,11 +586,11 @@ class Bench:
 
         run = await self.worker_run(settings, opts.memory_records, "memory", on_progress, after)
         run["batch_size"] = opts.batch_size
-        used_after = (await self.redis.info("memory"))["used_memory"]
+        used_after = (await self.probe.info("memory"))["used_memory"]
         curve.sort(key=lambda p: p["records"])
         bound = 3 * (round(1 / settings.resolution) + 1) * 8
         try:  # hashes up to this many entries stay listpack-encoded (compact)
-            config = await self.redis.config_get("hash-max-*-entries")
+            config = await self.probe.config("hash-max-*-entries")
             listpack = int(config.get("hash-max-listpack-entries") or config.get("hash-max-ziplist-entries"))
         except Exception:
             listpack = None
@@ -647,7 +628,6 @@ class Bench:
         from monitor.demo import start_worker
         from monitor.infra import create_topics
         from monitor.reference import save_reference
-        from monitor.store import Store
         from producers.synthetic import Scenario, generate, reference_frame
 
         opts = self.opts
@@ -665,7 +645,7 @@ class Bench:
         for m in models:
             await save_reference(settings, m, "1", ref["score"].to_numpy(), ref["TARGET"].to_numpy(),
                                  source="bench reference")
-        store = Store(self.redis, settings)
+        store = self.probe.store(settings)
         drift_month = "2024-02"
 
         # -- the stream: (first record index, key, value, episode index or -1, is the trigger message)
@@ -752,10 +732,7 @@ class Bench:
             while True:
                 active = [k for k in range(n_models) if first_send[k] is not None and state_at[k] is None]
                 if active:
-                    async with self.redis.pipeline(transaction=False) as pipe:
-                        for k in active:
-                            pipe.hget(store.count_key(models[k], "1", drift_month), "n")
-                        values = await pipe.execute()
+                    values = await store.month_ns([(models[k], "1", drift_month) for k in active])
                     now = time.time()
                     for k, v in zip(active, values):
                         if v is not None and int(v) >= episode:
@@ -768,10 +745,8 @@ class Bench:
         worker = start_worker(settings, self.tmp / f"{label}.log")
         rss = RssTracker(worker.pid, meas_n)
         poller = prof = profile = None
-        counted_key = f"{settings.key_prefix}:worker"
-
         async def counted() -> int:
-            return int(await self.redis.hget(counted_key, "records") or 0)
+            return await store.worker_counter("records")
 
         async def paced(msgs, on_sent=None, track: bool = False) -> tuple[float, float]:
             pending: set = set()
@@ -881,7 +856,7 @@ class Bench:
                      "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
                      "machine": machine_info(), "config": {k: (str(v) if isinstance(v, Path) else v)
                                                            for k, v in asdict(opts).items()}}
-        server = await self.redis.info("server")
+        server = await self.probe.info("server")
         doc["machine"]["redis_server"] = server.get("redis_version")
         doc["config"]["naive_records"] = opts.naive_n
         doc["config"]["settings"] = {"metrics_interval_s": self.base.metrics_interval_s,

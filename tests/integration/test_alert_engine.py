@@ -11,7 +11,7 @@ import pytest
 
 from monitor.demo import wait_until_caught_up
 from monitor.reference import save_reference
-from monitor.store import Store
+from monitor.state import Store
 from producers.publish import publish
 from producers.synthetic import Scenario, generate, monthly_counts, reference_frame
 from tests.integration.test_worker import consume_all

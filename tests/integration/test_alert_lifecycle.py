@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from monitor.demo import wait_until_caught_up
-from monitor.store import Store
+from monitor.state import Store
 from producers.publish import publish
 from producers.synthetic import Scenario, generate
 from tests.integration.test_alert_engine import load_references

@@ -35,7 +35,7 @@ from monitor.reference import save_reference
 from monitor.stats import LabelledHistograms, ScoreHistogram, compute_metrics
 from monitor.stats.ks import ks_adherence
 from monitor.stats.windows import previous_months
-from monitor.store import Store
+from monitor.state import Store
 from producers.synthetic import Scenario
 from tests.conftest import api_headers, unique_settings
 

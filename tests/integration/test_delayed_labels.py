@@ -9,7 +9,7 @@ import pytest
 
 from monitor.demo import wait_until_caught_up
 from monitor.outcomes import outcome_counters
-from monitor.store import Store
+from monitor.state import Store
 from producers.publish import publish
 from producers.synthetic import Scenario, generate, monthly_counts
 

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from monitor.reference import save_reference
-from monitor.store import Store
+from monitor.state import Store
 from producers.synthetic import Scenario, reference_frame
 from tests.integration.test_alert_engine import stream_month_by_month
 from tests.integration.test_worker import consume_all

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from monitor.pipeline import BatchProcessor, RawMessage
-from monitor.store import Store
+from monitor.state import Store
 
 pytestmark = pytest.mark.integration
 

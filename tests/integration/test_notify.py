@@ -283,7 +283,7 @@ async def test_the_workers_alerts_reach_alertmanager(settings, worker_process, a
 
     from monitor.alerts import parse_alert_field
     from monitor.reference import save_reference
-    from monitor.store import Store
+    from monitor.state import Store
     from producers.publish import publish as publish_records
     from producers.synthetic import Scenario, generate, reference_frame
 

@@ -59,7 +59,7 @@ async def test_outcome_lookups_do_not_grow_with_the_months(settings):
     # 1,000 months from 1940: a replay of history, with the event-time window and the month cap off.
     settings = settings.model_copy(update={"resolution": RESOLUTION, "max_event_age_days": 0,
                                            "max_event_future_days": 0, "max_months_per_model": 0})
-    from monitor.store import Store
+    from monitor.state import Store
 
     records = dataset()
     store = Store.connect(settings)

@@ -21,7 +21,7 @@ from monitor import infra
 from monitor.api.bench import start_api_process, wait_http
 from monitor.demo import stop_process, wait_until_caught_up
 from monitor.reference import save_reference
-from monitor.store import Store
+from monitor.state import Store
 from producers.publish import publish
 from producers.synthetic import SCENARIOS, generate, monthly_counts, reference_frame
 from tests.conftest import API_READ_TOKEN

@@ -30,7 +30,7 @@ from pydantic import SecretStr
 from monitor import infra
 from monitor.demo import settings_env, start_worker, stop_process, wait_until_caught_up
 from monitor.reference import save_reference
-from monitor.store import Store
+from monitor.state import Store
 from producers.publish import publish
 from producers.synthetic import SCENARIOS, generate, monthly_counts, reference_frame
 from tests.conftest import API_READ_TOKEN, API_TOKENS, API_WRITE_TOKEN, api_headers, monitor_cli, unique_settings

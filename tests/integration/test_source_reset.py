@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer
 
 from monitor import faults, infra
 from monitor.demo import stop_process
-from monitor.store import Store
+from monitor.state import Store
 from producers.publish import publish
 
 pytestmark = pytest.mark.integration

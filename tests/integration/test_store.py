@@ -12,7 +12,7 @@ from monitor.errors import StateLost
 from monitor.pipeline import BatchProcessor, RawMessage
 from monitor.rules import RuleSet
 from monitor.stats import ScoreHistogram
-from monitor.store import Store
+from monitor.state import Store
 
 pytestmark = pytest.mark.integration
 

@@ -34,7 +34,7 @@ def test_worker_consumer_uses_the_configured_fetch_wait():
 
 
 def test_create_app_takes_the_wait_from_the_settings(monkeypatch):
-    monkeypatch.setattr("monitor.store.state_epoch", lambda settings: "e0")
+    monkeypatch.setattr("monitor.state.state_epoch", lambda settings: "e0")
     app = create_app(Settings(consumer_fetch_wait_ms=15, kafka_bootstrap="127.0.0.1:9"))
     assert _worker_consumer(app)._fetch_max_wait_ms == 15
     assert app.conf.id.endswith(".e0")
@@ -42,7 +42,7 @@ def test_create_app_takes_the_wait_from_the_settings(monkeypatch):
 
 def test_the_worker_returns_freed_memory_unless_told_not_to(monkeypatch):
     """A backlog's buffers are freed once processed; their memory goes back to the OS."""
-    monkeypatch.setattr("monitor.store.state_epoch", lambda settings: "e0")
+    monkeypatch.setattr("monitor.state.state_epoch", lambda settings: "e0")
 
     def tasks(app) -> set[str]:
         return {task.__name__ for task in app._app_tasks}

@@ -1,7 +1,8 @@
 """Reads of the Redis state that the API needs, in few round trips (pipelines).
 
-Uses only ``store.redis`` and the key helpers of :class:`monitor.store.Store`; the key schema is
-the one documented in monitor/store.py. Every function returns plain JSON-ready dicts.
+Part of the state layer: uses ``store.redis`` and the key names of :mod:`monitor.state.keys`. The API
+and the CLI (monitor.views) read through this module and :class:`monitor.state.Store`. Every function
+returns plain JSON-ready dicts.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from collections.abc import Iterable
 
 import orjson
 
-from monitor.alerts import parse_alert_field
 from monitor.errors import NotFound
-from monitor.store import LABELS, Store
+from monitor.state.keys import LABELS, parse_alert_field
+from monitor.state.store import Store
 
 COUNT_FIELDS = ("n", *LABELS)
 HISTORY_SCAN_CHUNK = 500
@@ -260,3 +261,32 @@ async def full_state(store: Store, keys: list[tuple[str, str]] | None = None) ->
         out.append({"model": model, "model_version": version, "months": rows, "alert_states": states,
                     "reference": reference_card(_text_map(raw[4 * i + 3]))})
     return out
+
+
+async def collect_state(store: Store, model: str | None = None) -> list[dict]:
+    """One entry per (model, version, month): exact counts, the last computed metrics, firing alerts."""
+    rows = []
+    for m, v in await store.models():
+        if model is not None and m != model:
+            continue
+        metrics = await store.metrics(m, v)
+        firing: dict[str, list[str]] = {}
+        for key, state in (await store.alert_states(m, v)).items():
+            if state["status"] == "firing":
+                rule, window, month = parse_alert_field(key, state)
+                mark = "" if state.get("phase", "final") == "final" else "?"  # provisional: the month is open
+                firing.setdefault(month, []).append(
+                    f"{rule}:{state['severity']}{mark}" + ("" if window == "month" else f"@{window}"))
+        for month in await store.months(m, v):
+            computed = metrics.get(month, {})
+            rows.append({
+                "model": m, "model_version": v, "month": month,
+                "counts": (counts := await store.counts(m, v, month)),
+                "label_coverage": (counts["bad"] + counts["good"]) / counts["n"] if counts["n"] else None,
+                "metrics": computed.get("windows"),
+                "features": computed.get("features"),
+                "computed_at": computed.get("computed_at"),
+                "reference_n": computed.get("reference_n"),
+                "firing_alerts": sorted(firing.get(month, [])),
+            })
+    return rows

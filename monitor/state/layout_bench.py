@@ -1,6 +1,6 @@
 """Benchmark: time to compute every metric of one (model, month) read from Redis.
 
-``python -m monitor.stats.bench [--redis-url URL]`` writes one month of histograms
+``python -m monitor.state.layout_bench [--redis-url URL]`` writes one month of histograms
 (pos / neg / unlabeled, about 10,000 distinct bins in total) and a reference in the store's
 layout (one dense big-endian int64 string per histogram, see monitor/store.py), then times
 the read (one pipelined round trip of GETs, redis-py + hiredis) + parsing +
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     Traceback (most recent call last):
     SystemExit: 0
     """
-    parser = argparse.ArgumentParser(prog="python -m monitor.stats.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m monitor.state.layout_bench", description=__doc__.split("\n")[0])
     parser.add_argument("--redis-url", default=None, help="Redis to use; default: start a throwaway redis-server")
     parser.add_argument("--repetitions", type=int, default=200)
     parser.add_argument("--baseline-repetitions", type=int, default=20)

@@ -1,0 +1,149 @@
+-- Applies one batch of one (model, version) and moves its offsets, atomically. The offsets
+-- make the update idempotent: a batch whose offsets were already applied changes nothing,
+-- and a worker whose view of the offsets is stale (another worker moved them) is told so.
+-- The model's copy of the state epoch guards against writing into a state from another
+-- lifetime (see state_epoch). KEYS: offsets, months, watermark, epoch copy, watermarks, pending
+-- periods, outcome counters, then per month: count, hist bad, hist good, hist unlabeled, feature
+-- counts; last, the fingerprints hash.
+-- ARGV: k, latest ref_date of the batch, epoch, key base, join TTL (s), histogram bytes, max unseen
+-- category names per feature and month, then k x (offset field, expected stored offset or "", new
+-- offset, the partition's latest ref_date), then k fingerprints of the messages at the new offsets
+-- ("" = unknown: the stored one is dropped), then per month: month, the (bin, count) pairs of bad,
+-- good and unlabeled (three strings "bin count bin count ...": one argument each instead of two per
+-- bin, which redis-py would encode one by one), n waiting, then (record_id, bin, join bucket) of the
+-- unlabelled records that wait for their outcome, then n feature fields of the profile's buckets and
+-- (field, count) pairs, then n fields of unseen category names and (field, count) pairs.
+-- Returns {1, '', ''} then per month: month, n, bad, good after the batch and n, bad, good it added.
+-- Undeclared keys (built from the key base ARGV[4], inside the model's hash tag, so in its cluster
+-- slot): the join buffer's <base>:join:<period>:<bucket> / <base>:pending:<period>:<bucket> (their
+-- period is Redis TIME's, known only inside the script).
+local copy = redis.call('GET', KEYS[4])
+if copy and copy ~= ARGV[3] then
+  return {-2, 'epoch', copy}
+end
+local k = tonumber(ARGV[1])
+for i = 0, k - 1 do
+  local stored = redis.call('HGET', KEYS[1], ARGV[8 + 4*i])
+  local expected = ARGV[9 + 4*i]
+  if (stored or '') ~= expected then
+    return {-1, ARGV[8 + 4*i], stored or ''}
+  end
+end
+-- Checks done: from here on it writes (a script is not rolled back, so no return below).
+if not copy then redis.call('SET', KEYS[4], ARGV[3]) end
+local base, ttl, size, max_unseen = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+-- Per partition: its latest ref_date and when it last delivered (Redis clock), for the
+-- event-time watermark that closes months (monitor.alerts.event_time_watermark).
+local now = redis.call('TIME')[1]
+redis.call('HSETNX', KEYS[5], '~first', now)  -- when the model's first records came
+for i = 0, k - 1 do
+  local partition = ARGV[8 + 4*i]
+  redis.call('HSET', KEYS[1], partition, ARGV[10 + 4*i])
+  local latest = ARGV[11 + 4*i]
+  local seen = redis.call('HGET', KEYS[5], partition)
+  if seen and string.sub(seen, 1, 10) > latest then latest = string.sub(seen, 1, 10) end
+  redis.call('HSET', KEYS[5], partition, latest .. '|' .. now)
+  local print = ARGV[8 + 4*k + i]
+  if print == '' then redis.call('HDEL', KEYS[#KEYS], partition) else redis.call('HSET', KEYS[#KEYS], partition, print) end
+end
+local watermark = redis.call('GET', KEYS[3])
+if (not watermark) or ARGV[2] > watermark then redis.call('SET', KEYS[3], ARGV[2]) end
+local a = 8 + 5*k
+local key = 8
+local pending_joined = 0
+local touched = {}  -- join buffer keys written (this period's): one EXPIREAT each at the end
+local bins = size / 8
+local join_now, join_now_period, join_pending = 0, 0, {}
+if ttl > 0 then
+  join_now, join_now_period = join_clock()
+  join_pending = pending_periods(KEYS[6], join_now, ttl)
+end
+local result = {1, '', ''}
+while a <= #ARGV do
+  local month = ARGV[a]
+  local inc, totals = {{}, {}, {}}, {0, 0, 0}
+  for h = 1, 3 do
+    for b, c in string.gmatch(ARGV[a + h], '(%d+) (%d+)') do
+      c = tonumber(c)
+      inc[h][b] = (inc[h][b] or 0) + c
+      totals[h] = totals[h] + c
+    end
+  end
+  local waiting = tonumber(ARGV[a+4])
+  a = a + 5
+  -- Unlabelled records one by one: an outcome may have arrived first (pending), else the
+  -- record's month and bin are kept in this period's join bucket for the outcome to come ('j' once
+  -- joined). Pending buckets are probed only in the periods that hold outcomes.
+  for j = 1, waiting do
+    local rid, b, bucket = ARGV[a], ARGV[a+1], ARGV[a+2]
+    a = a + 3
+    local h = 3
+    if ttl > 0 then
+      local join = base .. ':join:' .. join_now_period .. ':' .. bucket
+      local pending
+      for _, period in ipairs(join_pending) do
+        local pending_key = base .. ':pending:' .. period .. ':' .. bucket
+        pending = redis.call('HGET', pending_key, rid)
+        if pending then
+          redis.call('HDEL', pending_key, rid)
+          if redis.call('HINCRBY', KEYS[6], period, -1) <= 0 then
+            redis.call('HDEL', KEYS[6], period)
+          end
+          break
+        end
+      end
+      if pending then
+        h = (pending == '1') and 1 or 2
+        redis.call('HSET', join, rid, 'j')
+        pending_joined = pending_joined + 1
+      else
+        redis.call('HSET', join, rid, join_value(month, b, bins))
+      end
+      touched[join] = true
+    end
+    inc[h][b] = (inc[h][b] or 0) + 1
+    totals[h] = totals[h] + 1
+  end
+  redis.call('SADD', KEYS[2], month)
+  local count = KEYS[key]
+  local added = totals[1] + totals[2] + totals[3]
+  local n = redis.call('HINCRBY', count, 'n', added)
+  local bad = redis.call('HINCRBY', count, 'bad', totals[1])
+  local good = redis.call('HINCRBY', count, 'good', totals[2])
+  if totals[3] > 0 then redis.call('HINCRBY', count, 'unlabeled', totals[3]) end
+  redis.call('HINCRBY', count, 'rev', 1)
+  for h = 1, 3 do add_bins(KEYS[key + h], inc[h], size) end
+  for _, v in ipairs({month, n, bad, good, added, totals[1], totals[2]}) do result[#result + 1] = v end
+  local features = tonumber(ARGV[a])
+  a = a + 1
+  for j = 1, features do
+    redis.call('HINCRBY', KEYS[key + 4], ARGV[a], ARGV[a + 1])
+    a = a + 2
+  end
+  -- Unseen category names: a name already in the hash adds to it; a new one takes one of the
+  -- feature's max_unseen places (counted in '<feature>|~unseen') or else counts in the overflow
+  -- bucket '<feature>|__other__', which the drift counts as unseen too (the field names are
+  -- monitor.stats.features.UNSEEN_NAMES_PART and OTHER).
+  local unseen = tonumber(ARGV[a])
+  a = a + 1
+  for j = 1, unseen do
+    local name, c, hash = ARGV[a], ARGV[a + 1], KEYS[key + 4]
+    a = a + 2
+    if redis.call('HEXISTS', hash, name) == 1 then
+      redis.call('HINCRBY', hash, name, c)
+    else
+      local feature = string.sub(name, 1, string.find(name, '|', 1, true) - 1)
+      local places = feature .. '|~unseen'
+      if tonumber(redis.call('HGET', hash, places) or '0') < max_unseen then
+        redis.call('HINCRBY', hash, places, 1)
+        redis.call('HINCRBY', hash, name, c)
+      else
+        redis.call('HINCRBY', hash, feature .. '|__other__', c)
+      end
+    end
+  end
+  key = key + 5
+end
+for join in pairs(touched) do redis.call('EXPIREAT', join, join_deadline(join_now_period, ttl)) end
+if pending_joined > 0 then redis.call('HINCRBY', KEYS[7], 'pending_joined', pending_joined) end
+return result
