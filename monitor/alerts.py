@@ -33,6 +33,9 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel
 
+from monitor.months import index as month_index
+from monitor.months import month_of
+from monitor.months import name as month_name
 from monitor.rules import RuleSet
 
 Severity = Literal["warning", "critical"]
@@ -159,15 +162,6 @@ def judge_feature_psi(feature: str, drift: dict, rules: RuleSet) -> Verdict | No
 SCORE_RULES = {"ks_adherence": judge_ks_adherence, "psi": judge_psi, "auc": judge_auc}
 
 
-def month_index(month: str) -> int:
-    year, mon = month.split("-")
-    return int(year) * 12 + int(mon) - 1
-
-
-def month_name(index: int) -> str:
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"
-
-
 def event_time_watermark(partitions: dict[str, tuple[str, int]], now: int, idle_s: float, expected: int = 0,
                          first_seen: int | None = None) -> str | None:
     """The ref_date up to which a model's records have all arrived, from each partition's latest
@@ -225,7 +219,7 @@ def months_to_close(months: list[str], watermark: str, grace_days: int) -> set[s
     ['2024-01', '2024-02']
     """
     mark = dt.date.fromisoformat(watermark) - dt.timedelta(days=grace_days)
-    last_closed = mark.year * 12 + mark.month - 2
+    last_closed = month_index(month_of(mark)) - 1
     present = set(months)
     out = set()
     for month in months:

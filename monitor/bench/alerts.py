@@ -48,6 +48,7 @@ from typing import Iterable
 import numpy as np
 import orjson
 
+from monitor.months import add as months_add
 from monitor.rules import RuleSet
 from producers.synthetic import Scenario, generate, reference_frame
 
@@ -222,8 +223,7 @@ def next_month(month: str) -> str:
     >>> next_month("2024-12"), next_month("2024-01")
     ('2025-01', '2024-02')
     """
-    year, mon = int(month[:4]), int(month[5:])
-    return f"{year + mon // 12:04d}-{mon % 12 + 1:02d}"
+    return months_add(month, 1)
 
 
 def month_end(month: str) -> dt.date:
@@ -409,9 +409,8 @@ def window_months(month: str, months: list[str], window: str, rolling_months: in
     earlier = [m for m in months if m <= month]
     if window == "cumulative":
         return earlier
-    index = int(month[:4]) * 12 + int(month[5:]) - 1
-    first = index - rolling_months + 1
-    return [m for m in earlier if int(m[:4]) * 12 + int(m[5:]) - 1 >= first]
+    first = months_add(month, 1 - rolling_months)
+    return [m for m in earlier if m >= first]  # 'YYYY-MM' compare in calendar order
 
 
 def closed_by(watermark: dt.date, months: Iterable[str], grace_days: int) -> list[str]:

@@ -26,6 +26,7 @@ import orjson
 
 from monitor import outcomes as outcome_join
 from monitor.connect import redis_client
+from monitor.months import month_range
 from monitor.outcomes import APPLY_OUTCOMES_LUA, OutcomeProcessor
 from monitor.pipeline import MAX_RECORDS_PER_CALL, BatchProcessor, RawMessage
 from monitor.settings import Settings
@@ -42,7 +43,7 @@ def month_labels(n: int, first_year: int = 1940) -> list[str]:
     >>> month_labels(13)[-1]
     '1941-01'
     """
-    return [f"{first_year + i // 12:04d}-{1 + i % 12:02d}" for i in range(n)]
+    return month_range(f"{first_year:04d}-01", n)
 
 
 async def _refuse(msg, reason: str) -> None:
