@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from monitor.alerts import (SCORE_RULES, AlertEvaluator, has_evidence, judge_feature_psi, judge_volume,
                             months_to_close, provisional_rules)
 from monitor.rules import AlertConfig, load_alert_config
+from monitor.schema import split_model_key
 from monitor.settings import Settings
 from monitor.stats import FeatureCounter, LabelledHistograms, compute_metrics, feature_drift
 from monitor.stats.windows import previous_months, rolling
@@ -167,7 +168,7 @@ class MetricsUpdater:
         self.wakeup.clear()
         published = 0
         for member in sorted(await self.store.redis.smembers(self.store.due_key())):
-            model, version = member.decode().split(":", 1)
+            model, version = split_model_key(member)
             published += await self._update_leased(model, version, send, due=member)
         return published
 

@@ -83,3 +83,18 @@ def test_scored_record_is_frozen():
     rec = ScoredRecord.model_validate(VALID)
     with pytest.raises(Exception):
         rec.score = 0.9
+
+
+@given(st.from_regex(r"[A-Za-z0-9_.\-]{1,20}", fullmatch=True), st.from_regex(r"[A-Za-z0-9_.\-]{1,20}", fullmatch=True))
+def test_model_key_round_trips(model, version):
+    from monitor.schema import model_key, split_model_key
+    key = model_key(model, version)
+    assert split_model_key(key) == split_model_key(key.encode()) == (model, version)
+
+
+def test_model_keys_are_split_in_one_place():
+    import inspect
+
+    from monitor import engine, prom_rules
+    for module in (engine, prom_rules):
+        assert 'split(":", 1)' not in inspect.getsource(module), module.__name__
