@@ -37,6 +37,7 @@ from monitor.months import index as month_index
 from monitor.months import month_of
 from monitor.months import name as month_name
 from monitor.rules import RuleSet
+from monitor.store import ALERT_HISTORY_CAP
 
 Severity = Literal["warning", "critical"]
 Phase = Literal["provisional", "final"]
@@ -352,7 +353,7 @@ return 1
 class AlertEvaluator:
     """Turns verdicts into transitions in Redis (and events in the model's outbox)."""
 
-    def __init__(self, store, history_cap: int = 10_000):
+    def __init__(self, store, history_cap: int = ALERT_HISTORY_CAP):
         self.store = store
         self.history_cap = history_cap
         self._transition = store.redis.register_script(TRANSITION_LUA)

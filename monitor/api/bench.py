@@ -39,8 +39,6 @@ import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-STATE_PATHS = ("models", "months", "month", "alerts", "alert_states", "health")
-
 
 @dataclass
 class Sample:
