@@ -25,14 +25,13 @@ import uuid
 import orjson
 
 from monitor import outcomes as outcome_join
+from monitor.bench.redis_server import redis_url_or_server
 from monitor.connect import redis_client
 from monitor.months import month_range
 from monitor.outcomes import APPLY_OUTCOMES_LUA, OutcomeProcessor
 from monitor.pipeline import MAX_RECORDS_PER_CALL, BatchProcessor, RawMessage
 from monitor.settings import Settings
-from monitor.stats.bench import redis_url_or_server
 from monitor.store import Store
-
 
 SLOWLOG_THRESHOLD_US = 1_000
 

@@ -1,6 +1,6 @@
 """Benchmark: time to compute every metric of one (model, month) read from Redis.
 
-``python -m monitor.stats.bench [--redis-url URL]`` writes one month of histograms
+``python -m monitor.bench.metrics [--redis-url URL]`` writes one month of histograms
 (pos / neg / unlabeled, about 10,000 distinct bins in total) and a reference in the store's
 layout (one dense big-endian int64 string per histogram, see monitor/store.py), then times
 the read (one pipelined round trip of GETs, redis-py + hiredis) + parsing +
@@ -13,15 +13,12 @@ The figures are printed only; no test asserts a timing.
 from __future__ import annotations
 
 import argparse
-import shutil
-import socket
-import subprocess
 import time
 import uuid
-from contextlib import contextmanager
 
 import numpy as np
 
+from monitor.bench.redis_server import redis_url_or_server
 from monitor.stats.histogram import ScoreHistogram
 from monitor.stats.summary import LabelledHistograms, compute_metrics
 
@@ -66,60 +63,6 @@ def make_month(rng, scale: str, resolution: float) -> tuple[LabelledHistograms, 
         )
         reference = _histogram(rng, 6_000, 10_000, 2, 5, resolution)
     return month, reference
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def redis_url_or_server(url: str | None):
-    """Yield ``url``, or start a throwaway local redis-server and yield its URL (stopped on exit).
-
-    >>> with redis_url_or_server("redis://127.0.0.1:6379/0") as url:
-    ...     print(url)
-    redis://127.0.0.1:6379/0
-    """
-    if url:
-        yield url
-        return
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--daemonize", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        import redis
-
-        from monitor.connect import redis_client
-        from monitor.settings import Settings
-
-        # Our own server has no password: none from the environment either.
-        client = redis_client(Settings(redis_url=f"redis://127.0.0.1:{port}/0", redis_password=None,
-                                       redis_username=None))
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the throwaway redis-server did not start") from None
-                time.sleep(0.05)
-        client.close()
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:
@@ -238,7 +181,7 @@ def main(argv=None) -> int:
     Traceback (most recent call last):
     SystemExit: 0
     """
-    parser = argparse.ArgumentParser(prog="python -m monitor.stats.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m monitor.bench.metrics", description=__doc__.split("\n")[0])
     parser.add_argument("--redis-url", default=None, help="Redis to use; default: start a throwaway redis-server")
     parser.add_argument("--repetitions", type=int, default=200)
     parser.add_argument("--baseline-repetitions", type=int, default=20)
