@@ -62,7 +62,7 @@ import orjson
 
 from monitor import infra
 from monitor.connect import kafka_consumer, kafka_producer, redis_client
-from monitor.demo import start_worker, stop_process
+from monitor.processes import start_worker, stop_process
 from monitor.retry import is_transient
 from monitor.settings import Settings
 from monitor.stats import ScoreHistogram

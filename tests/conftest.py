@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from monitor import infra
-from monitor.demo import settings_env, start_worker, stop_process
+from monitor.processes import settings_env, start_worker, stop_process
 from monitor.settings import Settings
 
 

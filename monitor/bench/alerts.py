@@ -832,7 +832,7 @@ async def redis_states(settings, models: list[str]) -> dict[str, dict[str, dict]
 def run_scenario(sc: AlertScenario, base, work_dir: Path, rate: float, say=print, timeout_s: float = 600) -> dict:
     """Publish the scenario to fresh topics, run a worker, judge; the report of :func:`analyse`."""
     from monitor import infra
-    from monitor.demo import start_worker, stop_process
+    from monitor.processes import start_worker, stop_process
     from monitor.reference import save_reference
     from monitor.rules import load_alert_config
 

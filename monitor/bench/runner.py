@@ -3,7 +3,7 @@
 Everything runs on a throwaway Tansu broker and redis-server (appendonly, as ``monitor infra up``
 runs it) on free loopback ports in a temporary directory, with unique topics (4 partitions),
 consumer groups and key prefixes per measurement. The worker is ``monitor worker`` exactly as
-deployed, in its own process (``monitor.demo.start_worker``), unpatched: the harness only reads
+deployed, in its own process (``monitor.processes.start_worker``), unpatched: the harness only reads
 Redis and the topics.
 
 Throughput (consumption only: every topic is filled *before* its consumer starts):
@@ -42,7 +42,7 @@ import orjson
 
 from monitor.bench import report
 from monitor.bench.baselines import rss_kb
-from monitor.demo import settings_env
+from monitor.processes import settings_env
 from monitor.settings import Settings
 
 DEFAULT_JSON = Path("artifacts/bench.json")
@@ -503,7 +503,7 @@ class Bench:
 
     @staticmethod
     def _stop(proc: subprocess.Popen) -> None:
-        from monitor.demo import stop_process
+        from monitor.processes import stop_process
 
         stop_process(proc)
 
@@ -512,7 +512,7 @@ class Bench:
                          on_progress: Callable[[int], Awaitable[None]] | None = None,
                          after: Callable[[], Awaitable[None]] | None = None) -> dict:
         """Start ``monitor worker`` on a pre-filled topic; time it from the first counted records to N."""
-        from monitor.demo import start_worker
+        from monitor.processes import start_worker
 
         log = self.tmp / f"{label}.log"
         key = f"{settings.key_prefix}:worker"
@@ -830,7 +830,7 @@ class Bench:
         until every episode is counted and alerted (or the deadline). Returns the send times, when the
         worker caught up, its RSS, CPU and profile."""
         from monitor.connect import kafka_consumer, kafka_producer
-        from monitor.demo import start_worker
+        from monitor.processes import start_worker
 
         consumer = kafka_consumer(settings, settings.alerts_topic,
                                   group_id=f"bench-{self.run_id}-alerts-{uuid.uuid4().hex[:6]}",

@@ -28,7 +28,12 @@ import pytest
 from pydantic import SecretStr
 
 from monitor import infra
-from monitor.demo import settings_env, start_worker, stop_process, wait_until_caught_up
+from monitor.processes import (
+    settings_env,
+    start_worker,
+    stop_process,
+    wait_until_caught_up,
+)
 from monitor.reference import save_reference
 from monitor.store import Store
 from producers.publish import publish

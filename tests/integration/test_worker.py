@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from monitor.demo import wait_until_caught_up
+from monitor.processes import wait_until_caught_up
 from monitor.reference import save_reference
 from monitor.stats import LabelledHistograms, ScoreHistogram, compute_metrics
 from monitor.store import Store
