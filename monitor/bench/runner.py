@@ -688,25 +688,12 @@ class Bench:
         with the volume, reported apart). ``report.memory_summary`` turns the curve into the section's
         figures; the 10M figures are extrapolated from the curve unless measured.
         """
-        from monitor.infra import create_topics
-        from monitor.reference import save_reference
-        from producers.synthetic import Scenario, generate, reference_frame
+        from monitor.store import Store
 
         opts = self.opts
         model, month = "bench-mem", "2024-03"
         settings = phase_settings(self.base, self.run_id, "memory")
-        await create_topics(settings)
-        spec = Scenario(name="bench-mem", model=model, start_month=month, months=1,
-                        monthly_volume=opts.memory_records, seed=23, label_fraction=0.8)
-        ref = reference_frame(spec)
-        await save_reference(settings, model, "1", ref["score"].to_numpy(), ref["TARGET"].to_numpy(),
-                             source="bench reference")
-        self.say(f"memory: generating and publishing {opts.memory_records:,} records of {month} "
-                 f"in arrays of {opts.batch_size}")
-        messages = [orjson.dumps(c) for c in chunks(generate(spec), opts.batch_size)]
-        await prepublish(settings, messages)
-        del messages
-        from monitor.store import Store
+        spec = await self._memory_stream(settings, model, month)
 
         base = Store(self.redis, settings).base(model, "1")
         baseline_groups = await self.key_groups(base)
@@ -738,12 +725,7 @@ class Bench:
         used_after = (await self.redis.info("memory"))["used_memory"]
         curve.sort(key=lambda p: p["records"])
         bound = 3 * (round(1 / settings.resolution) + 1) * 8
-        try:  # hashes up to this many entries stay listpack-encoded (compact)
-            config = await self.redis.config_get("hash-max-*-entries")
-            listpack = int(config.get("hash-max-listpack-entries") or config.get("hash-max-ziplist-entries"))
-        except Exception:
-            listpack = None
-        summary = report.memory_summary(curve, report.EXTRAPOLATE_AT_RECORDS, listpack)
+        summary = report.memory_summary(curve, report.EXTRAPOLATE_AT_RECORDS, await self._listpack_entries())
         if opts.memory_records >= report.EXTRAPOLATE_AT_RECORDS:
             summary["extrapolated_10m"] = None
         final = curve[-1]
@@ -754,6 +736,34 @@ class Bench:
                 "histogram_bound_bytes": bound, "baseline_groups": baseline_groups,
                 "per_record_key_groups": per_record,
                 "used_memory_delta_bytes": used_after - used_before, "throughput": run}
+
+    async def _memory_stream(self, settings: Settings, model: str, month: str):
+        """Topics, the model's reference, and ``--memory-records`` records of ``month`` (80 % labelled)
+        published in arrays of ``--batch-size`` before the worker starts; returns the scenario."""
+        from monitor.infra import create_topics
+        from monitor.reference import save_reference
+        from producers.synthetic import Scenario, generate, reference_frame
+
+        opts = self.opts
+        await create_topics(settings)
+        spec = Scenario(name="bench-mem", model=model, start_month=month, months=1,
+                        monthly_volume=opts.memory_records, seed=23, label_fraction=0.8)
+        ref = reference_frame(spec)
+        await save_reference(settings, model, "1", ref["score"].to_numpy(), ref["TARGET"].to_numpy(),
+                             source="bench reference")
+        self.say(f"memory: generating and publishing {opts.memory_records:,} records of {month} "
+                 f"in arrays of {opts.batch_size}")
+        messages = [orjson.dumps(c) for c in chunks(generate(spec), opts.batch_size)]
+        await prepublish(settings, messages)
+        return spec
+
+    async def _listpack_entries(self) -> int | None:
+        """Redis keeps hashes up to this many entries listpack-encoded (compact); None if it will not say."""
+        try:
+            config = await self.redis.config_get("hash-max-*-entries")
+            return int(config.get("hash-max-listpack-entries") or config.get("hash-max-ziplist-entries"))
+        except Exception:
+            return None
 
     # -- latency ---------------------------------------------------------------------------------------
     async def latency(self, interval: float) -> dict:

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO_IMPORT = re.compile(r"^\s*from monitor\.demo import|^\s*import monitor\.demo", re.M)
+DEMO_IMPORT = re.compile(r"^\s*from monitor\.demo import|^\s*import monitor\.demo", re.MULTILINE)
 
 
 def test_only_the_cli_imports_the_demo_command():

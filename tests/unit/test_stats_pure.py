@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 STATS = Path(__file__).resolve().parents[2] / "monitor" / "stats"
-IMPURE = re.compile(r"^\s*(?:import|from)\s+(?:subprocess|socket|redis|monitor\.connect|monitor\.store)\b", re.M)
+IMPURE = re.compile(r"^\s*(?:import|from)\s+(?:subprocess|socket|redis|monitor\.connect|monitor\.store)\b", re.MULTILINE)
 
 
 def test_the_stats_package_imports_no_server_or_process_module():
