@@ -44,6 +44,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from monitor.errors import MonitorError, NotFound
+from monitor.months import month_range
 
 __all__ = ["DATASETS", "DatasetCard", "DatasetSpec", "assign_ref_dates", "block_months", "load", "month_counts"]
 
@@ -126,9 +127,7 @@ def block_months(n: int, start: str, months: int) -> np.ndarray:
     >>> block_months(7, "2024-11", 3).tolist()
     ['2024-11', '2024-11', '2024-11', '2024-12', '2024-12', '2025-01', '2025-01']
     """
-    year, month = (int(p) for p in start.split("-"))
-    base = year * 12 + month - 1
-    labels = [f"{(base + k) // 12:04d}-{(base + k) % 12 + 1:02d}" for k in range(months)]
+    labels = month_range(start, months)
     out = np.empty(n, dtype=object)
     for label, idx in zip(labels, np.array_split(np.arange(n), months)):
         out[idx] = label

@@ -63,8 +63,6 @@ TRUSTED_TYPES = (
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 )
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")  # the record contract's model names
-MODELS_DIR_ENV = "MONITOR_MODELS_DIR"
-DEFAULT_MODELS_DIR = Path(".run") / "models"
 
 
 class RegistryError(MonitorError):
@@ -81,20 +79,18 @@ class IntegrityError(ArtifactRefused):
 
 
 def models_dir(settings: Any = None) -> Path:
-    """The registry directory: ``settings.models_dir`` (env ``MONITOR_MODELS_DIR``, default ``.run/models``).
-
-    Without settings, or with a settings object that has no such field, the environment
-    variable is read here, else ``.run/models`` (relative to the working directory).
+    """The registry directory: ``settings.models_dir`` (env ``MONITOR_MODELS_DIR``, default ``.run/models``);
+    without settings, the process-wide ones (:func:`monitor.settings.get_settings`).
 
     >>> class S: models_dir = Path("/srv/models")
     >>> models_dir(S())
     PosixPath('/srv/models')
     """
-    configured = getattr(settings, "models_dir", None) if settings is not None else None
-    if configured:
-        return Path(configured)
-    env = os.environ.get(MODELS_DIR_ENV)
-    return Path(env) if env else DEFAULT_MODELS_DIR
+    if settings is None:
+        from monitor.settings import get_settings
+
+        settings = get_settings()
+    return Path(settings.models_dir)
 
 
 def library_versions() -> dict[str, str]:
@@ -537,8 +533,8 @@ async def load_reference(settings, card: ModelCard, timeout_s: float = 10.0) -> 
     import redis.exceptions
 
     from monitor.connect import redis_error_message
-    from monitor.stats import FeatureProfile
     from monitor.state import Store
+    from monitor.stats import FeatureProfile
 
     hist = reference_histogram(card)
     if abs(hist.resolution - settings.resolution) > 1e-15:

@@ -239,8 +239,8 @@ def fit(dataset: str, kind: str) -> tuple[TrainedModel, dict]:
     """Fit a model on the dataset's train split; the card fields: split, metrics, reference, timing."""
     from datasets import load
     from monitor.reference import reference_card
-    from monitor.stats import FeatureProfile
     from monitor.settings import get_settings
+    from monitor.stats import FeatureProfile
 
     if kind not in MODEL_KINDS:
         raise MonitorError(f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}")

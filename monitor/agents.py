@@ -21,9 +21,9 @@ import orjson
 
 from monitor.deadletter import DeadLetterQueue
 from monitor.engine import MetricsUpdater
+from monitor.errors import StateLost
 from monitor.memory import release_free_memory
 from monitor.outcomes import OutcomeProcessor
-from monitor.errors import StateLost
 from monitor.pipeline import BatchProcessor
 from monitor.retry import apply_or_stop, exit_unapplied, is_transient, retry_forever
 from monitor.settings import Settings

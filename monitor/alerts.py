@@ -33,7 +33,11 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel
 
+from monitor.months import index as month_index
+from monitor.months import month_of
+from monitor.months import name as month_name
 from monitor.rules import RuleSet
+from monitor.state import ALERT_HISTORY_CAP
 from monitor.state.keys import alert_field, parse_alert_field  # noqa: F401 - the alerts hash fields, re-exported
 
 Severity = Literal["warning", "critical"]
@@ -160,15 +164,6 @@ def judge_feature_psi(feature: str, drift: dict, rules: RuleSet) -> Verdict | No
 SCORE_RULES = {"ks_adherence": judge_ks_adherence, "psi": judge_psi, "auc": judge_auc}
 
 
-def month_index(month: str) -> int:
-    year, mon = month.split("-")
-    return int(year) * 12 + int(mon) - 1
-
-
-def month_name(index: int) -> str:
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"
-
-
 def event_time_watermark(partitions: dict[str, tuple[str, int]], now: int, idle_s: float, expected: int = 0,
                          first_seen: int | None = None) -> str | None:
     """The ref_date up to which a model's records have all arrived, from each partition's latest
@@ -226,7 +221,7 @@ def months_to_close(months: list[str], watermark: str, grace_days: int) -> set[s
     ['2024-01', '2024-02']
     """
     mark = dt.date.fromisoformat(watermark) - dt.timedelta(days=grace_days)
-    last_closed = mark.year * 12 + mark.month - 2
+    last_closed = month_index(month_of(mark)) - 1
     present = set(months)
     out = set()
     for month in months:
@@ -324,7 +319,7 @@ def decide(old: dict | None, verdict: Verdict, phase: Phase) -> tuple[str, str |
 class AlertEvaluator:
     """Turns verdicts into transitions in Redis (and events in the model's outbox)."""
 
-    def __init__(self, store, history_cap: int = 10_000):
+    def __init__(self, store, history_cap: int = ALERT_HISTORY_CAP):
         self.store = store
         self.history_cap = history_cap
 

@@ -22,7 +22,7 @@ def _user_file(path: Path, settings: Settings) -> Path:
     from monitor.paths import confine
 
     try:
-        return confine(Path(path).resolve(), settings.data_dir)
+        return confine(settings.data_dir, Path(path).resolve())
     except MonitorError as exc:
         raise click.ClickException(str(exc)) from None
 

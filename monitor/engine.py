@@ -25,13 +25,26 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-from monitor.alerts import (SCORE_RULES, AlertEvaluator, has_evidence, judge_feature_psi, judge_volume,
-                            months_to_close, provisional_rules)
+from monitor.alerts import (
+    SCORE_RULES,
+    AlertEvaluator,
+    has_evidence,
+    judge_feature_psi,
+    judge_volume,
+    months_to_close,
+    provisional_rules,
+)
 from monitor.rules import AlertConfig, load_alert_config
+from monitor.schema import split_model_key
 from monitor.settings import Settings
-from monitor.stats import FeatureCounter, LabelledHistograms, compute_metrics, feature_drift
-from monitor.stats.windows import previous_months, rolling
 from monitor.state import MonthChange, Store
+from monitor.stats import (
+    FeatureCounter,
+    LabelledHistograms,
+    compute_metrics,
+    feature_drift,
+)
+from monitor.stats.windows import previous_months, rolling
 
 OUTBOX_CHUNK = 500
 DUE_POLL_S = 0.1  # how often a worker looks for models another worker marked due
@@ -156,7 +169,7 @@ class MetricsUpdater:
         self.wakeup.clear()
         published = 0
         for member in await self.store.due_models():
-            model, version = member.decode().split(":", 1)
+            model, version = split_model_key(member)
             published += await self._update_leased(model, version, send, due=member)
         return published
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import os
 import random
 import re
 import shutil
@@ -62,12 +61,12 @@ import orjson
 
 from monitor import infra
 from monitor.connect import kafka_consumer, kafka_producer
-from monitor.demo import start_worker, stop_process
+from monitor.processes import start_worker, stop_process
 from monitor.retry import is_transient
 from monitor.settings import Settings
-from monitor.stats import ScoreHistogram
 from monitor.state import LABELS, Store
 from monitor.state.admin import busy_script, flush_all, refuse_scripts, shutdown_redis
+from monitor.stats import ScoreHistogram
 from producers.synthetic import Scenario, generate
 
 SCENARIOS = ("kills", "takeover", "redis-restart", "redis-flush", "broker-restart", "oversized-invalid",
@@ -429,12 +428,9 @@ def wait_for_progress(settings: Settings, beyond: int, timeout_s: float = 90, **
 
 
 # ---- scenarios --------------------------------------------------------------------------------
-def run(scenario: str, records: int = 200_000, kills: int = 5, malformed: int = 10_000, seed: int = 1,
-        work_dir: Path | None = None, say: Callable[[str], None] = print) -> FaultReport:
-    if scenario not in SCENARIOS:
-        raise ValueError(f"unknown fault scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
-    rng = random.Random(seed)
-    started = time.monotonic()
+def scenario_input(scenario: str, records: int, malformed: int) -> tuple[list[dict], list[bytes], FaultReport]:
+    """The valid records, the hostile messages (malformed; oversized or a cardinality flood for those
+    scenarios) and the report that expects them."""
     valid = valid_records(records)
     bad = malformed_messages(malformed)
     admitted = 0
@@ -447,6 +443,40 @@ def run(scenario: str, records: int = 200_000, kills: int = 5, malformed: int = 
     report = FaultReport(scenario, records, malformed=len(bad) - admitted, admitted_hostile=admitted)
     if scenario == "oversized-invalid":
         report.faults.append(f"4 invalid messages of {OVERSIZED_BYTES:,} bytes among the valid ones")
+    return valid, bad, report
+
+
+def kill_workers(scenario: str, settings: Settings, workers: "Workers", report: FaultReport, say: Callable[[str], None],
+                 rng: random.Random, records: int, kills: int) -> None:
+    """Start a worker on the published stream; ``takeover``: a second one, killed for good a fifth of the
+    way; ``kills``: kill -9 the current worker ``kills`` times at random moments, restarting it each time."""
+    first = workers.start()
+    if scenario == "takeover":
+        second = workers.start()
+        wait_for_progress(settings, records // 5)
+        workers.kill(second)
+        report.faults.append("killed one of two workers for good (kill -9)")
+        say(report.faults[-1])
+    elif scenario == "kills":
+        current = first
+        # Random moments spread over the replay: each kill once the count passes a
+        # random point, and after the restarted worker has counted again.
+        targets = sorted(rng.uniform(0.05, 0.9) * records for _ in range(kills))
+        for k, target in enumerate(targets):
+            wait_for_progress(settings, max(int(target), progress(settings)))
+            workers.kill(current)
+            report.faults.append(f"kill -9 #{k + 1} at {progress(settings):,} records counted")
+            say(report.faults[-1])
+            current = workers.start()
+
+
+def run(scenario: str, records: int = 200_000, kills: int = 5, malformed: int = 10_000, seed: int = 1,
+        work_dir: Path | None = None, say: Callable[[str], None] = print) -> FaultReport:
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown fault scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    rng = random.Random(seed)
+    started = time.monotonic()
+    valid, bad, report = scenario_input(scenario, records, malformed)
     messages = interleave(valid, bad)
     broker = "noida" if scenario == "broker-restart" else "tansu"
     with tempfile.TemporaryDirectory(prefix="faults-", dir=work_dir) as tmp, servers(broker, Path(tmp)) as settings:
@@ -470,24 +500,7 @@ def run(scenario: str, records: int = 200_000, kills: int = 5, malformed: int = 
                 asyncio.run(publish_messages(settings, messages[half:]))
             else:
                 asyncio.run(publish_messages(settings, messages))
-                first = workers.start()
-                if scenario == "takeover":
-                    second = workers.start()
-                    wait_for_progress(settings, records // 5)
-                    workers.kill(second)
-                    report.faults.append("killed one of two workers for good (kill -9)")
-                    say(report.faults[-1])
-                elif scenario == "kills":
-                    current = first
-                    # Random moments spread over the replay: each kill once the count passes a
-                    # random point, and after the restarted worker has counted again.
-                    targets = sorted(rng.uniform(0.05, 0.9) * records for _ in range(kills))
-                    for k, target in enumerate(targets):
-                        wait_for_progress(settings, max(int(target), progress(settings)))
-                        workers.kill(current)
-                        report.faults.append(f"kill -9 #{k + 1} at {progress(settings):,} records counted")
-                        say(report.faults[-1])
-                        current = workers.start()
+                kill_workers(scenario, settings, workers, report, say, rng, records, kills)
             wait_for_all(settings, records, **supervise)
             time.sleep(2 * settings.metrics_interval_s)
             asyncio.run(compare(settings, expected, report))

@@ -25,7 +25,14 @@ from collections.abc import Sequence
 from typing import Literal
 
 import orjson
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
 
 from monitor.errors import InvalidRecord
 from monitor.pipeline import DeadLetter, KafkaMessage, OnChange

@@ -16,15 +16,30 @@ from typing import Protocol
 
 import numpy as np
 
-from monitor.bounds import (CardinalityGate, CardinalityLimits, OutOfBounds, RecordBounds, check_bounds, key_months,
-                            utc_today)
+from monitor.bounds import (
+    CardinalityGate,
+    CardinalityLimits,
+    OutOfBounds,
+    RecordBounds,
+    check_bounds,
+    key_months,
+    utc_today,
+)
 from monitor.errors import InvalidRecord, MonitorError, StateLost
 from monitor.fastpath import LABEL_UNLABELED, FastRecord, decode_tiered
 from monitor.retry import retry_forever
 from monitor.sources import LogProbe, Probe, belongs, fingerprint, source_reset_event
+from monitor.state import (
+    LABELS,
+    EpochMismatch,
+    MonthChange,
+    MonthIncrements,
+    OffsetConflict,
+    Store,
+    StoredCardinality,
+)
 from monitor.stats import FeatureCounter, FeatureProfile
 from monitor.stats.features import DEFAULT_MAX_CATEGORIES
-from monitor.state import LABELS, EpochMismatch, MonthChange, MonthIncrements, OffsetConflict, StoredCardinality, Store
 
 MAX_CONFLICT_RETRIES = 5
 log = logging.getLogger("monitor.pipeline")

@@ -22,6 +22,7 @@ import yaml
 from monitor.api.metrics import WINDOW_METRICS
 from monitor.notify import alertname
 from monitor.rules import AlertConfig, RuleSet
+from monitor.schema import model_key, split_model_key
 
 JOIN = "on(model, version, month, window)"
 METRIC = {field: name for name, (field, _) in WINDOW_METRICS.items()}
@@ -48,14 +49,14 @@ def scopes(config: AlertConfig) -> list[tuple[Scope, RuleSet]]:
     [0.1, 0.2, 0.2, 0.1]
     """
     bare = sorted(k for k in config.models if ":" not in k)
-    pairs = sorted(tuple(k.split(":", 1)) for k in config.models if ":" in k)
+    pairs = sorted(split_model_key(k) for k in config.models if ":" in k)
     out = [(Scope("defaults", tuple(f'model!="{m}"' for m in bare),
                   tuple(p for p in pairs if p[0] not in bare)), config.defaults)]
     for model in bare:
         out.append((Scope(model, (f'model="{model}"',), tuple(p for p in pairs if p[0] == model)),
                     config.rules_for(model, "\0any other version")))
     for model, version in pairs:
-        out.append((Scope(f"{model}:{version}", (f'model="{model}"', f'version="{version}"')),
+        out.append((Scope(model_key(model, version), (f'model="{model}"', f'version="{version}"')),
                     config.rules_for(model, version)))
     return out
 

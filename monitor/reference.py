@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from monitor.settings import Settings
-from monitor.stats import FeatureProfile, ScoreHistogram, roc_auc
 from monitor.state import Store
+from monitor.stats import FeatureProfile, ScoreHistogram, roc_auc
 
 
 def reference_card(scores: np.ndarray, targets: np.ndarray | None, resolution: float, source: str) -> tuple[ScoreHistogram, dict]:

@@ -19,14 +19,15 @@ applies to every version, ``model:version`` to one version. The file is YAML or 
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from monitor.errors import MonitorError
+from monitor.schema import model_key
 from monitor.settings import Settings
 
 Window = Literal["month", "rolling", "cumulative"]
@@ -104,7 +105,7 @@ class AlertConfig(_Frozen):
 
     def _merge(self, model: str, version: str) -> RuleSet:
         merged = self.defaults.model_dump()
-        for key in (model, f"{model}:{version}"):
+        for key in (model, model_key(model, version)):
             if key in self.models:
                 merged = _deep_merge(merged, self.models[key])
         try:

@@ -19,8 +19,19 @@ import math
 from typing import Any, Literal
 
 import orjson
-from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr,
-                      TypeAdapter, ValidationError, field_validator)
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from monitor.errors import InvalidRecord
 
@@ -129,3 +140,24 @@ def encode_record(record: ScoredRecord | dict[str, Any]) -> bytes:
     if isinstance(record, ScoredRecord):
         record = record.model_dump(mode="json", exclude_none=True)
     return orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def model_key(model: str, version: str) -> str:
+    """The ``model:version`` key of a model version (in Redis sets, rule files, due marks).
+
+    >>> model_key("default", "1")
+    'default:1'
+    """
+    return f"{model}:{version}"
+
+
+def split_model_key(key: bytes | str) -> tuple[str, str]:
+    """``(model, version)`` of a ``model:version`` key: a model name holds no colon (ScoredRecord.model),
+    so the first colon splits it.
+
+    >>> split_model_key(b"default:1"), split_model_key("m:2024.1:rc")
+    (('default', '1'), ('m', '2024.1:rc'))
+    """
+    text = key.decode() if isinstance(key, bytes) else key
+    model, _, version = text.partition(":")
+    return model, version

@@ -21,7 +21,6 @@ from collections.abc import Callable
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-
 log = logging.getLogger("monitor.transport")
 
 

@@ -34,7 +34,7 @@ def read_frame(path: str | Path) -> pd.DataFrame:
     if name.endswith((".csv", ".csv.gz")):
         return pd.read_csv(path)
     if name.endswith((".json", ".json.gz")):
-        frame = pd.read_json(path, orient="records", convert_dates=False, dtype=False)
+        frame = pd.read_json(path, orient="records", dtype=False)  # no conversion at all: dates stay text
         if not isinstance(frame, pd.DataFrame):
             raise MonitorError(f"{path}: expected a JSON list of records")
         return frame

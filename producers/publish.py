@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from itertools import islice
 
 import orjson
+
 from monitor.connect import kafka_producer
 from monitor.settings import Settings
 

@@ -82,8 +82,8 @@ def scored_records(frame: pd.DataFrame, model_name: str, version: str | None = N
     optional (ids default to ``<source>-<row>``). The stream's ``report`` is the scoring report.
     """
     from models.registry import load_model, models_dir
-    from monitor.settings import get_settings
     from models.train import score_frame
+    from monitor.settings import get_settings
     from producers.files import records_from_frame
 
     if labels not in LABEL_MODES:

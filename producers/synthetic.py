@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import calendar
 import math
-import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Iterator
@@ -40,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from monitor.errors import MonitorError
+from monitor.months import is_month, month_range
 
 __all__ = [
     "FEATURES",
@@ -120,7 +120,6 @@ _CALIBRATION_SEED = 20240101  # the intercept depends on bad_rate only, never on
 _CALIBRATION_N = 200_000
 _MONTH_STREAM = 0  # SeedSequence spawn keys: (0, k) month k, (1,) the reference sample
 _REFERENCE_STREAM = 1
-_MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
 @dataclass(frozen=True)
@@ -156,7 +155,7 @@ class Scenario:
         def bad(msg: str) -> None:
             raise InvalidScenario(msg)
 
-        if not _MONTH_RE.match(str(self.start_month)):
+        if not is_month(self.start_month):
             bad(f"start_month must be 'YYYY-MM', got {self.start_month!r}")
         if int(self.months) != self.months or self.months < 0:
             bad(f"months must be a non-negative integer, got {self.months!r}")
@@ -194,9 +193,7 @@ class Scenario:
         >>> Scenario(start_month="2023-11", months=3).month_labels()
         ['2023-11', '2023-12', '2024-01']
         """
-        year, month = (int(p) for p in self.start_month.split("-"))
-        base = year * 12 + month - 1
-        return [f"{(base + k) // 12:04d}-{(base + k) % 12 + 1:02d}" for k in range(self.months)]
+        return month_range(self.start_month, self.months)
 
     def drifted(self, k: int) -> bool:
         """Whether month index ``k`` is under drift.

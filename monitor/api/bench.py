@@ -39,8 +39,6 @@ import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-STATE_PATHS = ("models", "months", "month", "alerts", "alert_states", "health")
-
 
 @dataclass
 class Sample:
@@ -211,7 +209,7 @@ async def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = 
 
 def start_api_process(settings, port: int, log: Path, host: str = "127.0.0.1") -> subprocess.Popen:
     """``monitor api`` in a child process with the given settings (as a user runs it)."""
-    from monitor.demo import settings_env
+    from monitor.processes import settings_env
 
     env = settings_env(settings)
     env["MONITOR_DATA_DIR"] = str(settings.data_dir)
@@ -227,7 +225,7 @@ async def prepare_state(settings, run_dir: Path, log, procs: list[subprocess.Pop
     """Reference, worker (appended to ``procs`` at once, so it is stopped whatever happens), the demo
     scenario published and fully counted and computed."""
     from monitor import infra
-    from monitor.demo import start_worker, wait_until_caught_up
+    from monitor.processes import start_worker, wait_until_caught_up
     from monitor.reference import save_reference
     from monitor.state import Store
     from producers.publish import publish
@@ -299,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
 async def _main(args) -> int:
     from monitor import infra
     from monitor.api.auth import hash_token, new_token
-    from monitor.demo import settings_env, stop_process
+    from monitor.processes import settings_env, stop_process
     from monitor.settings import Settings
 
     token = new_token()  # the clients read with a token, as in production (auth costs its share)

@@ -27,14 +27,21 @@ from __future__ import annotations
 import datetime as dt
 import math
 import warnings
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator)
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
-from monitor.errors import MonitorError, NotFound
+from monitor.errors import MonitorError
+from monitor.paths import PathRejected, confine  # noqa: F401 (monitor.api imports them from here)
 from monitor.schema import strict_label
 from monitor.stats import LabelledHistograms, ScoreHistogram
 from monitor.stats.ks import KSResult, ks_adherence, ks_critical_value
@@ -43,10 +50,6 @@ from monitor.stats.roc import auc_standard_error, gini
 from monitor.stats.summary import ALPHA, PSI_BUCKETS
 
 SCALARS = (str, int, float, bool, type(None))
-
-
-class PathRejected(MonitorError):
-    """A path the API will not open: outside the data directory, not a regular file... (HTTP 400)."""
 
 
 class ClassicRecord(BaseModel):
@@ -318,37 +321,3 @@ def adherence_of(scores: np.ndarray, reference: ScoreHistogram, months: np.ndarr
         "ks_critical": ks_critical_value(live.n, reference_n, ALPHA), "psi": psi_value, "psi_critical": psi_crit,
         "volumetry": volumetry, "resolution": reference.resolution, "scores": "raw" if raw else "histogram",
     }
-
-
-def confine(data_dir: str | Path, raw: str) -> Path:
-    """The file ``raw`` names inside ``data_dir``: relative to it, or absolute but inside it.
-
-    Everything is resolved first (``..``, symlinks), then checked: a path that leaves the data
-    directory is refused (PathRejected), a missing one is NotFound.
-
-    >>> import tempfile, os
-    >>> d = tempfile.mkdtemp(); _ = open(os.path.join(d, "a.csv"), "w").write("x")
-    >>> confine(d, "a.csv").name, confine(d, "sub/../a.csv").name
-    ('a.csv', 'a.csv')
-    >>> confine(d, "../etc/passwd")
-    Traceback (most recent call last):
-    ...
-    monitor.api.classic_engine.PathRejected: path '../etc/passwd' is outside the data directory (MONITOR_DATA_DIR); give a path relative to it
-    """
-    if not isinstance(raw, str) or not raw.strip():
-        raise PathRejected("path is empty: give a file inside the data directory (MONITOR_DATA_DIR)")
-    if "\x00" in raw:
-        raise PathRejected("path contains a NUL byte")
-    root = Path(data_dir).resolve()
-    given = Path(raw)
-    try:
-        resolved = (given if given.is_absolute() else root / given).resolve()
-    except (OSError, RuntimeError):  # a symlink loop; the error's text would name server paths
-        raise PathRejected(f"path {raw!r} cannot be resolved (a symlink loop?)") from None
-    if not resolved.is_relative_to(root):
-        raise PathRejected(f"path {raw!r} is outside the data directory (MONITOR_DATA_DIR); give a path relative to it")
-    if not resolved.exists():
-        raise NotFound(f"file not found: {raw!r} in the data directory (MONITOR_DATA_DIR)")
-    if not resolved.is_file():
-        raise PathRejected(f"path {raw!r} is not a regular file")
-    return resolved

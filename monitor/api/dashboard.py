@@ -19,10 +19,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, Response
 
 from monitor.alerts import parse_alert_field
-from monitor.state import reads
 from monitor.api.cache import cache_key
 from monitor.api.responses import JSONBytes, dumps
-from monitor.rules import load_alert_config
+from monitor.state import reads
 
 router = APIRouter(tags=["dashboard"])
 ALERTS_PER_MODEL = 50

@@ -20,8 +20,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from monitor.alerts import parse_alert_field
-from monitor.state import reads
-from monitor.state import LABELS
+from monitor.state import LABELS, reads
 
 MONTH_LABELS = ["model", "version", "month"]
 WINDOW_LABELS = ["model", "version", "month", "window"]

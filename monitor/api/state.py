@@ -7,11 +7,19 @@ from typing import Literal
 from fastapi import APIRouter, Path, Query, Request
 
 from monitor.alerts import AlertEvent
-from monitor.state import reads
 from monitor.api.cache import cache_key
 from monitor.api.responses import JSONBytes, dumps
-from monitor.api.schemas import (MONTH_PATTERN, NAME_PATTERN, AlertState, ErrorBody, Health, ModelSummary,
-                                 MonthDetail, MonthRow)
+from monitor.api.schemas import (
+    MONTH_PATTERN,
+    NAME_PATTERN,
+    AlertState,
+    ErrorBody,
+    Health,
+    ModelSummary,
+    MonthDetail,
+    MonthRow,
+)
+from monitor.state import reads
 
 router = APIRouter(tags=["state"])
 NOT_FOUND = {404: {"model": ErrorBody, "description": "Unknown model, version or month."}}

@@ -36,18 +36,18 @@ import calendar
 import datetime as dt
 import math
 import random
-import sys
 import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import orjson
 
+from monitor.months import add as months_add
 from monitor.rules import RuleSet
 from producers.synthetic import Scenario, generate, reference_frame
 
@@ -222,8 +222,7 @@ def next_month(month: str) -> str:
     >>> next_month("2024-12"), next_month("2024-01")
     ('2025-01', '2024-02')
     """
-    year, mon = int(month[:4]), int(month[5:])
-    return f"{year + mon // 12:04d}-{mon % 12 + 1:02d}"
+    return months_add(month, 1)
 
 
 def month_end(month: str) -> dt.date:
@@ -409,9 +408,8 @@ def window_months(month: str, months: list[str], window: str, rolling_months: in
     earlier = [m for m in months if m <= month]
     if window == "cumulative":
         return earlier
-    index = int(month[:4]) * 12 + int(month[5:]) - 1
-    first = index - rolling_months + 1
-    return [m for m in earlier if int(m[:4]) * 12 + int(m[5:]) - 1 >= first]
+    first = months_add(month, 1 - rolling_months)
+    return [m for m in earlier if m >= first]  # 'YYYY-MM' compare in calendar order
 
 
 def closed_by(watermark: dt.date, months: Iterable[str], grace_days: int) -> list[str]:
@@ -829,7 +827,7 @@ async def redis_states(settings, models: list[str]) -> dict[str, dict[str, dict]
 def run_scenario(sc: AlertScenario, base, work_dir: Path, rate: float, say=print, timeout_s: float = 600) -> dict:
     """Publish the scenario to fresh topics, run a worker, judge; the report of :func:`analyse`."""
     from monitor import infra
-    from monitor.demo import start_worker, stop_process
+    from monitor.processes import start_worker, stop_process
     from monitor.reference import save_reference
     from monitor.rules import load_alert_config
 

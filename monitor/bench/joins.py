@@ -25,10 +25,11 @@ import uuid
 import orjson
 
 from monitor import outcomes as outcome_join
+from monitor.bench.redis_server import redis_url_or_server
+from monitor.months import month_range
 from monitor.outcomes import OutcomeProcessor
 from monitor.pipeline import MAX_RECORDS_PER_CALL, BatchProcessor, RawMessage
 from monitor.settings import Settings
-from monitor.state.layout_bench import redis_url_or_server
 from monitor.state.probe import Probe
 
 SLOWLOG_THRESHOLD_US = 1_000
@@ -40,7 +41,7 @@ def month_labels(n: int, first_year: int = 1940) -> list[str]:
     >>> month_labels(13)[-1]
     '1941-01'
     """
-    return [f"{first_year + i // 12:04d}-{1 + i % 12:02d}" for i in range(n)]
+    return month_range(f"{first_year:04d}-01", n)
 
 
 async def _refuse(msg, reason: str) -> None:

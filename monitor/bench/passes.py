@@ -20,11 +20,11 @@ import uuid
 
 import orjson
 
+from monitor.bench.redis_server import redis_url_or_server
 from monitor.engine import PASS_PAUSE_RATIO, MetricsUpdater
 from monitor.pipeline import BatchProcessor, RawMessage
 from monitor.reference import save_reference
 from monitor.settings import Settings
-from monitor.state.layout_bench import redis_url_or_server
 from monitor.state import Store, state_epoch
 from producers.synthetic import Scenario, generate, reference_frame
 

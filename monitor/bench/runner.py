@@ -3,7 +3,7 @@
 Everything runs on a throwaway Tansu broker and redis-server (appendonly, as ``monitor infra up``
 runs it) on free loopback ports in a temporary directory, with unique topics (4 partitions),
 consumer groups and key prefixes per measurement. The worker is ``monitor worker`` exactly as
-deployed, in its own process (``monitor.demo.start_worker``), unpatched: the harness only reads
+deployed, in its own process (``monitor.processes.start_worker``), unpatched: the harness only reads
 Redis and the topics.
 
 Throughput (consumption only: every topic is filled *before* its consumer starts):
@@ -42,7 +42,7 @@ import orjson
 
 from monitor.bench import report
 from monitor.bench.baselines import rss_kb
-from monitor.demo import settings_env
+from monitor.processes import settings_env
 from monitor.settings import Settings
 
 DEFAULT_JSON = Path("artifacts/bench.json")
@@ -272,6 +272,136 @@ def bench_records(n: int, model: str = "bench", months: int = 4, seed: int = 17)
     return list(islice(generate(spec), n))
 
 
+# ---- the latency phase's parts ---------------------------------------------------------------------
+LATENCY_DRIFT_MONTH = "2024-02"
+LatencyMessage = tuple[int, bytes, bytes, int, bool]
+"""(index of its first record in the stream, key, value, episode index or -1, is the episode's trigger)"""
+
+
+def latency_streams(models: list[str], warm_n: int, meas_n: int, episode: int,
+                    drift_month: str = LATENCY_DRIFT_MONTH) -> tuple[list[dict], list[tuple[int, dict]]]:
+    """The warm-up records and the measured stream ``(episode index or -1, record)``.
+
+    The background is the models' undrifted 2024-01, spread round robin; model k's drift episode
+    (``episode`` records of ``drift_month``, scores shifted by DRIFT_SCORE_SHIFT) starts at
+    ``(k + 0.25) * meas_n / len(models)``.
+    """
+    from producers.synthetic import Scenario, generate
+
+    n_models = len(models)
+    background = generate(Scenario(name="bench-lat-bg", model="x", start_month="2024-01", months=1,
+                                   monthly_volume=warm_n + meas_n, seed=31))
+    drifted = generate(Scenario(name="bench-lat-drift", model="x", start_month=drift_month, months=1,
+                                monthly_volume=episode * n_models, seed=37, drift_start=0,
+                                score_shift=DRIFT_SCORE_SHIFT))
+    spacing = meas_n / n_models
+    starts = [int((k + 0.25) * spacing) for k in range(n_models)]
+    episode_of = [-1] * meas_n
+    for k, start in enumerate(starts):
+        episode_of[start:start + episode] = [k] * episode
+    slots: list[tuple[int, dict]] = []
+    bg_i = 0
+    for k in episode_of:
+        rec = next(drifted) if k >= 0 else next(background)
+        if k < 0:
+            rec["model"] = models[bg_i % n_models]
+            bg_i += 1
+        else:
+            rec["model"] = models[k]
+        slots.append((k, rec))
+    warm = []
+    for i in range(warm_n):  # drawn after the measured stream's background, as before the split
+        rec = next(background)
+        rec["model"] = models[i % n_models]
+        warm.append(rec)
+    return warm, slots
+
+
+def latency_messages(stream: list[tuple[int, dict]], per_message: int) -> list[LatencyMessage]:
+    """Messages of up to ``per_message`` consecutive records of one episode (or of the background);
+    an episode's last message is its trigger. An episode's messages are keyed by its model (one
+    partition, in order), the background's by record id. One record is sent as an object, not an array.
+    """
+    out, j = [], 0
+    while j < len(stream):
+        k = stream[j][0]
+        end = j + 1
+        while end < len(stream) and end - j < per_message and stream[end][0] == k:
+            end += 1
+        recs = [r for _, r in stream[j:end]]
+        trigger = k >= 0 and (end == len(stream) or stream[end][0] != k)
+        key = recs[0]["model"].encode() if k >= 0 else recs[0]["record_id"].encode()
+        out.append((j, key, orjson.dumps(recs[0] if per_message == 1 else recs), k, trigger))
+        j = end
+    return out
+
+
+class Episodes:
+    """Per model (``time.time()`` seconds): when its episode's first and trigger records were sent, when
+    Redis counted the episode, when its firing alert arrived and when the worker emitted it."""
+
+    def __init__(self, models: list[str], drift_month: str = LATENCY_DRIFT_MONTH):
+        n = len(models)
+        self.models, self.drift_month = models, drift_month
+        self.index = {m: k for k, m in enumerate(models)}
+        self.first_send: list[float | None] = [None] * n
+        self.trigger_send: list[float | None] = [None] * n
+        self.state_at: list[float | None] = [None] * n
+        self.alert_at: list[float | None] = [None] * n
+        self.emitted_at: list[float | None] = [None] * n
+        self.alert_rules: list[str | None] = [None] * n
+        self.alerts_seen = 0
+
+    def on_sent(self, k: int, trigger: bool, sent: float) -> None:
+        if k >= 0:
+            if self.first_send[k] is None:
+                self.first_send[k] = sent
+            if trigger:
+                self.trigger_send[k] = sent
+
+    def on_alert(self, event: dict, now: float) -> None:
+        """Count an alert event; the first firing one of a model's drift month window is its alert.
+
+        The month window only: it holds the episode's records alone, so it cannot be judged before
+        the trigger; rolling and cumulative windows mix in 2024-01 and may fire earlier.
+        """
+        import datetime as dt
+
+        self.alerts_seen += 1
+        k = self.index.get(event.get("model"))
+        if (k is not None and event.get("status") == "firing" and event.get("month") == self.drift_month
+                and event.get("window") == "month" and self.alert_at[k] is None):
+            self.alert_at[k] = now
+            self.alert_rules[k] = f"{event.get('rule')}/{event.get('window')}/{event.get('severity')}"
+            try:
+                self.emitted_at[k] = dt.datetime.fromisoformat(event["emitted_at"]).timestamp()
+            except (KeyError, ValueError, TypeError):
+                pass
+
+    def waiting_state(self) -> list[int]:
+        """The episodes under way whose records Redis has not all counted yet."""
+        return [k for k in range(len(self.models)) if self.first_send[k] is not None and self.state_at[k] is None]
+
+    def done(self) -> bool:
+        return all(a is not None for a in self.alert_at) and all(s is not None for s in self.state_at)
+
+    def summary(self) -> dict:
+        """The latencies (ms) from the trigger (and from the first drifted record), missing alerts, rules."""
+        def ms(ends, starts_) -> list[float]:
+            return [(e - s) * 1000 for e, s in zip(ends, starts_) if e is not None and s is not None]
+
+        return {
+            "alert_ms": report.summarize(ms(self.alert_at, self.trigger_send)),
+            "alert_from_first_drifted_ms": report.summarize(ms(self.alert_at, self.first_send)),
+            "decision_ms": report.summarize(ms(self.emitted_at, self.trigger_send)),
+            "state_ms": report.summarize(ms(self.state_at, self.trigger_send)),
+            "alert_after_state_ms": report.summarize(ms(self.alert_at, self.state_at)),
+            "missing_alerts": [m for m, a in zip(self.models, self.alert_at) if a is None],
+            "alert_events_seen": self.alerts_seen,
+            "first_rules": sorted({r for r in self.alert_rules if r}),
+        }
+
+
 # ---- the runner -----------------------------------------------------------------------------------
 class Bench:
     def __init__(self, opts: Options, base: Settings, tmp: Path, say: Callable[[str], None]):
@@ -372,7 +502,7 @@ class Bench:
 
     @staticmethod
     def _stop(proc: subprocess.Popen) -> None:
-        from monitor.demo import stop_process
+        from monitor.processes import stop_process
 
         stop_process(proc)
 
@@ -381,7 +511,7 @@ class Bench:
                          on_progress: Callable[[int], Awaitable[None]] | None = None,
                          after: Callable[[], Awaitable[None]] | None = None) -> dict:
         """Start ``monitor worker`` on a pre-filled topic; time it from the first counted records to N."""
-        from monitor.demo import start_worker
+        from monitor.processes import start_worker
 
         log = self.tmp / f"{label}.log"
         store = self.probe.store(settings)
@@ -541,24 +671,11 @@ class Bench:
         with the volume, reported apart). ``report.memory_summary`` turns the curve into the section's
         figures; the 10M figures are extrapolated from the curve unless measured.
         """
-        from monitor.infra import create_topics
-        from monitor.reference import save_reference
-        from producers.synthetic import Scenario, generate, reference_frame
-
         opts = self.opts
         model, month = "bench-mem", "2024-03"
         settings = phase_settings(self.base, self.run_id, "memory")
-        await create_topics(settings)
-        spec = Scenario(name="bench-mem", model=model, start_month=month, months=1,
-                        monthly_volume=opts.memory_records, seed=23, label_fraction=0.8)
-        ref = reference_frame(spec)
-        await save_reference(settings, model, "1", ref["score"].to_numpy(), ref["TARGET"].to_numpy(),
-                             source="bench reference")
-        self.say(f"memory: generating and publishing {opts.memory_records:,} records of {month} "
-                 f"in arrays of {opts.batch_size}")
-        messages = [orjson.dumps(c) for c in chunks(generate(spec), opts.batch_size)]
-        await prepublish(settings, messages)
-        del messages
+        spec = await self._memory_stream(settings, model, month)
+
         base = self.probe.store(settings).base(model, "1")
         baseline_groups = await self.key_groups(base)
         info = await self.probe.info("memory")
@@ -589,12 +706,7 @@ class Bench:
         used_after = (await self.probe.info("memory"))["used_memory"]
         curve.sort(key=lambda p: p["records"])
         bound = 3 * (round(1 / settings.resolution) + 1) * 8
-        try:  # hashes up to this many entries stay listpack-encoded (compact)
-            config = await self.probe.config("hash-max-*-entries")
-            listpack = int(config.get("hash-max-listpack-entries") or config.get("hash-max-ziplist-entries"))
-        except Exception:
-            listpack = None
-        summary = report.memory_summary(curve, report.EXTRAPOLATE_AT_RECORDS, listpack)
+        summary = report.memory_summary(curve, report.EXTRAPOLATE_AT_RECORDS, await self._listpack_entries())
         if opts.memory_records >= report.EXTRAPOLATE_AT_RECORDS:
             summary["extrapolated_10m"] = None
         final = curve[-1]
@@ -605,6 +717,34 @@ class Bench:
                 "histogram_bound_bytes": bound, "baseline_groups": baseline_groups,
                 "per_record_key_groups": per_record,
                 "used_memory_delta_bytes": used_after - used_before, "throughput": run}
+
+    async def _memory_stream(self, settings: Settings, model: str, month: str):
+        """Topics, the model's reference, and ``--memory-records`` records of ``month`` (80 % labelled)
+        published in arrays of ``--batch-size`` before the worker starts; returns the scenario."""
+        from monitor.infra import create_topics
+        from monitor.reference import save_reference
+        from producers.synthetic import Scenario, generate, reference_frame
+
+        opts = self.opts
+        await create_topics(settings)
+        spec = Scenario(name="bench-mem", model=model, start_month=month, months=1,
+                        monthly_volume=opts.memory_records, seed=23, label_fraction=0.8)
+        ref = reference_frame(spec)
+        await save_reference(settings, model, "1", ref["score"].to_numpy(), ref["TARGET"].to_numpy(),
+                             source="bench reference")
+        self.say(f"memory: generating and publishing {opts.memory_records:,} records of {month} "
+                 f"in arrays of {opts.batch_size}")
+        messages = [orjson.dumps(c) for c in chunks(generate(spec), opts.batch_size)]
+        await prepublish(settings, messages)
+        return spec
+
+    async def _listpack_entries(self) -> int | None:
+        """Redis keeps hashes up to this many entries listpack-encoded (compact); None if it will not say."""
+        try:
+            config = await self.probe.config("hash-max-*-entries")
+            return int(config.get("hash-max-listpack-entries") or config.get("hash-max-ziplist-entries"))
+        except Exception:
+            return None
 
     # -- latency ---------------------------------------------------------------------------------------
     async def latency(self, interval: float) -> dict:
@@ -624,11 +764,7 @@ class Bench:
         The worker computes metrics on a timer (``metrics_interval_s``), so the alert latency's
         floor is spread over [0, interval] plus one pass.
         """
-        from monitor.connect import kafka_consumer, kafka_producer
-        from monitor.demo import start_worker
         from monitor.infra import create_topics
-        from monitor.reference import save_reference
-        from producers.synthetic import Scenario, generate, reference_frame
 
         opts = self.opts
         rate, lb = opts.latency_rate, max(1, opts.latency_batch)
@@ -641,65 +777,51 @@ class Bench:
         meas_n = int(rate * opts.latency_seconds)
         n_models = max(1, min(opts.latency_models, int(meas_n / (episode / 0.75))))
         models = [f"lat-{i:02d}" for i in range(n_models)]
+        await self._latency_references(settings, models)
+        warm, slots = latency_streams(models, warm_n, meas_n, episode)
+        warm_msgs = latency_messages([(-1, r) for r in warm], lb)
+        meas_msgs = latency_messages(slots, lb)
+        del slots, warm
+        episodes = Episodes(models)
+        self.say(f"{label}: {n_models} models, warm-up {warm_n:,} records, then {meas_n:,} records at "
+                 f"{rate:,.0f}/s with {n_models} drift episodes of {episode} records")
+        run = await self._latency_run(settings, label, interval, episodes, warm_msgs, meas_msgs, warm_n, meas_n,
+                                      episode)
+        # Kept up: done with the stream within a metrics pass or so of its end. If not, the latencies are
+        # queueing behind a backlog and the RSS holds the fetched backlog.
+        caught_up_after = run["caught_up_after_s"]
+        kept_up = caught_up_after is not None and caught_up_after <= 2 * interval + 1.0
+        self.rss_phases[label] = {**run["rss"], "kept_up": kept_up}
+        default_interval = Settings.model_fields["metrics_interval_s"].default
+        t_first, t_last = run["first_sent"], run["last_sent"]
+        return {
+            "metrics_interval_s": interval, "default_interval": interval == default_interval,
+            "rate": rate, "achieved_rate": report.rate(meas_n, t_last - t_first), "seconds": t_last - t_first,
+            "records_per_message": lb, "models": n_models, "episode_records": episode,
+            **episodes.summary(),
+            "caught_up_after_s": caught_up_after, "kept_up": kept_up, "rss": run["rss"],
+            "cpu_percent": run["cpu_percent"], **({"profile": run["profile"]} if run["profile"] else {}),
+        }
+
+    async def _latency_references(self, settings: Settings, models: list[str]) -> None:
+        """The same reference (an undrifted synthetic sample) for every latency model."""
+        from monitor.reference import save_reference
+        from producers.synthetic import Scenario, reference_frame
+
         ref = reference_frame(Scenario(name="bench-lat", seed=29))
         for m in models:
             await save_reference(settings, m, "1", ref["score"].to_numpy(), ref["TARGET"].to_numpy(),
                                  source="bench reference")
-        store = self.probe.store(settings)
-        drift_month = "2024-02"
 
-        # -- the stream: (first record index, key, value, episode index or -1, is the trigger message)
-        background = generate(Scenario(name="bench-lat-bg", model="x", start_month="2024-01", months=1,
-                                       monthly_volume=warm_n + meas_n, seed=31))
-        drifted = generate(Scenario(name="bench-lat-drift", model="x", start_month=drift_month, months=1,
-                                    monthly_volume=episode * n_models, seed=37, drift_start=0,
-                                    score_shift=DRIFT_SCORE_SHIFT))
-        spacing = meas_n / n_models
-        starts = [int((k + 0.25) * spacing) for k in range(n_models)]
-        episode_of = [-1] * meas_n
-        for k, start in enumerate(starts):
-            episode_of[start:start + episode] = [k] * episode
-        slots: list[tuple[int, dict]] = []  # (episode or -1, record)
-        bg_i = 0
-        for k in episode_of:
-            rec = next(drifted) if k >= 0 else next(background)
-            if k < 0:
-                rec["model"] = models[bg_i % n_models]
-                bg_i += 1
-            else:
-                rec["model"] = models[k]
-            slots.append((k, rec))
-        warm = []
-        for i in range(warm_n):
-            rec = next(background)
-            rec["model"] = models[i % n_models]
-            warm.append(rec)
-
-        def messages(stream: list[tuple[int, dict]]) -> list[tuple[int, bytes, bytes, int, bool]]:
-            out, j = [], 0
-            while j < len(stream):
-                k = stream[j][0]
-                end = j + 1
-                while end < len(stream) and end - j < lb and stream[end][0] == k:
-                    end += 1
-                recs = [r for _, r in stream[j:end]]
-                trigger = k >= 0 and (end == len(stream) or stream[end][0] != k)
-                key = recs[0]["model"].encode() if k >= 0 else recs[0]["record_id"].encode()
-                out.append((j, key, orjson.dumps(recs[0] if lb == 1 else recs), k, trigger))
-                j = end
-            return out
-
-        warm_msgs = messages([(-1, r) for r in warm])
-        meas_msgs = messages(slots)
-        del slots, warm
-
-        first_send = [None] * n_models
-        trigger_send = [None] * n_models
-        state_at = [None] * n_models
-        alert_at = [None] * n_models
-        emitted_at = [None] * n_models
-        alert_rules: list[str | None] = [None] * n_models
-        index = {m: k for k, m in enumerate(models)}
+    async def _latency_run(self, settings: Settings, label: str, interval: float, episodes: Episodes,
+                           warm_msgs: list[LatencyMessage], meas_msgs: list[LatencyMessage], warm_n: int,
+                           meas_n: int, episode: int) -> dict:
+        """Start the alerts consumer, the producer and a worker; send the warm-up and wait until it is
+        counted, then send the measured stream at the rate while polling Redis and following the alerts,
+        until every episode is counted and alerted (or the deadline). Returns the send times, when the
+        worker caught up, its RSS, CPU and profile."""
+        from monitor.connect import kafka_consumer, kafka_producer
+        from monitor.processes import start_worker
 
         consumer = kafka_consumer(settings, settings.alerts_topic,
                                   group_id=f"bench-{self.run_id}-alerts-{uuid.uuid4().hex[:6]}",
@@ -707,108 +829,35 @@ class Bench:
                                   fetch_max_wait_ms=ALERT_FETCH_WAIT_MS, session_timeout_ms=3000,
                                   heartbeat_interval_ms=300)
         await consumer.start()
-        alerts_seen = [0]
-
-        async def follow() -> None:
-            import datetime as dt
-
-            async for msg in consumer:
-                now = time.time()
-                event = orjson.loads(msg.value)
-                alerts_seen[0] += 1
-                k = index.get(event.get("model"))
-                # The month window only: it holds the episode's records alone, so it cannot be judged
-                # before the trigger; rolling and cumulative windows mix in 2024-01 and may fire earlier.
-                if (k is not None and event.get("status") == "firing" and event.get("month") == drift_month
-                        and event.get("window") == "month" and alert_at[k] is None):
-                    alert_at[k] = now
-                    alert_rules[k] = f"{event.get('rule')}/{event.get('window')}/{event.get('severity')}"
-                    try:
-                        emitted_at[k] = dt.datetime.fromisoformat(event["emitted_at"]).timestamp()
-                    except (KeyError, ValueError, TypeError):
-                        pass
-
-        async def poll_state() -> None:
-            while True:
-                active = [k for k in range(n_models) if first_send[k] is not None and state_at[k] is None]
-                if active:
-                    values = await store.month_ns([(models[k], "1", drift_month) for k in active])
-                    now = time.time()
-                    for k, v in zip(active, values):
-                        if v is not None and int(v) >= episode:
-                            state_at[k] = now
-                await asyncio.sleep(opts.poll_s)
-
         producer = kafka_producer(settings)
         await producer.start()
-        follower = asyncio.create_task(follow())
+        follower = asyncio.create_task(self._follow_alerts(consumer, episodes))
         worker = start_worker(settings, self.tmp / f"{label}.log")
         rss = RssTracker(worker.pid, meas_n)
         poller = prof = profile = None
-        async def counted() -> int:
-            return await store.worker_counter("records")
 
         async def paced(msgs, on_sent=None, track: bool = False) -> tuple[float, float]:
-            pending: set = set()
-            t0 = time.monotonic()
-            first = last = None
-            for idx, key, value, k, trigger in msgs:
-                delay = t0 + idx / rate - time.monotonic()
-                if delay > 0.002:
-                    await asyncio.sleep(delay)
-                sent = time.time()
-                first = first or sent
-                if on_sent is not None:
-                    on_sent(k, trigger, sent)
-                pending.add(await producer.send(settings.records_topic, value=value, key=key))
-                last = sent
-                if len(pending) >= 512:
-                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                    for fut in done:
-                        fut.result()
-                if worker.poll() is not None:
-                    raise PhaseError(f"{label}: the worker exited with code {worker.returncode}")
-                if track:
-                    rss.sample(idx)
-            for fut in asyncio.as_completed(pending):
-                await fut
-            return first, last
-
-        def on_sent(k: int, trigger: bool, sent: float) -> None:
-            if k >= 0:
-                if first_send[k] is None:
-                    first_send[k] = sent
-                if trigger:
-                    trigger_send[k] = sent
+            return await self._send_paced(producer, settings, msgs, worker, label, rss, on_sent, track)
 
         try:
-            self.say(f"{label}: {n_models} models, warm-up {warm_n:,} records, then {meas_n:,} records at "
-                     f"{rate:,.0f}/s with {n_models} drift episodes of {episode} records")
             await paced(warm_msgs)
-            deadline = time.monotonic() + 120
-            while await counted() < warm_n:
-                if worker.poll() is not None:
-                    raise PhaseError(f"{label}: the worker exited:\n{log_tail(self.tmp / f'{label}.log')}")
-                if time.monotonic() > deadline:
-                    raise PhaseError(f"{label}: the worker did not count the warm-up in time")
-                await asyncio.sleep(0.05)
+            await self._wait_counted(settings, warm_n, worker, label)
             await asyncio.sleep(interval + 0.5)
             rss.sample(1, force=True)  # start: caught up after the warm-up
-            poller = asyncio.create_task(poll_state())
+            poller = asyncio.create_task(self._poll_episode_state(settings, episodes, episode))
             cpu = self.cpu_meter(worker.pid)
             cpu.start()
             prof = self.start_profiler(worker.pid, label)
-            t_first, t_last = await paced(meas_msgs, on_sent, track=True)
+            t_first, t_last = await paced(meas_msgs, episodes.on_sent, track=True)
             cpu_percent = cpu.stop()
             profile = await self.stop_profiler(prof)
             total = warm_n + meas_n
             caught_up_after = None
             deadline = time.monotonic() + max(30.0, 10 * interval)
             while time.monotonic() < deadline:
-                if caught_up_after is None and await counted() >= total:
+                if caught_up_after is None and await self._counted(settings) >= total:
                     caught_up_after = time.time() - t_last
-                if caught_up_after is not None and all(a is not None for a in alert_at) \
-                        and all(s is not None for s in state_at):
+                if caught_up_after is not None and episodes.done():
                     break
                 rss.sample(meas_n)
                 await asyncio.sleep(0.02)
@@ -823,30 +872,72 @@ class Bench:
             if profile is None and prof is not None:
                 await self.stop_profiler(prof)
             await asyncio.to_thread(self._stop, worker)
+        return {"first_sent": t_first, "last_sent": t_last, "caught_up_after_s": caught_up_after,
+                "rss": rss.summary(), "cpu_percent": cpu_percent, "profile": profile}
 
-        def ms(ends, starts_) -> list[float]:
-            return [(e - s) * 1000 for e, s in zip(ends, starts_) if e is not None and s is not None]
+    async def _counted(self, settings: Settings) -> int:
+        """Records the worker counted (its ``<prefix>:worker`` hash)."""
+        return await self.probe.store(settings).worker_counter("records")
 
-        missing = [models[k] for k in range(n_models) if alert_at[k] is None]
-        # Kept up: done with the stream within a metrics pass or so of its end. If not, the latencies are
-        # queueing behind a backlog and the RSS holds the fetched backlog.
-        kept_up = caught_up_after is not None and caught_up_after <= 2 * interval + 1.0
-        self.rss_phases[label] = {**rss.summary(), "kept_up": kept_up}
-        default_interval = Settings.model_fields["metrics_interval_s"].default
-        return {
-            "metrics_interval_s": interval, "default_interval": interval == default_interval,
-            "rate": rate, "achieved_rate": report.rate(meas_n, t_last - t_first), "seconds": t_last - t_first,
-            "records_per_message": lb, "models": n_models, "episode_records": episode,
-            "alert_ms": report.summarize(ms(alert_at, trigger_send)),
-            "alert_from_first_drifted_ms": report.summarize(ms(alert_at, first_send)),
-            "decision_ms": report.summarize(ms(emitted_at, trigger_send)),
-            "state_ms": report.summarize(ms(state_at, trigger_send)),
-            "alert_after_state_ms": report.summarize(ms(alert_at, state_at)),
-            "missing_alerts": missing, "alert_events_seen": alerts_seen[0],
-            "first_rules": sorted({r for r in alert_rules if r}),
-            "caught_up_after_s": caught_up_after, "kept_up": kept_up, "rss": rss.summary(),
-            "cpu_percent": cpu_percent, **({"profile": profile} if profile else {}),
-        }
+    async def _wait_counted(self, settings: Settings, n: int, worker: subprocess.Popen, label: str) -> None:
+        """Until the worker counted ``n`` records (PhaseError if it exits or takes over 120 s)."""
+        deadline = time.monotonic() + 120
+        while await self._counted(settings) < n:
+            if worker.poll() is not None:
+                raise PhaseError(f"{label}: the worker exited:\n{log_tail(self.tmp / f'{label}.log')}")
+            if time.monotonic() > deadline:
+                raise PhaseError(f"{label}: the worker did not count the warm-up in time")
+            await asyncio.sleep(0.05)
+
+    async def _send_paced(self, producer, settings: Settings, msgs: list[LatencyMessage], worker: subprocess.Popen,
+                          label: str, rss: RssTracker, on_sent=None, track: bool = False) -> tuple[float, float]:
+        """Send ``msgs`` at ``--latency-rate`` records/s (a message when its first record is due), at most
+        512 sends in flight; returns the wall-clock times of the first and last sends."""
+        rate = self.opts.latency_rate
+        pending: set = set()
+        t0 = time.monotonic()
+        first = last = None
+        for idx, key, value, k, trigger in msgs:
+            delay = t0 + idx / rate - time.monotonic()
+            if delay > 0.002:
+                await asyncio.sleep(delay)
+            sent = time.time()
+            first = first or sent
+            if on_sent is not None:
+                on_sent(k, trigger, sent)
+            pending.add(await producer.send(settings.records_topic, value=value, key=key))
+            last = sent
+            if len(pending) >= 512:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for fut in done:
+                    fut.result()
+            if worker.poll() is not None:
+                raise PhaseError(f"{label}: the worker exited with code {worker.returncode}")
+            if track:
+                rss.sample(idx)
+        for fut in asyncio.as_completed(pending):
+            await fut
+        return first, last
+
+    @staticmethod
+    async def _follow_alerts(consumer, episodes: Episodes) -> None:
+        """Hand every alert event, with its arrival time, to ``episodes``."""
+        async for msg in consumer:
+            now = time.time()
+            episodes.on_alert(orjson.loads(msg.value), now)
+
+    async def _poll_episode_state(self, settings: Settings, episodes: Episodes, episode: int) -> None:
+        """Every ``--poll-s``: the drift month's count of each episode under way; counted in full is its state time."""
+        store = self.probe.store(settings)
+        while True:
+            active = episodes.waiting_state()
+            if active:
+                values = await store.month_ns([(episodes.models[k], "1", episodes.drift_month) for k in active])
+                now = time.time()
+                for k, v in zip(active, values):
+                    if v is not None and int(v) >= episode:
+                        episodes.state_at[k] = now
+            await asyncio.sleep(self.opts.poll_s)
 
     # -- everything ------------------------------------------------------------------------------------
     async def run(self) -> dict:

@@ -13,15 +13,12 @@ The figures are printed only; no test asserts a timing.
 from __future__ import annotations
 
 import argparse
-import shutil
-import socket
-import subprocess
 import time
 import uuid
-from contextlib import contextmanager
 
 import numpy as np
 
+from monitor.bench.redis_server import redis_url_or_server
 from monitor.stats.histogram import ScoreHistogram
 from monitor.stats.summary import LabelledHistograms, compute_metrics
 
@@ -68,133 +65,96 @@ def make_month(rng, scale: str, resolution: float) -> tuple[LabelledHistograms, 
     return month, reference
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def redis_url_or_server(url: str | None):
-    """Yield ``url``, or start a throwaway local redis-server and yield its URL (stopped on exit).
-
-    >>> with redis_url_or_server("redis://127.0.0.1:6379/0") as url:
-    ...     print(url)
-    redis://127.0.0.1:6379/0
-    """
-    if url:
-        yield url
-        return
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--daemonize", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        import redis
-
-        from monitor.connect import redis_client
-        from monitor.settings import Settings
-
-        # Our own server has no password: none from the environment either.
-        client = redis_client(Settings(redis_url=f"redis://127.0.0.1:{port}/0", redis_password=None,
-                                       redis_username=None))
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the throwaway redis-server did not start") from None
-                time.sleep(0.05)
-        client.close()
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def _percentiles(samples: list[float]) -> tuple[float, float]:
     ms = np.asarray(samples) * 1e3
     return float(np.median(ms)), float(np.percentile(ms, 95))
 
 
-def _run_scenario(client, name: str, month, reference, repetitions: int, baseline_reps: int) -> dict:
-    """Write the hashes, time read + parse + metrics, time the raw baseline, delete the keys."""
+def _time_dense_reads(client, keys: list[str], month, reference, repetitions: int) -> tuple:
+    """The store's layout: one pipelined GET of the dense histograms, parse, ``compute_metrics``; the
+    first run checks the round trip is exact. Returns the metrics and per run (read, parse, metrics, total) s."""
+    resolution = reference.resolution
+
+    def read_and_compute():
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+        t0 = time.perf_counter()
+        raw = pipe.execute()
+        t1 = time.perf_counter()
+        parsed = [ScoreHistogram.from_dense_bytes(blob, resolution) for blob in raw]
+        window = LabelledHistograms(*parsed[:3])
+        t2 = time.perf_counter()
+        metrics = compute_metrics(window, parsed[3])
+        t3 = time.perf_counter()
+        return metrics, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)
+
+    expected = compute_metrics(month, reference)
+    got, _ = read_and_compute()  # warm-up, and check the round trip is exact
+    if got != expected:
+        raise RuntimeError("metrics read back from Redis differ from the in-memory ones")
+    return expected, [read_and_compute()[1] for _ in range(repetitions)]
+
+
+def _time_hash_reads(client, keys: list[str], hists: list, expected, repetitions: int) -> tuple[list[float], dict]:
+    """For comparison only: the same histograms as Redis hashes (field = bin, value = count), HGETALL +
+    metrics. Returns the seconds per run and the Redis memory of the month's 3 histograms both ways."""
+    resolution = hists[-1].resolution
+    for key, h in zip(keys, hists):
+        client.hset(f"{key}:hash", mapping=h.to_redis_fields())
+
+    def read_hashes_and_compute():
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(f"{key}:hash")
+        t0 = time.perf_counter()
+        parsed = [ScoreHistogram.from_redis_fields(fields, resolution) for fields in pipe.execute()]
+        metrics = compute_metrics(LabelledHistograms(*parsed[:3]), parsed[3])
+        return metrics, time.perf_counter() - t0
+
+    if read_hashes_and_compute()[0] != expected:
+        raise RuntimeError("metrics read back from the hashes differ")
+    hashes = [read_hashes_and_compute()[1] for _ in range(repetitions)]
+    memory = {"dense": sum(client.memory_usage(k) for k in keys[:3]),
+              "hash": sum(client.memory_usage(f"{k}:hash") for k in keys[:3])}
+    return hashes, memory
+
+
+def _time_raw_baseline(month, reference, repetitions: int) -> list[float]:
+    """Baseline: the same metrics from raw (quantized) score arrays, as without histograms (sklearn's
+    roc_auc_score, scipy's ks_2samp twice); seconds per run."""
     from scipy.stats import ks_2samp
     from sklearn.metrics import roc_auc_score
 
-    resolution = reference.resolution
-    prefix = f"bench:{uuid.uuid4().hex}:model-a:2024-03"
-    keys = [f"{prefix}:{part}" for part in PARTS] + [f"{prefix}:reference"]
-    hists = [month.pos, month.neg, month.unlabeled, reference]
-    try:
-        for key, h in zip(keys, hists):
-            client.set(key, h.to_dense_bytes())
-
-        def read_and_compute():
-            pipe = client.pipeline(transaction=False)
-            for key in keys:
-                pipe.get(key)
-            t0 = time.perf_counter()
-            raw = pipe.execute()
-            t1 = time.perf_counter()
-            parsed = [ScoreHistogram.from_dense_bytes(blob, resolution) for blob in raw]
-            window = LabelledHistograms(*parsed[:3])
-            t2 = time.perf_counter()
-            metrics = compute_metrics(window, parsed[3])
-            t3 = time.perf_counter()
-            return metrics, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)
-
-        expected = compute_metrics(month, reference)
-        got, _ = read_and_compute()  # warm-up, and check the round trip is exact
-        if got != expected:
-            raise RuntimeError("metrics read back from Redis differ from the in-memory ones")
-        timings = [read_and_compute()[1] for _ in range(repetitions)]
-
-        # For comparison only: the same histograms as Redis hashes (field = bin, value = count).
-        for key, h in zip(keys, hists):
-            client.hset(f"{key}:hash", mapping=h.to_redis_fields())
-
-        def read_hashes_and_compute():
-            pipe = client.pipeline(transaction=False)
-            for key in keys:
-                pipe.hgetall(f"{key}:hash")
-            t0 = time.perf_counter()
-            parsed = [ScoreHistogram.from_redis_fields(fields, resolution) for fields in pipe.execute()]
-            metrics = compute_metrics(LabelledHistograms(*parsed[:3]), parsed[3])
-            return metrics, time.perf_counter() - t0
-
-        if read_hashes_and_compute()[0] != expected:
-            raise RuntimeError("metrics read back from the hashes differ")
-        hashes = [read_hashes_and_compute()[1] for _ in range(repetitions)]
-        memory = {"dense": sum(client.memory_usage(k) for k in keys[:3]),
-                  "hash": sum(client.memory_usage(f"{k}:hash") for k in keys[:3])}
-    finally:
-        client.delete(*keys, *(f"{key}:hash" for key in keys))
-
-    # Baseline: the same metrics from raw (quantized) score arrays, as without histograms.
     bads, goods = (np.repeat(h.values(), h.counts) for h in (month.pos, month.neg))
     everything = np.repeat(month.all().values(), month.all().counts)
     ref_scores = np.repeat(reference.values(), reference.counts)
     labels = np.r_[np.ones(bads.size), np.zeros(goods.size)]
     scores = np.r_[bads, goods]
     baseline = []
-    for _ in range(baseline_reps):
+    for _ in range(repetitions):
         t0 = time.perf_counter()
         roc_auc_score(labels, scores)
         ks_2samp(bads, goods)
         ks_2samp(everything, ref_scores, method="auto")
         baseline.append(time.perf_counter() - t0)
+    return baseline
 
+
+def _run_scenario(client, name: str, month, reference, repetitions: int, baseline_reps: int) -> dict:
+    """Write the histograms, time read + parse + metrics (dense, then as hashes), time the raw baseline;
+    the keys are deleted."""
+    prefix = f"bench:{uuid.uuid4().hex}:model-a:2024-03"
+    keys = [f"{prefix}:{part}" for part in PARTS] + [f"{prefix}:reference"]
+    hists = [month.pos, month.neg, month.unlabeled, reference]
+    try:
+        for key, h in zip(keys, hists):
+            client.set(key, h.to_dense_bytes())
+        expected, timings = _time_dense_reads(client, keys, month, reference, repetitions)
+        hashes, memory = _time_hash_reads(client, keys, hists, expected, repetitions)
+    finally:
+        client.delete(*keys, *(f"{key}:hash" for key in keys))
+    baseline = _time_raw_baseline(month, reference, baseline_reps)
     columns = list(zip(*timings))
     return {
         "name": name,

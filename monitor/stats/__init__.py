@@ -11,19 +11,6 @@ value on raw scores where one exists.
 0.75
 """
 
-from monitor.stats.histogram import DEFAULT_RESOLUTION, ScoreHistogram, quantize
-from monitor.stats.ks import (
-    KolmogorovSmirnov,
-    KSAdherence,
-    KSResult,
-    ks_adherence,
-    ks_critical_value,
-    ks_good_bad,
-)
-from monitor.stats.psi import PopulationStabilityIndex, psi, psi_critical_value, psi_edges
-from monitor.stats.roc import RocAuc, auc_quantization_bound, auc_standard_error, gini, roc_auc
-from monitor.stats.summary import LabelledHistograms, MetricSet, compute_metrics
-from monitor.stats.windows import cumulative, month_of, previous_months, rolling
 from monitor.stats.features import (
     CategoricalReference,
     FeatureCounter,
@@ -32,16 +19,23 @@ from monitor.stats.features import (
     NumericReference,
     feature_drift,
 )
+from monitor.stats.histogram import DEFAULT_RESOLUTION, ScoreHistogram, quantize
+from monitor.stats.ks import (
+    KSResult,
+    ks_adherence,
+    ks_critical_value,
+    ks_good_bad,
+)
+from monitor.stats.psi import psi, psi_critical_value, psi_edges
+from monitor.stats.roc import auc_quantization_bound, auc_standard_error, gini, roc_auc
+from monitor.stats.summary import LabelledHistograms, MetricSet, compute_metrics
+from monitor.stats.windows import cumulative, month_of, previous_months, rolling
 
 __all__ = [
     "DEFAULT_RESOLUTION",
-    "KSAdherence",
     "KSResult",
-    "KolmogorovSmirnov",
     "LabelledHistograms",
     "MetricSet",
-    "PopulationStabilityIndex",
-    "RocAuc",
     "ScoreHistogram",
     "auc_quantization_bound",
     "auc_standard_error",

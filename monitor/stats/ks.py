@@ -19,9 +19,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats as sps
 
-from monitor.stats._cdf import check_pair, contains, cumulative_at, int_dtype, union_bins
+from monitor.stats._cdf import (
+    check_pair,
+    contains,
+    cumulative_at,
+    int_dtype,
+    union_bins,
+)
 from monitor.stats._kstwo import kstwo_sf
-from monitor.stats.histogram import DEFAULT_RESOLUTION, ScoreHistogram
+from monitor.stats.histogram import ScoreHistogram
 
 # scipy's ks_2samp(method='auto') is exact while max(n, m) <= this, asymptotic above.
 EXACT_MAX_N = 10_000
@@ -155,109 +161,3 @@ def ks_critical_value(n: int, m: int, alpha: float = 0.05) -> float | None:
     if n < 1 or m < 1:
         return None
     return math.sqrt(-math.log(alpha / 2) / 2) * math.sqrt((n + m) / (n * m))
-
-
-class KolmogorovSmirnov:
-    """Streaming KS between bads and goods (river style): ``update(score, label)``, ``get()``, ``+=``.
-
-    Exact D on the quantized scores; ``result().bound`` says how far D on raw scores can be.
-
-    >>> ks = KolmogorovSmirnov(resolution=0.1)
-    >>> for score, label in [(0.9, 1), (0.8, 1), (0.1, 0), (0.85, 0)]:
-    ...     ks.update(score, label)
-    >>> ks.get()
-    0.5
-    """
-
-    def __init__(self, resolution: float = DEFAULT_RESOLUTION):
-        self.pos = ScoreHistogram(resolution)
-        self.neg = ScoreHistogram(resolution)
-
-    def update(self, score: float, label) -> None:
-        """Add one scored record; a truthy label is a bad. Exact up to the resolution.
-
-        >>> ks = KolmogorovSmirnov(); ks.update(0.2, 1); ks.pos.n
-        1
-        """
-        (self.pos if label else self.neg).update(score)
-
-    def result(self) -> KSResult | None:
-        """Full :class:`KSResult` (no p-value); None while a class is missing. Exact on quantized scores.
-
-        >>> KolmogorovSmirnov().result() is None
-        True
-        """
-        return ks_good_bad(self.pos, self.neg)
-
-    def get(self) -> float | None:
-        """D so far, None while a class is missing; exact on the quantized scores.
-
-        >>> KolmogorovSmirnov().get() is None
-        True
-        """
-        r = self.result()
-        return None if r is None else r.d
-
-    def __iadd__(self, other: KolmogorovSmirnov) -> KolmogorovSmirnov:
-        """Merge another one into this one; exact.
-
-        >>> a = KolmogorovSmirnov(); a.update(0.9, 1); b = KolmogorovSmirnov(); b.update(0.1, 0)
-        >>> a += b; a.get()
-        1.0
-        """
-        self.pos += other.pos
-        self.neg += other.neg
-        return self
-
-
-class KSAdherence:
-    """Streaming KS of live scores against a fixed reference (river style): ``update(score)``, ``get()``, ``+=``.
-
-    Exact D on the quantized scores, scipy's p-value (see :func:`ks_adherence`).
-
-    >>> ref = ScoreHistogram.from_scores([0.1, 0.2, 0.3, 0.4], resolution=0.1)
-    >>> ks = KSAdherence(ref)
-    >>> for s in [0.3, 0.4, 0.5, 0.6]:
-    ...     ks.update(s)
-    >>> ks.get()
-    0.5
-    """
-
-    def __init__(self, reference: ScoreHistogram):
-        self.reference = reference
-        self.live = ScoreHistogram(reference.resolution)
-
-    def update(self, score: float) -> None:
-        """Add one live score; exact up to the resolution.
-
-        >>> ks = KSAdherence(ScoreHistogram()); ks.update(0.5); ks.live.n
-        1
-        """
-        self.live.update(score)
-
-    def result(self) -> KSResult | None:
-        """Full :class:`KSResult` with p-value; None while either sample is empty.
-
-        >>> KSAdherence(ScoreHistogram()).result() is None
-        True
-        """
-        return ks_adherence(self.live, self.reference)
-
-    def get(self) -> float | None:
-        """D so far, None while either sample is empty; exact on the quantized scores.
-
-        >>> KSAdherence(ScoreHistogram()).get() is None
-        True
-        """
-        r = self.result()
-        return None if r is None else r.d
-
-    def __iadd__(self, other: KSAdherence) -> KSAdherence:
-        """Merge the live scores of another one (same reference expected); exact.
-
-        >>> ref = ScoreHistogram.from_scores([0.5])
-        >>> a = KSAdherence(ref); b = KSAdherence(ref); b.update(0.5); a += b; a.get()
-        0.0
-        """
-        self.live += other.live
-        return self

@@ -1,4 +1,4 @@
-"""All metric functions and streaming classes on score histograms, in one import place.
+"""All metric functions on score histograms, in one import place.
 
 They live in :mod:`monitor.stats.roc`, :mod:`monitor.stats.ks` and :mod:`monitor.stats.psi`.
 
@@ -9,22 +9,16 @@ They live in :mod:`monitor.stats.roc`, :mod:`monitor.stats.ks` and :mod:`monitor
 
 from monitor.stats.histogram import ScoreHistogram
 from monitor.stats.ks import (
-    KolmogorovSmirnov,
-    KSAdherence,
     KSResult,
     ks_adherence,
     ks_critical_value,
     ks_good_bad,
 )
-from monitor.stats.psi import PopulationStabilityIndex, psi, psi_critical_value, psi_edges
-from monitor.stats.roc import RocAuc, auc_quantization_bound, auc_standard_error, gini, roc_auc
+from monitor.stats.psi import psi, psi_critical_value, psi_edges
+from monitor.stats.roc import auc_quantization_bound, auc_standard_error, gini, roc_auc
 
 __all__ = [
-    "KSAdherence",
     "KSResult",
-    "KolmogorovSmirnov",
-    "PopulationStabilityIndex",
-    "RocAuc",
     "ScoreHistogram",
     "auc_quantization_bound",
     "auc_standard_error",

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from monitor.stats._cdf import check_pair, int_dtype
-from monitor.stats.histogram import DEFAULT_RESOLUTION, ScoreHistogram
+from monitor.stats.histogram import ScoreHistogram
 
 
 def _below_and_tied(pos: ScoreHistogram, neg: ScoreHistogram, dtype):
@@ -93,57 +93,3 @@ def auc_standard_error(auc: float | None, n_pos: int, n_neg: int) -> float | Non
         auc * (1.0 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)
     ) / (n_pos * n_neg)
     return math.sqrt(max(variance, 0.0))  # >= 0 in exact arithmetic; guard float round-off
-
-
-class RocAuc:
-    """Streaming AUC (river style): ``update(score, label)``, ``get()``, merge with ``+=``.
-
-    Exact on the quantized scores; :meth:`bound` gives the distance to the raw-score AUC.
-
-    >>> m = RocAuc(resolution=0.01)
-    >>> for score, label in [(0.9, 1), (0.2, 0), (0.7, 1), (0.75, 0)]:
-    ...     m.update(score, label)
-    >>> m.get()
-    0.75
-    >>> other = RocAuc(resolution=0.01); other.update(0.1, 0); m += other
-    >>> round(m.get(), 4)
-    0.8333
-    """
-
-    def __init__(self, resolution: float = DEFAULT_RESOLUTION):
-        self.pos = ScoreHistogram(resolution)
-        self.neg = ScoreHistogram(resolution)
-
-    def update(self, score: float, label) -> None:
-        """Add one scored record; a truthy label is a bad (label 1). Exact up to the resolution.
-
-        >>> m = RocAuc(); m.update(0.3, 0); m.neg.n
-        1
-        """
-        (self.pos if label else self.neg).update(score)
-
-    def get(self) -> float | None:
-        """The AUC so far, None while a class is missing; exact on the quantized scores.
-
-        >>> RocAuc().get() is None
-        True
-        """
-        return roc_auc(self.pos, self.neg)
-
-    def bound(self) -> float | None:
-        """Exact bound on the distance to the raw-score AUC (see auc_quantization_bound).
-
-        >>> m = RocAuc(0.5); m.update(0.9, 1); m.update(0.8, 0); m.bound()
-        0.5
-        """
-        return auc_quantization_bound(self.pos, self.neg)
-
-    def __iadd__(self, other: RocAuc) -> RocAuc:
-        """Merge another RocAuc into this one; exact.
-
-        >>> a = RocAuc(); a.update(0.9, 1); b = RocAuc(); b.update(0.1, 0); a += b; a.get()
-        1.0
-        """
-        self.pos += other.pos
-        self.neg += other.neg
-        return self

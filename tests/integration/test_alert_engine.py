@@ -9,7 +9,7 @@ from dataclasses import replace
 import orjson
 import pytest
 
-from monitor.demo import wait_until_caught_up
+from monitor.processes import wait_until_caught_up
 from monitor.reference import save_reference
 from monitor.state import Store
 from producers.publish import publish

@@ -14,7 +14,7 @@ from dataclasses import replace
 import orjson
 import pytest
 
-from monitor.demo import wait_until_caught_up
+from monitor.processes import wait_until_caught_up
 from monitor.state import Store
 from producers.publish import publish
 from producers.synthetic import Scenario, generate

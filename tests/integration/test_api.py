@@ -26,16 +26,23 @@ from sklearn.metrics import roc_auc_score
 
 from models.registry import Registry
 from models.train import score_frame, train
+from monitor.alerts import AlertEvent, parse_alert_field
 from monitor.api.app import create_api, running
 from monitor.api.sample import load_scenario
-from monitor.api.schemas import (AdherenceResult, AlertState, Health, ModelSummary, MonthDetail, MonthRow,
-                                 PerformanceResult)
-from monitor.alerts import AlertEvent, parse_alert_field
+from monitor.api.schemas import (
+    AdherenceResult,
+    AlertState,
+    Health,
+    ModelSummary,
+    MonthDetail,
+    MonthRow,
+    PerformanceResult,
+)
 from monitor.reference import save_reference
+from monitor.state import Store
 from monitor.stats import LabelledHistograms, ScoreHistogram, compute_metrics
 from monitor.stats.ks import ks_adherence
 from monitor.stats.windows import previous_months
-from monitor.state import Store
 from producers.synthetic import Scenario
 from tests.conftest import api_headers, unique_settings
 

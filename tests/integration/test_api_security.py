@@ -23,7 +23,7 @@ import redis
 from monitor import infra
 from monitor.api.auth import hash_token, new_token
 from monitor.api.bench import start_api_process, wait_http
-from monitor.demo import settings_env, stop_process
+from monitor.processes import settings_env, stop_process
 from monitor.reference import save_reference
 from tests.conftest import unique_settings
 

@@ -20,7 +20,7 @@ from datasets import load
 from models.registry import IntegrityError, Registry, RegistryError, sha256_of
 from models.train import fit, score_frame
 from monitor import infra
-from monitor.demo import settings_env, stop_process
+from monitor.processes import settings_env, stop_process
 from tests.conftest import API_TOKENS, api_headers, unique_settings
 
 pytestmark = pytest.mark.integration

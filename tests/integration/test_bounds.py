@@ -10,9 +10,15 @@ import orjson
 import pytest
 
 from monitor.pipeline import BatchProcessor, RawMessage
-from monitor.stats import CategoricalReference, FeatureProfile, NumericReference, ScoreHistogram, feature_drift
-from monitor.stats.features import OTHER, UNSEEN_NAMES_PART
 from monitor.state import Store
+from monitor.stats import (
+    CategoricalReference,
+    FeatureProfile,
+    NumericReference,
+    ScoreHistogram,
+    feature_drift,
+)
+from monitor.stats.features import OTHER, UNSEEN_NAMES_PART
 from tests.conftest import unique_settings
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ import pytest
 from monitor.api.sample import load_scenario
 from monitor.engine import MetricsUpdater
 from monitor.pipeline import BatchProcessor, RawMessage
-from monitor.stats import LabelledHistograms, compute_metrics
 from monitor.state import Store, state_epoch
+from monitor.stats import LabelledHistograms, compute_metrics
 from producers.synthetic import Scenario
 from tests.conftest import unique_settings
 

@@ -10,8 +10,16 @@ import pytest
 
 from monitor.outcomes import OutcomeProcessor, outcome_counters
 from monitor.pipeline import BatchProcessor, RawMessage
+from monitor.state import (
+    JOIN_BUCKETS,
+    JOIN_PERIOD_S,
+    Store,
+    join_bucket,
+    join_month_bin,
+    join_period,
+    join_value,
+)
 from monitor.stats import ScoreHistogram
-from monitor.state import JOIN_BUCKETS, JOIN_PERIOD_S, Store, join_bucket, join_month_bin, join_period, join_value
 
 pytestmark = pytest.mark.integration
 

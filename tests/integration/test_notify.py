@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from monitor import infra
 from monitor.alerts import AlertEvent
 from monitor.api.bench import wait_http
-from monitor.demo import settings_env, stop_process
+from monitor.processes import settings_env, stop_process
 from monitor.settings import Settings
 
 AM_BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")

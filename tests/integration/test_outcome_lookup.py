@@ -12,6 +12,7 @@ import random
 import orjson
 import pytest
 
+from monitor.months import month_range
 from monitor.outcomes import OutcomeProcessor, outcome_counters
 from monitor.pipeline import BatchProcessor, RawMessage
 from monitor.stats import ScoreHistogram
@@ -39,7 +40,7 @@ def month_labels(n: int, first_year: int = 1940) -> list[str]:
     >>> month_labels(14)[-2:]
     ['1941-01', '1941-02']
     """
-    return [f"{first_year + i // 12:04d}-{1 + i % 12:02d}" for i in range(n)]
+    return month_range(f"{first_year:04d}-01", n)
 
 
 def dataset() -> list[dict]:

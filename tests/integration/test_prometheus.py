@@ -19,7 +19,7 @@ import pytest
 
 from monitor import infra
 from monitor.api.bench import start_api_process, wait_http
-from monitor.demo import stop_process, wait_until_caught_up
+from monitor.processes import stop_process, wait_until_caught_up
 from monitor.reference import save_reference
 from monitor.state import Store
 from producers.publish import publish

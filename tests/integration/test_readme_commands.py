@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from monitor import infra
-from monitor.demo import settings_env
+from monitor.processes import settings_env
 from monitor.settings import Settings
 from tests.readme_commands import ReadmeRunner, document_blocks
 

@@ -28,12 +28,24 @@ import pytest
 from pydantic import SecretStr
 
 from monitor import infra
-from monitor.demo import settings_env, start_worker, stop_process, wait_until_caught_up
+from monitor.processes import (
+    settings_env,
+    start_worker,
+    stop_process,
+    wait_until_caught_up,
+)
 from monitor.reference import save_reference
 from monitor.state import Store
 from producers.publish import publish
 from producers.synthetic import SCENARIOS, generate, monthly_counts, reference_frame
-from tests.conftest import API_READ_TOKEN, API_TOKENS, API_WRITE_TOKEN, api_headers, monitor_cli, unique_settings
+from tests.conftest import (
+    API_READ_TOKEN,
+    API_TOKENS,
+    API_WRITE_TOKEN,
+    api_headers,
+    monitor_cli,
+    unique_settings,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from monitor import faults, infra
-from monitor.demo import stop_process
+from monitor.processes import stop_process
 from monitor.state import Store
 from producers.publish import publish
 

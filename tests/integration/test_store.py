@@ -11,8 +11,8 @@ from monitor.alerts import AlertEvaluator, judge_psi
 from monitor.errors import StateLost
 from monitor.pipeline import BatchProcessor, RawMessage
 from monitor.rules import RuleSet
-from monitor.stats import ScoreHistogram
 from monitor.state import Store
+from monitor.stats import ScoreHistogram
 
 pytestmark = pytest.mark.integration
 

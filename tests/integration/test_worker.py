@@ -12,10 +12,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from monitor.demo import wait_until_caught_up
+from monitor.processes import wait_until_caught_up
 from monitor.reference import save_reference
-from monitor.stats import LabelledHistograms, ScoreHistogram, compute_metrics
 from monitor.state import Store
+from monitor.stats import LabelledHistograms, ScoreHistogram, compute_metrics
 from producers.publish import kafka_producer, publish
 from producers.synthetic import SCENARIOS, generate, monthly_counts, reference_frame
 

@@ -1,15 +1,16 @@
-"""POST /v1/aderencia/ opens only files inside the data directory (monitor.api.classic_engine.confine)."""
+"""Files named by users (CLI, POST /v1/aderencia/) open only inside the data directory (monitor.paths.confine)."""
 
 from __future__ import annotations
 
 import os
 
-import pytest
 import httpx
+import pytest
 
+from monitor.api import classic_engine
 from monitor.api.app import create_api
-from monitor.api.classic_engine import PathRejected, confine
 from monitor.errors import NotFound
+from monitor.paths import PathRejected, confine
 from monitor.settings import Settings
 from tests.conftest import API_TOKENS, api_headers
 
@@ -22,6 +23,14 @@ def data_dir(tmp_path):
     (root / "sub" / "b.csv").write_text("REF_DATE,score\n2024-01-01,0.5\n")
     (tmp_path / "secret.csv").write_text("top secret\n")
     return root
+
+
+def test_one_confinement_for_the_cli_and_the_api():
+    assert classic_engine.confine is confine and classic_engine.PathRejected is PathRejected
+
+
+def test_a_path_object_is_accepted(data_dir):
+    assert confine(data_dir, data_dir / "a.csv") == (data_dir / "a.csv").resolve()
 
 
 def test_relative_paths_inside_resolve(data_dir):

@@ -14,15 +14,33 @@ from scipy import stats as sps
 
 from monitor.api.app import create_api
 from monitor.api.cache import ResponseCache
-from monitor.api.classic_engine import ClassicRecord, adherence_of, performance_of, records_frame
-from monitor.api.metrics import (ALERTS_FIRING, EXPOSED_NAMES, RECORDS, WINDOW_METRICS, _Families, lag_families,
-                                 state_families)
+from monitor.api.classic_engine import (
+    ClassicRecord,
+    adherence_of,
+    performance_of,
+    records_frame,
+)
 from monitor.api.lag import PartitionLag
+from monitor.api.metrics import (
+    ALERTS_FIRING,
+    EXPOSED_NAMES,
+    RECORDS,
+    WINDOW_METRICS,
+    _Families,
+    lag_families,
+    state_families,
+)
 from monitor.api.schemas import AdherenceRequest
 from monitor.errors import MonitorError
 from monitor.settings import Settings
+from monitor.stats import (
+    LabelledHistograms,
+    ScoreHistogram,
+    compute_metrics,
+    psi,
+    quantize,
+)
 from tests.conftest import API_TOKENS, api_headers
-from monitor.stats import LabelledHistograms, ScoreHistogram, compute_metrics, psi, quantize
 
 OFFLINE = Settings(redis_url="redis://127.0.0.1:1/0", api_tokens=API_TOKENS)
 

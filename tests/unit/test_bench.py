@@ -363,7 +363,7 @@ def test_profile_summary_of_collapsed_stacks():
         f"EpollSelector.select ({stdlib}/selectors.py:468) 50",
         f"<module> (w.py:1);process (/work/main/monitor/pipeline.py:90);decode_records (/work/main/monitor/schema.py:120);"
         f"validate_python ({site}/pydantic/type_adapter.py:400) 30",
-        f"<module> (w.py:1);run_once (/work/main/monitor/engine.py:50);compute (/work/main/monitor/stats/summary.py:10) 15",
+        "<module> (w.py:1);run_once (/work/main/monitor/engine.py:50);compute (/work/main/monitor/stats/summary.py:10) 15",
         f"<module> (w.py:1);process (/work/main/monitor/pipeline.py:90);execute ({site}/redis/asyncio/client.py:600);"
         f"write ({stdlib}/asyncio/selector_events.py:1) 5",
         "garbage line",
@@ -415,3 +415,48 @@ def test_profile_summary_per_thread():
     assert s["idle_share"] == 0.2 and s["categories"]["fold + store (monitor.pipeline, store, agents)"] == 0.8
     assert s["threads"]["Thread-1"]["idle_share"] == 0.9
     assert s["threads"]["Thread-1"]["categories"]["kafka client (aiokafka)"] == 0.1
+
+
+# --- the latency phase's parts --------------------------------------------------------------------
+
+
+def test_latency_messages_group_an_episode_and_mark_its_last_message_the_trigger():
+    from monitor.bench.runner import latency_messages
+
+    stream = [(-1, {"record_id": "a", "model": "m0"}), (0, {"record_id": "b", "model": "m0"}),
+              (0, {"record_id": "c", "model": "m0"}), (0, {"record_id": "d", "model": "m0"}),
+              (-1, {"record_id": "e", "model": "m1"})]
+    out = latency_messages(stream, 2)
+    assert [(i, key, k, trigger) for i, key, _, k, trigger in out] == [
+        (0, b"a", -1, False), (1, b"m0", 0, False), (3, b"m0", 0, True), (4, b"e", -1, False)]
+    assert [r["record_id"] for r in __import__("orjson").loads(out[1][2])] == ["b", "c"]
+    assert __import__("orjson").loads(latency_messages(stream, 1)[0][2])["record_id"] == "a"  # one record: no array
+
+
+def test_latency_streams_place_one_episode_per_model_among_background_records():
+    from monitor.bench.runner import latency_streams
+
+    models = ["lat-00", "lat-01"]
+    warm, slots = latency_streams(models, warm_n=10, meas_n=40, episode=5, drift_month="2024-02")
+    assert len(warm) == 10 and len(slots) == 40
+    assert [i for i, (k, _) in enumerate(slots) if k >= 0] == [*range(5, 10), *range(25, 30)]
+    assert all(r["model"] == models[k] and r["ref_date"].startswith("2024-02") for k, r in slots if k >= 0)
+    assert all(r["ref_date"].startswith("2024-01") for k, r in slots if k < 0)
+
+
+def test_episodes_record_sends_alerts_and_latencies():
+    from monitor.bench.runner import Episodes
+
+    ep = Episodes(["a", "b"], "2024-02")
+    ep.on_sent(0, False, 10.0)
+    ep.on_sent(0, True, 11.0)
+    ep.on_sent(-1, False, 11.5)
+    ep.on_alert({"model": "a", "status": "firing", "month": "2024-02", "window": "rolling"}, 11.9)  # not the month window
+    ep.on_alert({"model": "a", "status": "firing", "month": "2024-02", "window": "month", "rule": "psi",
+                 "severity": "critical", "emitted_at": "1970-01-01T00:00:11.500000+00:00"}, 12.0)
+    ep.state_at[0] = 11.25
+    assert ep.waiting_state() == [] and not ep.done()
+    s = ep.summary()
+    assert s["alert_ms"]["p50"] == 1000.0 and s["alert_from_first_drifted_ms"]["p50"] == 2000.0
+    assert s["decision_ms"]["p50"] == 500.0 and s["state_ms"]["p50"] == 250.0
+    assert s["missing_alerts"] == ["b"] and s["alert_events_seen"] == 2 and s["first_rules"] == ["psi/month/critical"]

@@ -6,11 +6,22 @@ import datetime as dt
 
 import pytest
 
-from monitor.bounds import CardinalityGate, CardinalityLimits, OutOfBounds, RecordBounds, check_bounds
+from monitor.bounds import (
+    CardinalityGate,
+    CardinalityLimits,
+    OutOfBounds,
+    RecordBounds,
+    check_bounds,
+)
 from monitor.errors import InvalidRecord
 from monitor.fastpath import decode_fast
 from monitor.settings import Settings
-from monitor.stats import CategoricalReference, FeatureCounter, FeatureProfile, NumericReference
+from monitor.stats import (
+    CategoricalReference,
+    FeatureCounter,
+    FeatureProfile,
+    NumericReference,
+)
 from monitor.stats.features import OTHER, UNSEEN_NAMES_PART
 
 TODAY = dt.date(2026, 11, 30)

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from monitor.demo import settings_env
+from monitor.processes import settings_env
 from monitor.settings import Settings
 
 PROMTOOL = shutil.which("promtool")

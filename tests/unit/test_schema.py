@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 
 from monitor.errors import InvalidRecord
 from monitor.pipeline import score_bin
-from monitor.schema import MAX_MESSAGE_BYTES, ScoredRecord, decode_records, encode_record
+from monitor.schema import (
+    MAX_MESSAGE_BYTES,
+    ScoredRecord,
+    decode_records,
+    encode_record,
+)
 from monitor.stats import ScoreHistogram
 
 VALID = {"record_id": "r1", "model": "default", "ref_date": "2024-02-29", "score": 0.25}
@@ -83,3 +88,18 @@ def test_scored_record_is_frozen():
     rec = ScoredRecord.model_validate(VALID)
     with pytest.raises(Exception):
         rec.score = 0.9
+
+
+@given(st.from_regex(r"[A-Za-z0-9_.\-]{1,20}", fullmatch=True), st.from_regex(r"[A-Za-z0-9_.\-]{1,20}", fullmatch=True))
+def test_model_key_round_trips(model, version):
+    from monitor.schema import model_key, split_model_key
+    key = model_key(model, version)
+    assert split_model_key(key) == split_model_key(key.encode()) == (model, version)
+
+
+def test_model_keys_are_split_in_one_place():
+    import inspect
+
+    from monitor import engine, prom_rules
+    for module in (engine, prom_rules):
+        assert 'split(":", 1)' not in inspect.getsource(module), module.__name__

@@ -419,3 +419,11 @@ def test_psi_is_non_negative_and_statistics_are_never_nan(rows, epsilon):
             assert 0.0 <= d.ks_pvalue <= 1.0 and 0.0 <= d.ks_d <= 1.0
         if d.chi2_pvalue is not None:
             assert 0.0 <= d.chi2_pvalue <= 1.0 and d.chi2 >= 0.0
+
+
+def test_the_feature_statistics_live_in_named_rooms_and_keep_their_public_imports():
+    import monitor.stats.features as package
+    from monitor.stats.features import counter, drift, encoding, profile, values
+    assert package.FeatureCounter is counter.FeatureCounter and package.feature_drift is drift.feature_drift
+    assert package.FeatureProfile is profile.FeatureProfile and package.OTHER == values.OTHER
+    assert "to_redis_fields" in vars(encoding.RedisFields)
