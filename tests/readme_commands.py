@@ -265,6 +265,8 @@ class ReadmeRunner:
         server = self._match(self.servers, command)
         if command.background or server:
             return self._start_background(command, text.rstrip("&").strip(), server[1] if server else None)
+        if re.match(r"export\s", text):
+            return self._export(command, text)
         timed = self._match(self.timed, command)
         if timed:
             return self._run_timed(command, text, timed[1])
@@ -289,6 +291,14 @@ class ReadmeRunner:
         if fragment and fragment[1] not in output:
             return Outcome(command, text, "failed", f"output lacks {fragment[1]!r}: {output[-1500:]}")
         return Outcome(command, text, "ok", output[-300:])
+
+    def _export(self, command: Command, text: str) -> Outcome:
+        """``export NAME=...``: as in the reader's shell, the variables hold for the commands after it."""
+        done = subprocess.run(["bash", "-o", "pipefail", "-c", f"{text} && env -0"], cwd=self.cwd, env=self.env,
+                              capture_output=True, text=True, timeout=self.timeout_s)
+        if done.returncode == 0:
+            self.env = dict(item.split("=", 1) for item in done.stdout.split("\0") if "=" in item)
+        return self._record(self._judge(command, text, done.returncode, done.stderr))
 
     def _start_background(self, command: Command, text: str, port: int | None) -> Outcome:
         log = open(self.cwd / f"background-{len(self.background)}.log", "w")

@@ -67,7 +67,7 @@ def readme_runner(tmp_path):
     runner = ReadmeRunner(
         work, env, ports={k: str(v) for k, v in ports.items()}, skips=SKIPS,
         replace=[(r"^monitor api$", f"monitor api --port {ports['8000']}")],
-        servers=[(r"^monitor api\b", ports["8000"]), (r"^prometheus-alertmanager\b", ports["19093"])],
+        servers=[(r"^monitor api(?! token)\b", ports["8000"]), (r"^prometheus-alertmanager\b", ports["19093"])],
         timed=[(r"^monitor alerts --follow", 8.0)],
         deferred=[r"^monitor infra down"],
         eventually=[(r"^redis-cli ", 60.0), (r"^amtool alert query", 120.0)],
