@@ -265,7 +265,7 @@ async def compare(settings: Settings, expected: dict, report: FaultReport) -> No
         lost = double = final = 0
         for month in months:
             hists = stored[month]
-            for label, got in zip(LABELS, (hists.pos, hists.neg, hists.unlabeled)):
+            for label, got in zip(LABELS, (hists.pos, hists.neg, hists.unlabeled), strict=True):
                 want = expected.get((month, label), ScoreHistogram(settings.resolution))
                 bins = np.union1d(want.bins, got.bins)
                 diff = _dense(got, bins) - _dense(want, bins)

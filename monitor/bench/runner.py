@@ -388,7 +388,7 @@ class Episodes:
     def summary(self) -> dict:
         """The latencies (ms) from the trigger (and from the first drifted record), missing alerts, rules."""
         def ms(ends, starts_) -> list[float]:
-            return [(e - s) * 1000 for e, s in zip(ends, starts_) if e is not None and s is not None]
+            return [(e - s) * 1000 for e, s in zip(ends, starts_, strict=True) if e is not None and s is not None]
 
         return {
             "alert_ms": report.summarize(ms(self.alert_at, self.trigger_send)),
@@ -396,7 +396,7 @@ class Episodes:
             "decision_ms": report.summarize(ms(self.emitted_at, self.trigger_send)),
             "state_ms": report.summarize(ms(self.state_at, self.trigger_send)),
             "alert_after_state_ms": report.summarize(ms(self.alert_at, self.state_at)),
-            "missing_alerts": [m for m, a in zip(self.models, self.alert_at) if a is None],
+            "missing_alerts": [m for m, a in zip(self.models, self.alert_at, strict=True) if a is None],
             "alert_events_seen": self.alerts_seen,
             "first_rules": sorted({r for r in self.alert_rules if r}),
         }
@@ -934,7 +934,7 @@ class Bench:
             if active:
                 values = await store.month_ns([(episodes.models[k], "1", episodes.drift_month) for k in active])
                 now = time.time()
-                for k, v in zip(active, values):
+                for k, v in zip(active, values, strict=True):
                     if v is not None and int(v) >= episode:
                         episodes.state_at[k] = now
             await asyncio.sleep(self.opts.poll_s)

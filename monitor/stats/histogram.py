@@ -313,7 +313,7 @@ class ScoreHistogram:
         >>> ScoreHistogram.from_scores([0.5, 0.5], resolution=0.1).to_redis_fields()
         {'5': 2}
         """
-        return dict(zip(map(str, self.bins.tolist()), self.counts.tolist()))
+        return dict(zip(map(str, self.bins.tolist()), self.counts.tolist(), strict=True))
 
     @classmethod
     def from_redis_fields(

@@ -84,7 +84,7 @@ def _numeric_drift(name, live: list[int], live_missing: int, ref: NumericReferen
         # n*m * (F_live - F_ref) at each bucket's upper edge, exact Python integers.
         cum_l = cum_r = 0
         d_scaled = upper = 0
-        for a, b in zip(live, ref.counts):
+        for a, b in zip(live, ref.counts, strict=True):
             # Raw x inside this bucket: F_live(x) <= cum_l + a, F_ref(x) >= cum_r (and mirror).
             upper = max(upper, (cum_l + a) * m - cum_r * n, (cum_r + b) * n - cum_l * m)
             cum_l, cum_r = cum_l + a, cum_r + b

@@ -7,6 +7,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import ClassVar, Union
 
 import numpy as np
@@ -44,7 +45,7 @@ class NumericReference:
     def __post_init__(self) -> None:
         edges = tuple(float(e) for e in self.edges)
         counts = tuple(_count(c, "a bucket count") for c in self.counts)
-        if not all(math.isfinite(e) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+        if not all(math.isfinite(e) for e in edges) or any(b <= a for a, b in pairwise(edges)):
             raise StatsError(f"edges must be finite and strictly increasing, got {list(edges)[:5]}...")
         if len(counts) != len(edges) + 1:
             raise StatsError(f"{len(edges)} edges need {len(edges) + 1} counts, got {len(counts)}")
