@@ -66,11 +66,11 @@ def _psi_of_counts(live: list[int], ref: list[int], epsilon: float) -> float | N
     n_live, n_ref = sum(live), sum(ref)
     if n_live == 0 or n_ref == 0:
         return None
-    l = np.asarray(live, dtype=np.float64) / n_live
-    r = np.asarray(ref, dtype=np.float64) / n_ref
-    l = np.where(l > 0, l, epsilon)
-    r = np.where(r > 0, r, epsilon)
-    return float(np.sum((l - r) * np.log(l / r)))
+    p = np.asarray(live, dtype=np.float64) / n_live
+    q = np.asarray(ref, dtype=np.float64) / n_ref
+    p = np.where(p > 0, p, epsilon)
+    q = np.where(q > 0, q, epsilon)
+    return float(np.sum((p - q) * np.log(p / q)))
 
 
 def _share(part: int, whole: int) -> float | None:
