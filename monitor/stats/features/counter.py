@@ -6,6 +6,7 @@ import math
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,9 @@ class FeatureCounter(RedisFields):
         self.max_categories = _count(max_categories, "max_categories")
         self._numeric: dict[str, tuple[list[float], np.ndarray]] = {}
         self._categorical: dict[str, tuple[frozenset, bool]] = {}
-        self._counts: dict[str, list[int] | dict[str, int]] = {}
+        # list[int] (bucket counts) for a numeric feature, dict[str, int] for a categorical one: the
+        # feature's kind decides, which the type checker cannot follow, hence Any.
+        self._counts: dict[str, Any] = {}
         self._missing: dict[str, int] = {}
         for name, ref in profile.references:
             if ref.kind == NUMERIC:
