@@ -104,7 +104,7 @@ class ScoreHistogram:
     {'1': 2, '10': 3}
     """
 
-    __hash__ = None  # mutable
+    __hash__ = None  # type: ignore[assignment]  # mutable: unhashable, as for list and dict
 
     def __init__(self, resolution: float = DEFAULT_RESOLUTION):
         self.resolution = _check_resolution(resolution)

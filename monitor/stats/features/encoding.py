@@ -92,7 +92,8 @@ class RedisFields:
             name, _, part = name_part.partition("|")
             categories = self._categorical.get(name)
             is_name = categories is not None and part != MISSING_FIELD and part != OTHER
-            (unseen if is_name and _unescape(part) not in categories[0] else fixed)[name_part] = count
+            is_unseen = categories is not None and is_name and _unescape(part) not in categories[0]
+            (unseen if is_unseen else fixed)[name_part] = count
         return fixed, unseen
 
     @classmethod

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import ClassVar, Union
+from typing import ClassVar, Union, cast
 
 import numpy as np
 import pandas as pd
@@ -135,7 +135,7 @@ class CategoricalReference:
         >>> r = CategoricalReference({"x": 1}, 2); CategoricalReference.from_dict(r.to_dict()) == r
         True
         """
-        return cls(dict(state["counts"]), state.get("missing", 0))
+        return cls(tuple(dict(state["counts"]).items()), state.get("missing", 0))
 
 
 Reference = Union[NumericReference, CategoricalReference]
@@ -162,15 +162,16 @@ def _numeric_reference(values: np.ndarray, buckets: int) -> NumericReference:
 
 
 def _categorical_reference(values: Iterable, max_categories: int) -> CategoricalReference:
-    texts = Counter(map(_category_text, values))
-    missing = texts.pop(None, 0)
+    counted = Counter(map(_category_text, values))
+    missing = counted.pop(None, 0)
+    texts = cast("Counter[str]", counted)  # None (missing) popped: only texts remain
     ranked = sorted(texts.items(), key=lambda kv: (-kv[1], kv[0]))
     if len(ranked) > max_categories:
         kept, rest = ranked[:max_categories], ranked[max_categories:]
         lumped = Counter(dict(kept))
         lumped[OTHER] += sum(c for _, c in rest)
         texts = lumped
-    return CategoricalReference(dict(texts), missing)
+    return CategoricalReference(tuple(dict(texts).items()), missing)
 
 
 def _reference_from_dict(state: Mapping) -> Reference:
@@ -246,7 +247,7 @@ class FeatureProfile:
             absent = [f for f in features if f not in frame.columns]
             if absent:
                 raise StatsError(f"features {absent} are not columns of the frame")
-        refs = []
+        refs: list[tuple[str, NumericReference | CategoricalReference]] = []
         for name in features:
             column = frame[name]
             dtype = column.dtype
