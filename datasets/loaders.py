@@ -129,7 +129,7 @@ def block_months(n: int, start: str, months: int) -> np.ndarray:
     """
     labels = month_range(start, months)
     out = np.empty(n, dtype=object)
-    for label, idx in zip(labels, np.array_split(np.arange(n), months)):
+    for label, idx in zip(labels, np.array_split(np.arange(n), months), strict=True):
         out[idx] = label
     return out
 

@@ -61,7 +61,7 @@ class Worker:
                 await retry_forever("dropping the lost state's epoch", self.store.drop_epoch)
             sys.stdout.flush()
             sys.stderr.flush()
-            os.execv(sys.executable, [sys.executable, "-m", "monitor", *sys.argv[1:]])
+            os.execv(sys.executable, [sys.executable, "-m", "monitor", *sys.argv[1:]])  # noqa: S606 - re-exec ourselves
         except BaseException as exc:  # noqa: BLE001 - the batch must not be acknowledged
             exit_unapplied("restarting to rebuild the state", exc)
 

@@ -272,8 +272,10 @@ class MetricsUpdater:
             if month < first_changed:
                 continue
             spans = self.window_months(month, months)
-            scores = {"month": lambda: cache[month], "cumulative": lambda: cumulative,
-                      "rolling": lambda: rolling(cache, month, n_rolling, LabelledHistograms.empty(resolution))}
+            # The lambdas run inside this iteration (per_window); the defaults bind this month's values anyway.
+            scores = {"month": lambda month=month: cache[month], "cumulative": lambda cumulative=cumulative: cumulative,
+                      "rolling": lambda month=month: rolling(cache, month, n_rolling,
+                                                             LabelledHistograms.empty(resolution))}
             results[month] = {
                 "model": model, "model_version": version, "month": month,
                 "computed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -283,8 +285,10 @@ class MetricsUpdater:
                 "windows": per_window(spans, scores, lambda h: compute_metrics(h, reference).to_dict()),
             }
             if profile is not None:
-                counters = {"month": lambda: features[month], "cumulative": lambda: cumulative_features,
-                            "rolling": lambda: rolling(features, month, n_rolling, FeatureCounter(profile))}
+                counters = {"month": lambda month=month: features[month],
+                            "cumulative": lambda cumulative_features=cumulative_features: cumulative_features,
+                            "rolling": lambda month=month: rolling(features, month, n_rolling,
+                                                                   FeatureCounter(profile))}
                 results[month]["features"] = per_window(spans, counters, lambda counter: {
                     f: d.to_dict() for f, d in feature_drift(counter, profile).items()})
         return results

@@ -112,7 +112,7 @@ def valid_records(n: int, seed: int = 11) -> list[dict]:
 
 def malformed_messages(k: int, seed: int = 5) -> list[bytes]:
     """Every kind of bad input a producer can send, ``k`` in all, deterministic."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - reproducible fault scenario, not security
     good = {"record_id": "x", "model": "faults", "ref_date": "2024-01-15", "score": 0.4, "target": 0}
     kinds: list[Callable[[int], bytes]] = [
         lambda i: rng.randbytes(rng.randint(1, 200)),                                    # random bytes
@@ -214,7 +214,7 @@ def _without(record: dict, key: str) -> dict:
 
 def interleave(valid: list[dict], bad: list[bytes], per_array: int = 10, seed: int = 3) -> list[bytes]:
     """Valid records as single messages and as JSON arrays, with the malformed spread among them."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - reproducible fault scenario, not security
     messages, i = [], 0
     while i < len(valid):
         if rng.random() < 0.5:
@@ -265,7 +265,7 @@ async def compare(settings: Settings, expected: dict, report: FaultReport) -> No
         lost = double = final = 0
         for month in months:
             hists = stored[month]
-            for label, got in zip(LABELS, (hists.pos, hists.neg, hists.unlabeled)):
+            for label, got in zip(LABELS, (hists.pos, hists.neg, hists.unlabeled), strict=True):
                 want = expected.get((month, label), ScoreHistogram(settings.resolution))
                 bins = np.union1d(want.bins, got.bins)
                 diff = _dense(got, bins) - _dense(want, bins)
@@ -474,7 +474,7 @@ def run(scenario: str, records: int = 200_000, kills: int = 5, malformed: int = 
         work_dir: Path | None = None, say: Callable[[str], None] = print) -> FaultReport:
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown fault scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - reproducible fault scenario, not security
     started = time.monotonic()
     valid, bad, report = scenario_input(scenario, records, malformed)
     messages = interleave(valid, bad)

@@ -148,7 +148,7 @@ class Service:
         argv = self.argv()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,  # noqa: S603 - our argv
                                     start_new_session=True, close_fds=True)
         self.pid_file.write_text(str(proc.pid))
         deadline = time.monotonic() + timeout_s

@@ -12,6 +12,7 @@ import time
 from bisect import bisect_right
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Protocol
 
 import numpy as np
@@ -118,7 +119,7 @@ class PartitionRecords:
 
     def sort(self) -> None:
         """Offset order (a redelivery after a seek can interleave): the applied ones become a prefix."""
-        if any(a > b for a, b in zip(self.offsets, self.offsets[1:])):
+        if any(a > b for a, b in pairwise(self.offsets)):
             order = sorted(range(len(self.offsets)), key=self.offsets.__getitem__)
             for name in ("offsets", "dates", "months", "labels", "scores", "record_ids", "features"):
                 values = getattr(self, name)

@@ -45,7 +45,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 def start_worker(settings: Settings, log_path, loglevel: str = "warning") -> subprocess.Popen:
     """``monitor worker`` in a child process with ``settings`` (its own session), logging to ``log_path``."""
     log = open(log_path, "ab")
-    return subprocess.Popen([sys.executable, "-m", "monitor", "worker", "--loglevel", loglevel],
+    return subprocess.Popen([sys.executable, "-m", "monitor", "worker", "--loglevel", loglevel],  # noqa: S603 - fixed argv
                             env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
 

@@ -147,8 +147,8 @@ class LogProbe:
             consumer, self._consumer = self._consumer, None
             try:
                 await asyncio.wait_for(consumer.stop(), PROBE_TIMEOUT_S)
-            except Exception:  # a consumer that never connected: nothing to release
-                pass
+            except Exception as exc:  # a consumer that never connected: nothing to release
+                log.debug("closing the probe consumer: %r", exc)
 
 
 def source_reset_event(model: str, version: str, offset_field: str, stored: int, probe: Probe, month: str,

@@ -389,7 +389,7 @@ def generate(scenario: Scenario) -> Iterator[dict]:
         cols = _draw(scenario, _month_rng(scenario.seed, k), n, scenario.drifted(k), ndays)
         dates = [f"{month}-{d:02d}" for d in range(ndays + 1)]
         prefix = f"{model}-{month}-"
-        target = [t if lab else None for t, lab in zip(cols["target"].tolist(), cols["labelled"].tolist())]
+        target = [t if lab else None for t, lab in zip(cols["target"].tolist(), cols["labelled"].tolist(), strict=True)]
         rows = zip(
             cols["days"].tolist(),
             cols["score"].tolist(),
@@ -401,6 +401,7 @@ def generate(scenario: Scenario) -> Iterator[dict]:
             cols["months_employed"].tolist(),
             cols["home_ownership"].tolist(),
             cols["purpose"].tolist(),
+            strict=True,
         )
         for i, (day, score, tgt, inc, dti, util, age, emp, home, purp) in enumerate(rows):
             yield {

@@ -313,7 +313,7 @@ def adherence_of(scores: np.ndarray, reference: ScoreHistogram, months: np.ndarr
     volumetry = None
     if months is not None:
         names, counts = np.unique(months, return_counts=True)
-        volumetry = {str(m): int(c) for m, c in zip(names, counts)}
+        volumetry = {str(m): int(c) for m, c in zip(names, counts, strict=True)}
     return {
         "records": live.n, "reference_n": reference_n,
         "ks_d": ks.d if ks else None, "ks_pvalue": ks.pvalue if ks else None,

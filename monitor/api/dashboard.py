@@ -68,7 +68,7 @@ async def dashboard_data(request: Request) -> dict:
                 "ks_warning": rules.ks_adherence.warning, "ks_critical": rules.ks_adherence.critical,
                 "psi_warning": rules.psi.warning, "psi_critical": rules.psi.critical,
                 "min_records": rules.min_records},
-            "firing": [{**s, **dict(zip(("rule", "window", "month"), parse_alert_field(k, s))),
+            "firing": [{**s, **dict(zip(("rule", "window", "month"), parse_alert_field(k, s), strict=True)),
                         "phase": s.get("phase", "final")}
                        for k, s in sorted(entry["alert_states"].items()) if s.get("status") == "firing"],
             "alerts": [e for e in history if e.get("model") == model and e.get("model_version") == version

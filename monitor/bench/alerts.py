@@ -180,7 +180,7 @@ def publish_plan(months: list[list[dict]], partitions: int, lag: str, seed: int 
     """
     if lag not in LAGS:
         raise ValueError(f"lag must be one of {LAGS}, got {lag!r}")
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - benchmark jitter/data, not security
     deferred: dict[int, list[tuple[int, dict]]] = defaultdict(list)
     plan: list[tuple[int, dict]] = []
     steps = len(months) + (1 if lag == "partition" else LATE_STEPS if lag == "late" else 0)
@@ -246,7 +246,7 @@ def stream_records(sc: AlertScenario, partitions: int, grace_days: int) -> list[
     >>> first = [r["score"] for _, r in plan[:6]]; first == sorted(first)
     True
     """
-    rng = random.Random(_stable_seed(sc.name))
+    rng = random.Random(_stable_seed(sc.name))  # noqa: S311 - benchmark jitter/data, not security
     by_month: dict[str, list[dict]] = defaultdict(list)
     for stream in sc.streams:
         for record in generate(stream):
@@ -307,8 +307,8 @@ def psi_raw(live: np.ndarray, reference: np.ndarray, buckets: int = 10, epsilon:
         s = counts / len(x)
         return np.where(s > 0, s, epsilon)
 
-    l, r = shares(np.asarray(live, dtype=float)), shares(np.asarray(reference, dtype=float))
-    return float(np.sum((l - r) * np.log(l / r)))
+    p, q = shares(np.asarray(live, dtype=float)), shares(np.asarray(reference, dtype=float))
+    return float(np.sum((p - q) * np.log(p / q)))
 
 
 def hanley_mcneil_se(auc: float, n_pos: int, n_neg: int) -> float:
@@ -932,7 +932,7 @@ def markdown_table(doc: dict) -> str:
     for r in doc["scenarios"]:
         det = r.get("detection") or {}
 
-        def delay(phase):
+        def delay(phase, det=det):
             d = det.get(phase)
             return "-" if not d else f"{d['records']:,}, {d['days']} ({d['rule']}/{d['window']})"
 

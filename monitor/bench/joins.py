@@ -53,7 +53,7 @@ async def measure(settings: Settings, months: int, per_month: int) -> dict[str, 
     # No client-side timeout: a long script call is what is measured, not a reason to retry it.
     probe = Probe(settings, socket_timeout=None)
     store = probe.store(settings)
-    rng = random.Random(5)
+    rng = random.Random(5)  # noqa: S311 - benchmark jitter/data, not security
     try:
         records = [{"record_id": f"r-{m}-{i:03d}", "model": "bench", "ref_date": f"{m}-{1 + i % 28:02d}",
                     "score": round(rng.random(), 4), "target": None}

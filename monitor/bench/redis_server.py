@@ -22,7 +22,7 @@ def redis_url_or_server(url: str | None):
         return
     binary = redis_binary()
     port = free_port()
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: S603 - fixed argv: the redis-server binary we found
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--daemonize", "no"],
         stdout=subprocess.DEVNULL,

@@ -388,7 +388,7 @@ class Episodes:
     def summary(self) -> dict:
         """The latencies (ms) from the trigger (and from the first drifted record), missing alerts, rules."""
         def ms(ends, starts_) -> list[float]:
-            return [(e - s) * 1000 for e, s in zip(ends, starts_) if e is not None and s is not None]
+            return [(e - s) * 1000 for e, s in zip(ends, starts_, strict=True) if e is not None and s is not None]
 
         return {
             "alert_ms": report.summarize(ms(self.alert_at, self.trigger_send)),
@@ -396,7 +396,7 @@ class Episodes:
             "decision_ms": report.summarize(ms(self.emitted_at, self.trigger_send)),
             "state_ms": report.summarize(ms(self.state_at, self.trigger_send)),
             "alert_after_state_ms": report.summarize(ms(self.alert_at, self.state_at)),
-            "missing_alerts": [m for m, a in zip(self.models, self.alert_at) if a is None],
+            "missing_alerts": [m for m, a in zip(self.models, self.alert_at, strict=True) if a is None],
             "alert_events_seen": self.alerts_seen,
             "first_rules": sorted({r for r in self.alert_rules if r}),
         }
@@ -425,9 +425,10 @@ class Bench:
             return None
         self.opts.profile_dir.mkdir(parents=True, exist_ok=True)
         out = self.opts.profile_dir / f"{self.run_id}-{label}.txt"
-        proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "100", "--format", "raw", "--idle",
-                                 "--nonblocking", "--full-filenames", "--threads", "-o", str(out)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        argv = [exe, "record", "--pid", str(pid), "--rate", "100", "--format", "raw", "--idle",
+                "--nonblocking", "--full-filenames", "--threads", "-o", str(out)]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,  # noqa: S603 - py-spy, fixed argv
+                                stdin=subprocess.DEVNULL)
         return proc, out
 
     async def stop_profiler(self, prof) -> dict | None:
@@ -473,7 +474,7 @@ class Bench:
                 "--result-key", key, "--group", group, "--session-timeout", str(settings.broker_session_timeout_s),
                 "--datadir", str(self.tmp), "--resolution", str(settings.resolution), "--prefix", group]
         with open(log, "ab") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,  # noqa: S603 - our argv
                                     start_new_session=True, cwd=self.tmp, env=settings_env(settings))
         spawned = time.time()
         deadline = time.monotonic() + 120 + expected / 1000
@@ -594,13 +595,13 @@ class Bench:
         n = opts.records
         for r in range(opts.repeat):
             steps = [
-                ("raw_single", lambda: self.baseline("raw", single, n, f"raw-single-r{r}")),
-                ("raw_batched", lambda: self.baseline("raw", batched, n_batched, f"raw-batched-r{r}")),
-                ("faust_noop", lambda: self.baseline("noop", single, n, f"noop-r{r}")),
-                ("naive_faust_redis", lambda: self.baseline("naive", single, opts.naive_n, f"naive-r{r}")),
-                ("worker_single", lambda: self.worker_run(fresh_consumer(single, self.run_id, f"ws{r}"), n,
+                ("raw_single", lambda r=r: self.baseline("raw", single, n, f"raw-single-r{r}")),
+                ("raw_batched", lambda r=r: self.baseline("raw", batched, n_batched, f"raw-batched-r{r}")),
+                ("faust_noop", lambda r=r: self.baseline("noop", single, n, f"noop-r{r}")),
+                ("naive_faust_redis", lambda r=r: self.baseline("naive", single, opts.naive_n, f"naive-r{r}")),
+                ("worker_single", lambda r=r: self.worker_run(fresh_consumer(single, self.run_id, f"ws{r}"), n,
                                                           f"worker_single-r{r}")),
-                ("worker_batched", lambda: self.worker_run(fresh_consumer(batched, self.run_id, f"wb{r}"),
+                ("worker_batched", lambda r=r: self.worker_run(fresh_consumer(batched, self.run_id, f"wb{r}"),
                                                            n_batched, f"worker_batched-r{r}")),
             ]
             for key, step in steps:
@@ -934,7 +935,7 @@ class Bench:
             if active:
                 values = await store.month_ns([(episodes.models[k], "1", episodes.drift_month) for k in active])
                 now = time.time()
-                for k, v in zip(active, values):
+                for k, v in zip(active, values, strict=True):
                     if v is not None and int(v) >= episode:
                         episodes.state_at[k] = now
             await asyncio.sleep(self.opts.poll_s)

@@ -100,7 +100,7 @@ def _time_hash_reads(client, keys: list[str], hists: list, expected, repetitions
     """For comparison only: the same histograms as Redis hashes (field = bin, value = count), HGETALL +
     metrics. Returns the seconds per run and the Redis memory of the month's 3 histograms both ways."""
     resolution = hists[-1].resolution
-    for key, h in zip(keys, hists):
+    for key, h in zip(keys, hists, strict=True):
         client.hset(f"{key}:hash", mapping=h.to_redis_fields())
 
     def read_hashes_and_compute():
@@ -148,14 +148,14 @@ def _run_scenario(client, name: str, month, reference, repetitions: int, baselin
     keys = [f"{prefix}:{part}" for part in PARTS] + [f"{prefix}:reference"]
     hists = [month.pos, month.neg, month.unlabeled, reference]
     try:
-        for key, h in zip(keys, hists):
+        for key, h in zip(keys, hists, strict=True):
             client.set(key, h.to_dense_bytes())
         expected, timings = _time_dense_reads(client, keys, month, reference, repetitions)
         hashes, memory = _time_hash_reads(client, keys, hists, expected, repetitions)
     finally:
         client.delete(*keys, *(f"{key}:hash" for key in keys))
     baseline = _time_raw_baseline(month, reference, baseline_reps)
-    columns = list(zip(*timings))
+    columns = list(zip(*timings, strict=True))
     return {
         "name": name,
         "fields": [len(h) for h in hists],

@@ -94,7 +94,7 @@ class Probe:
                 for k in chunk:
                     pipe.memory_usage(k, samples=0)
                 sizes = await pipe.execute()
-            for k, size in zip(chunk, sizes):
+            for k, size in zip(chunk, sizes, strict=True):
                 g = groups.setdefault(key_kind(k, base), {"keys": 0, "bytes": 0})
                 g["keys"] += 1
                 g["bytes"] += size or 0

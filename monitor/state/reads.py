@@ -134,7 +134,7 @@ async def month_table(store: Store, model: str, version: str) -> list[dict]:
     metrics = {k.decode(): orjson.loads(v) for k, v in raw[0].items()}
     firing = firing_by_month({k.decode(): orjson.loads(v) for k, v in raw[1].items()})
     rows = []
-    for month, count_raw in zip(months, raw[2:]):
+    for month, count_raw in zip(months, raw[2:], strict=True):
         counts = _counts(count_raw)
         computed = metrics.get(month) or {}
         m = (computed.get("windows") or {}).get("month") or {}
@@ -214,7 +214,7 @@ async def alert_states(store: Store, keys: Iterable[tuple[str, str]] | None = No
     for model, version in keys:
         pipe.hgetall(f"{store.base(model, version)}:alerts")
     out = []
-    for (model, version), raw in zip(keys, await pipe.execute()):
+    for (model, version), raw in zip(keys, await pipe.execute(), strict=True):
         for field, value in sorted(raw.items()):
             state = orjson.loads(value)
             rule, window, month = parse_alert_field(field.decode(), state)
@@ -245,7 +245,7 @@ async def full_state(store: Store, keys: list[tuple[str, str]] | None = None) ->
     raw = await pipe.execute()
     months_of = [sorted(m.decode() for m in raw[4 * i]) for i in range(len(keys))]
     pipe = store.redis.pipeline(transaction=False)
-    for (model, version), months in zip(keys, months_of):
+    for (model, version), months in zip(keys, months_of, strict=True):
         for month in months:
             pipe.hgetall(store.count_key(model, version, month))
     counts = iter(await pipe.execute())

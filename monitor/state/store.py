@@ -202,7 +202,7 @@ class Store(AlertOps, AdminOps):
         pipe.get(self.keys.of(model, version, "epoch"))
         pipe.hmget(self.keys.of(model, version, "offsets"), fields)
         epoch, values = await pipe.execute()
-        return (epoch.decode() if epoch else None), {f: (int(v) if v is not None else None) for f, v in zip(fields, values)}
+        return (epoch.decode() if epoch else None), {f: (int(v) if v is not None else None) for f, v in zip(fields, values, strict=True)}
 
     async def apply_batch(self, model: str, version: str, offsets: Mapping[str, tuple[int | None, int, str]],
                           months: Mapping[str, MonthIncrements], latest_ref_date: str, epoch: str,
@@ -233,7 +233,7 @@ class Store(AlertOps, AdminOps):
             for label in LABELS:
                 args.append(" ".join(map(str, np.column_stack(inc.bins[label]).ravel().tolist())))
             args.append(len(ids))
-            for rid, score_bin in zip(ids, waiting_bins.tolist()):
+            for rid, score_bin in zip(ids, waiting_bins.tolist(), strict=True):
                 args += (rid, score_bin, join_bucket(rid))
             for fields in (inc.features, inc.unseen_features):
                 args.append(len(fields))
@@ -267,10 +267,10 @@ class Store(AlertOps, AdminOps):
         replies = iter(await pipe.execute())
         out = StoredCardinality(models=next(replies))
         if models:
-            out.known_models = {key for key, member in zip(models, next(replies)) if member}
+            out.known_models = {key for key, member in zip(models, next(replies), strict=True) if member}
         for key, wanted in months.items():
             out.months[key] = next(replies)
-            out.known_months[key] = {m for m, member in zip(wanted, next(replies)) if member}
+            out.known_months[key] = {m for m, member in zip(wanted, next(replies), strict=True) if member}
         out.referenced = {key for key in references if next(replies)}
         return out
 
@@ -340,7 +340,7 @@ class Store(AlertOps, AdminOps):
         pipe = self.redis.pipeline(transaction=False)
         for month in months:
             pipe.hget(self.count_key(model, version, month), "rev")
-        return {m: int(r or 0) for m, r in zip(months, await pipe.execute())}
+        return {m: int(r or 0) for m, r in zip(months, await pipe.execute(), strict=True)}
 
     async def month_ns(self, months: Iterable[tuple[str, str, str]]) -> list[int]:
         """The record count ``n`` of each (model, version, month), in one round trip (0: none yet)."""
@@ -401,7 +401,7 @@ class Store(AlertOps, AdminOps):
         pipe = self.redis.pipeline(transaction=False)
         for month in months:
             pipe.hgetall(self.features_key(model, version, month))
-        return {m: FeatureCounter.from_redis_fields(raw, profile) for m, raw in zip(months, await pipe.execute())}
+        return {m: FeatureCounter.from_redis_fields(raw, profile) for m, raw in zip(months, await pipe.execute(), strict=True)}
 
     async def watermark(self, model: str, version: str) -> str | None:
         """The latest ref_date seen (shown to users; months close by :meth:`closing_watermark`)."""
@@ -435,7 +435,7 @@ class Store(AlertOps, AdminOps):
         if not months:
             return {}
         raw = await self.redis.hmget(self.keys.of(model, version, "metrics"), months)
-        return {m: orjson.loads(v) for m, v in zip(months, raw) if v is not None}
+        return {m: orjson.loads(v) for m, v in zip(months, raw, strict=True) if v is not None}
 
     async def metrics(self, model: str, version: str) -> dict[str, dict]:
         raw = await self.redis.hgetall(self.keys.of(model, version, "metrics"))

@@ -104,7 +104,7 @@ class ScoreHistogram:
     {'1': 2, '10': 3}
     """
 
-    __hash__ = None  # mutable
+    __hash__ = None  # type: ignore[assignment]  # mutable: unhashable, as for list and dict
 
     def __init__(self, resolution: float = DEFAULT_RESOLUTION):
         self.resolution = _check_resolution(resolution)
@@ -313,7 +313,7 @@ class ScoreHistogram:
         >>> ScoreHistogram.from_scores([0.5, 0.5], resolution=0.1).to_redis_fields()
         {'5': 2}
         """
-        return dict(zip(map(str, self.bins.tolist()), self.counts.tolist()))
+        return dict(zip(map(str, self.bins.tolist()), self.counts.tolist(), strict=True))
 
     @classmethod
     def from_redis_fields(

@@ -59,10 +59,10 @@ def psi(
     if live.n == 0 or reference.n == 0:
         return None
     edges = psi_edges(reference, buckets)
-    l, r = _shares(live, edges), _shares(reference, edges)
-    l = np.where(l > 0, l, epsilon)
-    r = np.where(r > 0, r, epsilon)
-    return float(np.sum((l - r) * np.log(l / r)))
+    p, q = _shares(live, edges), _shares(reference, edges)
+    p = np.where(p > 0, p, epsilon)
+    q = np.where(q > 0, q, epsilon)
+    return float(np.sum((p - q) * np.log(p / q)))
 
 
 def psi_critical_value(n: int, m: int, buckets: int = 10, alpha: float = 0.05) -> float | None:

@@ -7,14 +7,22 @@ scores. ``H`` is anything with ``+`` and ``.copy()`` (ScoreHistogram, LabelledHi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from monitor.errors import StatsError
 from monitor.months import month_of, parse, previous_months
 
 __all__ = ["cumulative", "month_of", "previous_months", "rolling"]
 
-H = TypeVar("H")
+
+
+class _Mergeable(Protocol):
+    def copy(self) -> Self: ...
+
+    def __add__(self, other: Any) -> Any: ...
+
+
+H = TypeVar("H", bound=_Mergeable)
 
 
 def _sum(parts: list[H], empty: H | None, what: str) -> H:

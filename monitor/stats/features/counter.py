@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class FeatureCounter(RedisFields):
     ([1, 0, 1], 1, {'a': 1, 'new': 1}, 1)
     """
 
-    __hash__ = None  # mutable
+    __hash__ = None  # type: ignore[assignment]  # mutable: unhashable, as for list and dict
 
     def __init__(self, profile: FeatureProfile, max_categories: int = DEFAULT_MAX_CATEGORIES):
         if not isinstance(profile, FeatureProfile):
@@ -52,10 +53,12 @@ class FeatureCounter(RedisFields):
         self.max_categories = _count(max_categories, "max_categories")
         self._numeric: dict[str, tuple[list[float], np.ndarray]] = {}
         self._categorical: dict[str, tuple[frozenset, bool]] = {}
-        self._counts: dict[str, list[int] | dict[str, int]] = {}
+        # list[int] (bucket counts) for a numeric feature, dict[str, int] for a categorical one: the
+        # feature's kind decides, which the type checker cannot follow, hence Any.
+        self._counts: dict[str, Any] = {}
         self._missing: dict[str, int] = {}
         for name, ref in profile.references:
-            if ref.kind == NUMERIC:
+            if isinstance(ref, NumericReference):
                 self._numeric[name] = (list(ref.edges), np.asarray(ref.edges, dtype=np.float64))
                 self._counts[name] = [0] * (len(ref.edges) + 1)
             else:
@@ -114,7 +117,7 @@ class FeatureCounter(RedisFields):
             else:
                 self._add_category(name, text, 1)
 
-    def update_many(self, values_by_feature: Mapping[str, Iterable]) -> None:
+    def update_many(self, values_by_feature: Mapping[str, Any]) -> None:
         """Count a batch given as columns ``{feature: values}`` of one common length (numpy for numeric).
 
         Exactly the same counts as calling :meth:`update` on each row; a profile feature
@@ -151,7 +154,8 @@ class FeatureCounter(RedisFields):
             texts = Counter(map(_category_text, _as_list(columns[name])))
             self._missing[name] += texts.pop(None, 0)
             for text, c in texts.items():
-                self._add_category(name, text, c)
+                if text is not None:  # None (missing) was popped above; this tells the type checker
+                    self._add_category(name, text, c)
 
     # --- reading ------------------------------------------------------------------------
 

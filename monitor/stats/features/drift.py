@@ -66,11 +66,11 @@ def _psi_of_counts(live: list[int], ref: list[int], epsilon: float) -> float | N
     n_live, n_ref = sum(live), sum(ref)
     if n_live == 0 or n_ref == 0:
         return None
-    l = np.asarray(live, dtype=np.float64) / n_live
-    r = np.asarray(ref, dtype=np.float64) / n_ref
-    l = np.where(l > 0, l, epsilon)
-    r = np.where(r > 0, r, epsilon)
-    return float(np.sum((l - r) * np.log(l / r)))
+    p = np.asarray(live, dtype=np.float64) / n_live
+    q = np.asarray(ref, dtype=np.float64) / n_ref
+    p = np.where(p > 0, p, epsilon)
+    q = np.where(q > 0, q, epsilon)
+    return float(np.sum((p - q) * np.log(p / q)))
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -84,7 +84,7 @@ def _numeric_drift(name, live: list[int], live_missing: int, ref: NumericReferen
         # n*m * (F_live - F_ref) at each bucket's upper edge, exact Python integers.
         cum_l = cum_r = 0
         d_scaled = upper = 0
-        for a, b in zip(live, ref.counts):
+        for a, b in zip(live, ref.counts, strict=True):
             # Raw x inside this bucket: F_live(x) <= cum_l + a, F_ref(x) >= cum_r (and mirror).
             upper = max(upper, (cum_l + a) * m - cum_r * n, (cum_r + b) * n - cum_l * m)
             cum_l, cum_r = cum_l + a, cum_r + b

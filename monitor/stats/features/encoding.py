@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Self
 
 from monitor.errors import StatsError
 from monitor.stats.features.values import (
@@ -15,7 +15,6 @@ from monitor.stats.features.values import (
 )
 
 if TYPE_CHECKING:
-    from monitor.stats.features.counter import FeatureCounter
     from monitor.stats.features.profile import FeatureProfile
 
 _ESCAPE = "~"  # Redis field escape for categories named "missing" or starting with "~"
@@ -36,6 +35,16 @@ def _unescape(part: str) -> str:
 class RedisFields:
     """The Redis hash form of a :class:`~monitor.stats.features.FeatureCounter` (``_counts``, ``_missing``,
     ``_categorical``, ``_numeric``, ``_add_category`` are the counter's)."""
+
+    if TYPE_CHECKING:  # what the mixin uses of FeatureCounter, declared for the type checker only
+        _counts: dict[str, Any]
+        _missing: dict[str, int]
+        _numeric: dict[str, Any]
+        _categorical: dict[str, tuple[frozenset, bool]]
+
+        def __init__(self, profile: FeatureProfile, max_categories: int = DEFAULT_MAX_CATEGORIES) -> None: ...
+
+        def _add_category(self, name: str, text: str, count: int) -> None: ...
 
     def to_redis_fields(self) -> dict[str, int]:
         """Redis hash fields ``"<feature>|<bucket>"`` -> count, zero counts left out; exact round trip.
@@ -83,7 +92,8 @@ class RedisFields:
             name, _, part = name_part.partition("|")
             categories = self._categorical.get(name)
             is_name = categories is not None and part != MISSING_FIELD and part != OTHER
-            (unseen if is_name and _unescape(part) not in categories[0] else fixed)[name_part] = count
+            is_unseen = categories is not None and is_name and _unescape(part) not in categories[0]
+            (unseen if is_unseen else fixed)[name_part] = count
         return fixed, unseen
 
     @classmethod
@@ -92,7 +102,7 @@ class RedisFields:
         fields: Mapping[bytes | str, bytes | str | int],
         profile: FeatureProfile,
         max_categories: int = DEFAULT_MAX_CATEGORIES,
-    ) -> FeatureCounter:
+    ) -> Self:
         """Rebuild from a Redis hash (as HGETALL returns it, bytes or str); exact.
 
         Fields of features absent from the profile and the batch script's ``<feature>|~unseen``

@@ -7,7 +7,8 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Union
+from itertools import pairwise
+from typing import ClassVar, Union, cast
 
 import numpy as np
 import pandas as pd
@@ -44,7 +45,7 @@ class NumericReference:
     def __post_init__(self) -> None:
         edges = tuple(float(e) for e in self.edges)
         counts = tuple(_count(c, "a bucket count") for c in self.counts)
-        if not all(math.isfinite(e) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+        if not all(math.isfinite(e) for e in edges) or any(b <= a for a, b in pairwise(edges)):
             raise StatsError(f"edges must be finite and strictly increasing, got {list(edges)[:5]}...")
         if len(counts) != len(edges) + 1:
             raise StatsError(f"{len(edges)} edges need {len(edges) + 1} counts, got {len(counts)}")
@@ -134,7 +135,7 @@ class CategoricalReference:
         >>> r = CategoricalReference({"x": 1}, 2); CategoricalReference.from_dict(r.to_dict()) == r
         True
         """
-        return cls(dict(state["counts"]), state.get("missing", 0))
+        return cls(tuple(dict(state["counts"]).items()), state.get("missing", 0))
 
 
 Reference = Union[NumericReference, CategoricalReference]
@@ -161,15 +162,16 @@ def _numeric_reference(values: np.ndarray, buckets: int) -> NumericReference:
 
 
 def _categorical_reference(values: Iterable, max_categories: int) -> CategoricalReference:
-    texts = Counter(map(_category_text, values))
-    missing = texts.pop(None, 0)
+    counted = Counter(map(_category_text, values))
+    missing = counted.pop(None, 0)
+    texts = cast("Counter[str]", counted)  # None (missing) popped: only texts remain
     ranked = sorted(texts.items(), key=lambda kv: (-kv[1], kv[0]))
     if len(ranked) > max_categories:
         kept, rest = ranked[:max_categories], ranked[max_categories:]
         lumped = Counter(dict(kept))
         lumped[OTHER] += sum(c for _, c in rest)
         texts = lumped
-    return CategoricalReference(dict(texts), missing)
+    return CategoricalReference(tuple(dict(texts).items()), missing)
 
 
 def _reference_from_dict(state: Mapping) -> Reference:
@@ -245,7 +247,7 @@ class FeatureProfile:
             absent = [f for f in features if f not in frame.columns]
             if absent:
                 raise StatsError(f"features {absent} are not columns of the frame")
-        refs = []
+        refs: list[tuple[str, NumericReference | CategoricalReference]] = []
         for name in features:
             column = frame[name]
             dtype = column.dtype
