@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import orjson
 
 from monitor.errors import NotFound
+from monitor.schema import split_model_key
 from monitor.state.keys import LABELS, parse_alert_field
 from monitor.state.store import Store
 
@@ -46,19 +47,8 @@ def firing_by_month(states: dict[str, dict]) -> dict[str, list[dict]]:
     return out
 
 
-def parse_model_key(member: bytes | str) -> tuple[str, str]:
-    """``b"default:1"`` -> ``("default", "1")`` (a model name has no colon; see the record contract).
-
-    >>> parse_model_key(b"default:1")
-    ('default', '1')
-    """
-    text = member.decode() if isinstance(member, bytes) else member
-    model, _, version = text.partition(":")
-    return model, version
-
-
 async def model_keys(store: Store) -> list[tuple[str, str]]:
-    return sorted(parse_model_key(m) for m in await store.redis.smembers(store.models_key()))
+    return sorted(split_model_key(m) for m in await store.redis.smembers(store.models_key()))
 
 
 async def require_model(store: Store, model: str, version: str) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import orjson
 import redis.asyncio as aioredis
 
+from monitor.schema import split_model_key
 from monitor.settings import Settings
 from monitor.state.admin import AdminOps
 from monitor.state.alerts import AlertOps
@@ -331,7 +332,7 @@ class Store(AlertOps, AdminOps):
     # ---- reads -----------------------------------------------------------------------------
     async def models(self) -> list[tuple[str, str]]:
         members = await self.redis.smembers(self.models_key())
-        return sorted(tuple(m.decode().split(":", 1)) for m in members)  # type: ignore[misc]
+        return sorted(split_model_key(m) for m in members)
 
     async def months(self, model: str, version: str) -> list[str]:
         return sorted(m.decode() for m in await self.redis.smembers(self.keys.of(model, version, "months")))
