@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import time
+from typing import TYPE_CHECKING, Any
 
 import faust
 import orjson
@@ -28,6 +29,9 @@ from monitor.pipeline import BatchProcessor
 from monitor.retry import apply_or_stop, exit_unapplied, is_transient, retry_forever
 from monitor.settings import Settings
 from monitor.state import Store
+
+if TYPE_CHECKING:
+    from monitor.transport import MonitorApp
 
 log = logging.getLogger("monitor.worker")
 
@@ -58,7 +62,9 @@ class Worker:
         log.critical("Redis lost this worker's state (%s); restarting to rebuild it from the topic", lost)
         try:
             if lost.rebuild:
-                await retry_forever("dropping the lost state's epoch", self.store.drop_epoch)
+                store = self.store
+                assert store is not None, "StateLost is only raised once the store is started"
+                await retry_forever("dropping the lost state's epoch", store.drop_epoch)
             sys.stdout.flush()
             sys.stderr.flush()
             os.execv(sys.executable, [sys.executable, "-m", "monitor", *sys.argv[1:]])  # noqa: S606 - re-exec ourselves
@@ -66,8 +72,8 @@ class Worker:
             exit_unapplied("restarting to rebuild the state", exc)
 
 
-def register(app: faust.App, settings: Settings, epoch: str) -> None:
-    raw = {"value_serializer": "raw", "key_serializer": "raw"}
+def register(app: MonitorApp, settings: Settings, epoch: str) -> None:
+    raw: dict[str, Any] = {"value_serializer": "raw", "key_serializer": "raw"}
     records_topic = app.topic(settings.records_topic, **raw)
     outcomes_topic = app.topic(settings.outcomes_topic, **raw)
     dead_letter_topic = app.topic(settings.dead_letter_topic, **raw)
@@ -138,7 +144,7 @@ def register(app: faust.App, settings: Settings, epoch: str) -> None:
 
     app.on_log_rewound = on_log_rewound
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust's signal type omits the revoked set it passes
     async def on_revoked(app, revoked, **kwargs):
         if worker.processor is not None:
             worker.processor.forget_offsets()

@@ -76,8 +76,9 @@ def transport_class(fetch_wait_ms: int) -> type[faust_aiokafka.Transport]:
 
         async def on_start(self) -> None:
             await super().on_start()
-            if getattr(self._consumer, "_fetcher", None) is not None:
-                rewind_lost_logs(self._consumer._fetcher, self._forget_read_offset)
+            fetcher = getattr(self._consumer, "_fetcher", None)
+            if fetcher is not None:
+                rewind_lost_logs(fetcher, self._forget_read_offset)
 
         def _forget_read_offset(self, tp) -> None:
             # faust drops a message below the offset it last read in the partition: the new log's
@@ -91,8 +92,9 @@ def transport_class(fetch_wait_ms: int) -> type[faust_aiokafka.Transport]:
             consumer = self.consumer
             for offsets in (consumer._committed_offset, consumer._acked, consumer._acked_index, consumer._gap):
                 offsets.pop(tp, None)
-            if getattr(self.app, "on_log_rewound", None) is not None:
-                self.app.on_log_rewound(tp)
+            on_log_rewound = getattr(self.app, "on_log_rewound", None)  # a MonitorApp's hook
+            if on_log_rewound is not None:
+                on_log_rewound(tp)
 
     class Consumer(faust_aiokafka.Consumer):
         def _new_consumer_thread(self):
