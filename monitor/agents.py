@@ -17,7 +17,6 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-import faust
 import orjson
 
 from monitor.deadletter import DeadLetterQueue
@@ -62,9 +61,9 @@ class Worker:
         log.critical("Redis lost this worker's state (%s); restarting to rebuild it from the topic", lost)
         try:
             if lost.rebuild:
-                store = self.store
-                assert store is not None, "StateLost is only raised once the store is started"
-                await retry_forever("dropping the lost state's epoch", store.drop_epoch)
+                if self.store is None:  # StateLost comes from the store: started by then
+                    raise RuntimeError("no store to drop the lost epoch from")
+                await retry_forever("dropping the lost state's epoch", self.store.drop_epoch)
             sys.stdout.flush()
             sys.stderr.flush()
             os.execv(sys.executable, [sys.executable, "-m", "monitor", *sys.argv[1:]])  # noqa: S606 - re-exec ourselves
