@@ -42,7 +42,7 @@ import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import orjson
@@ -113,7 +113,7 @@ class Scale:
 SCALES = {"small": Scale(), "full": Scale(monthly_volume=5000, months=8, drift_start=5, many_models=30,
                                           many_volume=2000)}
 
-DRIFTS = {
+DRIFTS: dict[str, dict[str, Any]] = {
     "score_shift": {"score_shift": 0.6},
     "population_shift": {"population_shift": 0.75, "drifted_features": ("income", "utilization")},
     "performance_decay": {"performance_decay": 0.6},
@@ -347,28 +347,28 @@ def judge_scores(rule: str, scores: np.ndarray, targets: np.ndarray, reference: 
         d, p = float(res.statistic), float(res.pvalue)
         return Judgement(bool(p < r.alpha and d > r.warning), "critical" if d > r.critical else "warning", d)
     if rule == "psi":
-        r = rules.psi
-        if not r.enabled or len(scores) < rules.min_records:
+        psi = rules.psi
+        if not psi.enabled or len(scores) < rules.min_records:
             return None
         value = psi_raw(scores, reference)
-        return Judgement(value >= r.warning, "critical" if value >= r.critical else "warning", value)
+        return Judgement(value >= psi.warning, "critical" if value >= psi.critical else "warning", value)
     if rule == "auc":
-        r = rules.auc
+        auc_rule = rules.auc
         labelled = targets >= 0
         y, s = targets[labelled], scores[labelled]
         n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
-        if not r.enabled or len(y) < rules.min_records or min(n_pos, n_neg) < r.min_class_records:
+        if not auc_rule.enabled or len(y) < rules.min_records or min(n_pos, n_neg) < auc_rule.min_class_records:
             return None
         auc = float(roc_auc_score(y, s))
-        if auc < r.floor:
+        if auc < auc_rule.floor:
             return Judgement(True, "critical", auc)
         if reference_auc is not None:
             drop = reference_auc - auc
             se = hanley_mcneil_se(auc, n_pos, n_neg)
-            significant = se > 0 and drop / se > r.z_drop
-            if significant and drop > 2 * r.max_drop:
+            significant = se > 0 and drop / se > auc_rule.z_drop
+            if significant and drop > 2 * auc_rule.max_drop:
                 return Judgement(True, "critical", auc)
-            if significant and drop > r.max_drop:
+            if significant and drop > auc_rule.max_drop:
                 return Judgement(True, "warning", auc)
         return Judgement(False, "warning", auc)
     raise ValueError(f"unknown score rule {rule!r}")
@@ -548,7 +548,7 @@ def analyse(sc: AlertScenario, events: list[dict], truth: dict, quantized: dict,
             got = final is not None and final["status"] == "firing"
             if want == got:
                 agree += 1
-                if want and final["severity"] != t["judgement"].severity:
+                if want and final is not None and final["severity"] != t["judgement"].severity:
                     severity_mismatch += 1
                 continue
             qt = quantized[model][(rule, window, month)]["judgement"]
@@ -568,7 +568,7 @@ def analyse(sc: AlertScenario, events: list[dict], truth: dict, quantized: dict,
         provisional_firing += 1
         t = truth.get(e["model"], {}).get(event_key(e)[1:])
         prov_fa += not (t is not None and t["judgement"] is not None and t["judgement"].firing)
-    report = {
+    report: dict[str, Any] = {
         "scenario": sc.name, "order": sc.order, "lag": sc.lag, "models": len(sc.streams),
         "months": sc.streams[0].months, "records": sum(sum(c.values()) for c in counts.values()),
         "phase_seen": phase_seen, "events": len(events),
@@ -614,7 +614,7 @@ def detection(sc: AlertScenario, events: list[dict], truth: dict, progress: list
     >>> d["provisional"]["records"], d["provisional"]["days"], d["final"], d["before_close"]
     (700, 11, None, True)
     """
-    if sc.quiet:
+    if sc.drift_month is None:  # quiet
         return None
     stream = sc.streams[0]
     drift_month = stream.month_labels()[sc.drift_month]
@@ -851,7 +851,7 @@ def run_scenario(sc: AlertScenario, base, work_dir: Path, rate: float, say=print
         asyncio.run(save_reference(settings, stream.model, stream.model_version, *references[stream.model],
                                    source=f"synthetic reference of {stream.name!r}"))
     drifted = {}
-    if not sc.quiet:
+    if sc.drift_month is not None:  # not quiet
         stream = sc.streams[0]
         drifted = {stream.model: [m for m in counts[stream.model] if m >= stream.month_labels()[sc.drift_month]]}
     worker = start_worker(settings, work_dir / f"{sc.name}-worker.log")
@@ -887,7 +887,7 @@ def bench_settings(run_dir: Path):
     from monitor import infra
     from monitor.settings import Settings
 
-    extra = {k: v for k, v in BENCH_SETTINGS.items() if k in Settings.model_fields}
+    extra: dict[str, Any] = {k: v for k, v in BENCH_SETTINGS.items() if k in Settings.model_fields}
     return Settings(kafka_bootstrap=f"127.0.0.1:{infra.free_port()}",
                     redis_url=f"redis://127.0.0.1:{infra.free_port()}/0", run_dir=run_dir, **extra)
 
