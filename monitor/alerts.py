@@ -305,13 +305,13 @@ def decide(old: dict | None, verdict: Verdict, phase: Phase) -> tuple[str, str |
     was_firing = old is not None and old["status"] == "firing"
     if phase == "provisional":  # once per alert, and only to fire: the month's close settles it
         return ("firing", None) if verdict.firing and not was_firing else None
-    if verdict.firing and not was_firing:
-        return "firing", None
+    if old is None or not was_firing:
+        return ("firing", None) if verdict.firing else None
     if verdict.firing and old.get("phase", "final") == "provisional":  # the close confirms it
         return "firing", None if old["severity"] == verdict.severity else old["severity"]
     if verdict.firing and old["severity"] != verdict.severity:
         return "firing", old["severity"]
-    if not verdict.firing and was_firing:
+    if not verdict.firing:
         return "resolved", old["severity"]
     return None
 
