@@ -23,7 +23,8 @@ import asyncio
 import datetime as dt
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Literal, TypeVar
 
 from monitor.alerts import (
     SCORE_RULES,
@@ -77,8 +78,11 @@ def reaches_checkpoint(change: MonthChange, min_records: int, min_class_records:
         (change.bad - change.added_bad, change.bad), (change.good - change.added_good, change.good)))
 
 
-def per_window(spans: dict[str, tuple[str, ...]], sums: dict[str, Callable[[], object]],
-               compute: Callable[[object], dict]) -> dict[str, dict]:
+Sum = TypeVar("Sum")  # what a window sums to: histograms, feature counters
+
+
+def per_window(spans: dict[str, tuple[str, ...]], sums: Mapping[str, Callable[[], Sum]],
+               compute: Callable[[Sum], dict]) -> dict[str, dict]:
     """``compute`` of each window's sum (``sums[name]()``), once per distinct span of months: a model's
     first months have the same month, rolling and cumulative windows.
 
@@ -305,7 +309,7 @@ class MetricsUpdater:
         states = await self.store.alert_states_raw(model, version)
         apply = self.alerts.apply
         for month in months:
-            phase = "final" if month in closed else "provisional"
+            phase: Literal["provisional", "final"] = "final" if month in closed else "provisional"
             rules = final_rules if phase == "final" else open_rules
             result = results.get(month)
             if result is not None and (phase == "final" or has_evidence(counts, month, rules)):
