@@ -37,9 +37,13 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from producers.synthetic import Scenario
 
 @dataclass
 class Sample:
@@ -97,7 +101,7 @@ class Connection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def get(self, target: str) -> tuple[int, bytes]:
-        if self.writer is None:
+        if self.reader is None or self.writer is None:  # set together (close() drops the writer)
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         self.writer.write(f"GET {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{self.auth}\r\n".encode())
         head = await self.reader.readuntil(b"\r\n\r\n")
@@ -130,6 +134,8 @@ async def run_load(base_url: str, urls: dict[str, list[str]], clients: int, dura
     names = list(urls)
     result = LoadResult()
     budget = [max_requests]
+    if where.hostname is None or where.port is None:
+        raise ValueError(f"{base_url}: a host and a port are needed")
     connections = [Connection(where.hostname, where.port, token) for _ in range(clients)]
 
     async def warm_up(conn: Connection) -> None:
@@ -222,7 +228,7 @@ def _popen(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
                             stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-async def prepare_state(settings, run_dir: Path, log, procs: list[subprocess.Popen]) -> tuple[dict[str, int], object]:
+async def prepare_state(settings, run_dir: Path, log, procs: list[subprocess.Popen]) -> tuple[dict[str, int], Scenario]:
     """Reference, worker (appended to ``procs`` at once, so it is stopped whatever happens), the demo
     scenario published and fully counted and computed."""
     from monitor import infra
@@ -289,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvloop
 
-        runner = uvloop.run
+        runner: Callable[[Coroutine[Any, Any, int]], int] = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
     return runner(_main(args))
