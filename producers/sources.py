@@ -7,15 +7,18 @@ model of that name is registered.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from monitor.errors import MonitorError
+
+if TYPE_CHECKING:
+    from producers.scoring import RecordStream
 
 
 def open_source(*, path: Path | None = None, synthetic: str | None = None, dataset: str | None = None,
                 model: str | None = None, version: str | None = "1", score_column: str = "score",
-                scored_with: str | None = None, labels: str = "inline") -> tuple[Iterator[dict], int]:
+                scored_with: str | None = None, labels: str = "inline") -> tuple[RecordStream, int]:
     """Records to publish and how many there are.
 
     The iterator is a :class:`producers.scoring.RecordStream`: after publishing, its ``report``
@@ -47,13 +50,15 @@ def open_source(*, path: Path | None = None, synthetic: str | None = None, datas
             scenario = replace(scenario, model=model, model_version=version or "1")
         total = sum(monthly_counts(scenario).values())
         return RecordStream(generate(scenario), total, labels=labels), total
+    if path is None:
+        raise MonitorError("give a file, a synthetic scenario or a dataset")
     if not (model or scored_with):
         raise MonitorError("--model is required with --file")
     from producers.files import read_frame, records_from_frame
 
     frame = read_frame(path)
     if scored_with is None and score_column not in frame.columns:
-        if not has_registered_model(model):
+        if model is None or not has_registered_model(model):  # model is given without scored_with
             from models.registry import models_dir
             from monitor.settings import get_settings
 
@@ -65,5 +70,7 @@ def open_source(*, path: Path | None = None, synthetic: str | None = None, datas
         frame = frame.drop(columns=[score_column], errors="ignore")
         stream = scored_records(frame, scored_with, version, labels=labels, source=Path(path).stem)
         return stream, len(stream)
+    if model is None:  # checked above: a file needs a model when no scored_with
+        raise MonitorError("--model is required with --file")
     records = records_from_frame(frame, model, version or "1", score_column, source=Path(path).stem)
     return RecordStream(records, len(frame), labels=labels), len(frame)
