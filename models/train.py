@@ -258,14 +258,14 @@ def fit(dataset: str, kind: str) -> tuple[TrainedModel, dict]:
     categories = {c: sorted({v for v in X[c].to_numpy()[train] if pd.notna(v)}) for c in categorical}
     model = TrainedModel(dataset=dataset, kind=kind, numeric=numeric, categorical=categorical,
                          categories=categories, pipeline=pipeline)
-    metrics = {}
-    test_scores = None
+    metrics: dict[str, dict | None] = {}
+    scores_by_part = {}
     for part, idx in parts.items():
         scores, _ = score_frame(model, frame.iloc[idx])
         metrics[part] = evaluate(y[idx], scores)
-        if part == "test":
-            test_scores = scores
+        scores_by_part[part] = scores
     metrics.setdefault("oot", None)
+    test_scores = scores_by_part["test"]  # split_indices always makes a test part
     resolution = get_settings().resolution
     hist, ref = reference_card(test_scores, y[parts["test"]], resolution, "test split")
     ref.pop("loaded_at", None)

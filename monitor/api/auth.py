@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -261,7 +262,7 @@ button{margin-top:.6rem;padding:.4rem 1rem}.error{color:#b00}</style></head>
 """
 
 
-async def send_html(send, status: int, page: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
+async def send_html(send, status: int, page: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     raw = page.encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(raw)).encode()),

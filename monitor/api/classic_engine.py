@@ -304,7 +304,7 @@ def adherence_of(scores: np.ndarray, reference: ScoreHistogram, months: np.ndarr
     scores = np.asarray(scores, dtype=float)
     live = ScoreHistogram.from_scores(scores, reference.resolution)
     raw = reference_scores is not None
-    ks = raw_ks_adherence(scores, reference_scores) if raw else ks_adherence(live, reference)
+    ks = raw_ks_adherence(scores, reference_scores) if reference_scores is not None else ks_adherence(live, reference)
     reference_n = np.asarray(reference_scores).size if raw else reference.n
     psi_value = psi(live, reference, PSI_BUCKETS)
     psi_crit = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -35,7 +36,7 @@ def body_limit_message(limit: int) -> str:
     return f"request body too large: the limit is {limit} bytes (MONITOR_API_MAX_BODY_BYTES)"
 
 
-async def send_json(send, status: int, body: dict, headers: list[tuple[bytes, bytes]] = ()) -> None:
+async def send_json(send, status: int, body: dict, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     """A whole JSON response on an ASGI ``send``."""
     raw = orjson.dumps(body)
     await send({"type": "http.response.start", "status": status,
