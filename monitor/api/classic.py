@@ -45,7 +45,7 @@ from monitor.errors import MonitorError, NotFound
 from monitor.state import reads
 
 router = APIRouter(prefix="/v1", tags=["classic"])
-ERRORS = {404: {"model": ErrorBody, "description": "Unknown model, no reference, or no file."},
+ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "Unknown model, no reference, or no file."},
           400: {"model": ErrorBody, "description": "A path outside the data directory."},
           422: {"description": "Invalid body, or data the model cannot score (the reason is in `detail`)."}}
 

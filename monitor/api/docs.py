@@ -36,9 +36,13 @@ def install(app: FastAPI) -> None:
     """Mount the assets, add ``/docs``, and the bearer scheme to the OpenAPI document."""
     app.mount(ASSETS, StaticFiles(directory=assets_dir()), name="swagger-ui")
 
+    openapi_url = app.openapi_url
+    if openapi_url is None:  # the docs page shows the OpenAPI document: the app must serve one
+        raise ValueError("the API docs need an app with an openapi_url")
+
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - API",
+        return get_swagger_ui_html(openapi_url=openapi_url, title=f"{app.title} - API",
                                    swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
                                    swagger_css_url=f"{ASSETS}/swagger-ui.css",
                                    swagger_favicon_url=f"{ASSETS}/favicon-32x32.png")
@@ -56,4 +60,4 @@ def install(app: FastAPI) -> None:
             app.openapi_schema = spec
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema

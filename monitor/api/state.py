@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 
@@ -22,7 +22,7 @@ from monitor.api.schemas import (
 from monitor.state import reads
 
 router = APIRouter(tags=["state"])
-NOT_FOUND = {404: {"model": ErrorBody, "description": "Unknown model, version or month."}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "Unknown model, version or month."}}
 
 ModelPath = Path(pattern=NAME_PATTERN, description="Model name, e.g. `default`.")
 VersionPath = Path(pattern=NAME_PATTERN, description="Model version, e.g. `1`.")
