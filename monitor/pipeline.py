@@ -50,11 +50,21 @@ class KafkaMessage(Protocol):
     """What the processors read of a message: faust's own messages have these attributes, so the
     agents hand them over as they are (no copy per message)."""
 
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-    key: bytes | None
+    # Read-only members: a frozen RawMessage fits as well as faust's messages.
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def key(self) -> bytes | None: ...
 
 
 @dataclass(frozen=True)
@@ -370,9 +380,10 @@ class BatchProcessor:
                     continue
                 known.update(offsets)
             # Offsets grow within a partition: the records already applied are a prefix.
-            starts = {f: (0 if known[f] is None else bisect_right(part.offsets, known[f])) for f, part in by_field.items()}
+            starts = {f: (0 if (last := known[f]) is None else bisect_right(part.offsets, last)) for f, part in by_field.items()}
             # Records are about to be skipped as applied: only true if the stored offset is of this log.
-            unchecked = {f: known[f] for f in by_field if starts[f] and (model, version, f, known[f]) not in self._verified}
+            unchecked = {f: last for f in by_field  # starts[f] > 0: a stored offset, so last is not None
+                         if starts[f] and (last := known[f]) is not None and (model, version, f, last) not in self._verified}
             if unchecked and await self._reset_lost_sources(model, version, unchecked, by_field, messages):
                 self._applied.pop(key, None)
                 continue

@@ -14,7 +14,7 @@ from dataclasses import replace
 import orjson
 
 from monitor.engine import MetricsUpdater
-from monitor.pipeline import BatchProcessor, RawMessage
+from monitor.pipeline import BatchProcessor, KafkaMessage, RawMessage
 from monitor.reference import save_reference
 from monitor.settings import Settings
 from monitor.state import Store, state_epoch
@@ -35,7 +35,7 @@ async def load_scenario(settings: Settings, scenario, *, reference_n: int = 10_0
     store = Store.connect(settings)
     dead: list[str] = []
 
-    async def dead_letter(msg: RawMessage, reason: str) -> None:
+    async def dead_letter(msg: KafkaMessage, reason: str) -> None:
         dead.append(reason)
 
     async def discard(raw: bytes) -> None:  # alert events stay in the history; nothing to publish to

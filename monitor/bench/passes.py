@@ -57,7 +57,7 @@ async def measure(settings: Settings, models: int, months: int, records: int, ro
         await add("2024-01", months, 500 * models, seed=1)
         updater = MetricsUpdater(store, settings)
         await updater.run_once(None)
-        best = {}
+        best: dict[str, float] = {}
         for r in range(rounds):
             for label, ratio in (("pauses off", 0.0), ("pauses on", PASS_PAUSE_RATIO)):
                 await add("2024-01", 1, records, seed=100 + 2 * r + (ratio > 0))
