@@ -20,6 +20,7 @@ False
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -110,10 +111,15 @@ def redis_client(settings: Settings, *, asyncio: bool = False, blocking_pool: in
     >>> type(c).__module__, type(c.connection_pool).__name__, c.connection_pool.max_connections
     ('redis.asyncio.client', 'BlockingConnectionPool', 4)
     """
+    module: ModuleType  # the same names in both: their pool classes differ in type, not in use
     if asyncio:
-        import redis.asyncio as module
+        import redis.asyncio as async_redis
+
+        module = async_redis
     else:
-        import redis as module
+        import redis as sync_redis
+
+        module = sync_redis
     options: dict[str, Any] = {"socket_connect_timeout": 5, **redis_options(settings), **overrides}
     pool_class = module.ConnectionPool
     if blocking_pool is not None:

@@ -52,7 +52,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from functools import lru_cache
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
 import orjson
@@ -131,7 +131,7 @@ def _decode_msgspec(value: bytes) -> list[FastRecord] | None:
         recs = [recs]
     elif not recs:
         return None
-    out = []
+    out: list[FastRecord] = []
     append = out.append
     month_of = _month_of_date
     # The last (model, version) and day checked: a message is mostly of one model and a few days.
@@ -183,7 +183,7 @@ def _fast_one(r) -> FastRecord | None:
     if type(day) is not str:
         return None
     month = _month_of_date(day)
-    score = r.get("score")
+    score: Any = r.get("score")  # a JSON value: type() below admits exact floats and ints (no bools)
     if month is None or type(score) not in (float, int) or not 0.0 <= score <= 1.0:
         return None
     target = r["target"] if "target" in r else r.get("TARGET")
@@ -206,6 +206,7 @@ def decode_orjson(value: bytes | None) -> list[FastRecord]:
     """The previous decoder (orjson + plain checks, then the contract): tiers 2 and 3 only."""
     if value is None or len(value) > MAX_MESSAGE_BYTES:
         decode_records(value)  # raises with the reason
+        raise AssertionError("decode_records accepted an empty or oversized message")
     try:
         payload = orjson.loads(value)
     except (orjson.JSONDecodeError, RecursionError):
