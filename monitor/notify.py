@@ -230,8 +230,9 @@ class Notifier:
         sinks: list[tuple[str, Callable[[dict, int], Awaitable[None]]]] = []
         if self.alertmanager is not None:
             sinks.append(("alertmanager", self.to_alertmanager))
-        if self.webhook is not None:
-            sinks.append(("webhook", lambda e, _partition: self.webhook.deliver(e)))
+        webhook = self.webhook
+        if webhook is not None:
+            sinks.append(("webhook", lambda e, _partition: webhook.deliver(e)))
         for name, deliver in sinks:
             if await self._redis("reading the delivered events", self.store.notify_delivered, name, event["event_id"]):
                 log.info("%s: event %s already delivered, skipped", name, event["event_id"])
@@ -249,6 +250,9 @@ class Notifier:
     async def to_alertmanager(self, event: dict, partition: int) -> None:
         """Fire, re-label or end the event's alert in Alertmanager, and keep the firing ones in Redis
         (with the alerts topic's ``partition`` it came from: its owner re-posts it, see resend_firing)."""
+        alertmanager = self.alertmanager
+        if alertmanager is None:  # a sink only when configured (handle)
+            raise RuntimeError("no Alertmanager configured")
         async with self.lock:
             raw = await self._redis("reading the firing alerts", self.store.notify_firing, event["alert_id"])
             stored = orjson.loads(raw) if raw else None
@@ -274,7 +278,7 @@ class Notifier:
                     alerts.append({"labels": am_labels(event, severity, phase), "startsAt": event["emitted_at"],
                                    "annotations": am_annotations(event, self.settings.dashboard_url),
                                    "endsAt": ended_at})
-            await self.alertmanager.post(alerts)
+            await alertmanager.post(alerts)
             if event["status"] == "firing" and event["rule"] != "source_reset":  # source_reset is one-shot
                 await self._redis("keeping a firing alert", self.store.notify_keep_firing, event["alert_id"],
                                   orjson.dumps({"alert": alerts[-1], "emitted_at": event["emitted_at"],

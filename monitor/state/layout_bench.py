@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 import uuid
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def make_month(rng, scale: str, resolution: float) -> tuple[LabelledHistograms, 
     return month, reference
 
 
-def _percentiles(samples: list[float]) -> tuple[float, float]:
+def _percentiles(samples: Sequence[float]) -> tuple[float, float]:
     ms = np.asarray(samples) * 1e3
     return float(np.median(ms)), float(np.percentile(ms, 95))
 
