@@ -55,6 +55,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -354,7 +355,8 @@ def servers(broker: str, run_dir: Path):
 
 class Workers:
     def __init__(self, settings: Settings, log_dir: Path):
-        self.settings, self.log_dir, self.procs = settings, log_dir, []
+        self.settings, self.log_dir = settings, log_dir
+        self.procs: list[subprocess.Popen] = []
 
     def start(self) -> subprocess.Popen:
         proc = start_worker(self.settings, self.log_dir / f"worker-{len(self.procs)}.log", loglevel="warning")
@@ -486,7 +488,7 @@ def run(scenario: str, records: int = 200_000, kills: int = 5, malformed: int = 
             asyncio.run(load_flood_references(settings))
             before = asyncio.run(redis_footprint(settings))[0]
         workers = Workers(settings, Path(tmp))
-        supervise = {"workers": workers, "report": report}
+        supervise: dict[str, Any] = {"workers": workers, "report": report}
         try:
             if scenario == "broker-lost-log":
                 found = lost_log(settings, valid, bad, workers, report, say, supervise)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis.exceptions
 from fastapi import FastAPI, Request
@@ -157,7 +159,7 @@ def without_server_paths(message: str, settings: Settings) -> str:
     return message
 
 
-def _jsonable(errors: list[dict]) -> list[dict]:
+def _jsonable(errors: Sequence[Any]) -> list[dict]:
     """Pydantic error dicts without the exception objects they may carry in ``ctx``."""
     out = []
     for e in errors:

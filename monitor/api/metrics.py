@@ -15,7 +15,7 @@ import datetime as dt
 import time
 
 from fastapi import APIRouter, Request
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
@@ -136,7 +136,7 @@ def state_families(state: list[dict], counters: dict[str, int]) -> list:
                     value = values.get(field)
                     if value is not None:
                         windows[name].add_metric([*labels, window], value)
-    families = [records, by_label, *windows.values(), month_firing, computed, firing, severity, reference]
+    families: list[Metric] = [records, by_label, *windows.values(), month_firing, computed, firing, severity, reference]
     for field, name in WORKER_COUNTERS.items():
         counter = CounterMetricFamily(name, f"Worker counter {field!r} (Redis {'{prefix}'}:worker).")
         counter.add_metric([], counters.get(field, 0))

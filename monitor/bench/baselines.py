@@ -101,10 +101,12 @@ async def run_raw(args: argparse.Namespace) -> None:
                 # filled during the group join), counting the records after it.
                 first_ts, first_cpu, first_records = time.time(), time.process_time(), records
         last_ts = time.time()
-        if records > first_records:
+        if first_ts is not None and records > first_records:  # first_ts is set once the first batch is in
             await write_result(connection_settings(args), args.result_key, first_ts, last_ts, records - first_records, records,
                                messages, time.process_time() - first_cpu)
         else:  # everything came in one fetch: time its decoding
+            if fetched_ts is None:
+                raise ValueError("nothing was fetched: --expected must be positive")
             await write_result(connection_settings(args), args.result_key, fetched_ts, last_ts, records, records, messages,
                                time.process_time() - fetched_cpu)
         # Stay alive (as the faust apps do) until the benchmark stops us.

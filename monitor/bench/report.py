@@ -245,7 +245,7 @@ def join_buffer_summary(curve: Sequence[Mapping], at_records: int = EXTRAPOLATE_
     ext = {"at_records": at_records, "waiting_records": waiting_at, "bytes": int(round(size * scale)),
            "method": "linear: bytes at the last point x at_records / records (same label fraction)",
            "waiting_records_per_key": per_key_at, "encoding_change": change}
-    if change:
+    if change and per_key_at is not None:  # change implies both counts
         ext["note"] = (f"about {per_key_at:,.0f} entries per key on average (the fullest ~{fullest(per_key_at):,.0f}), "
                        f"where hash-max-listpack-entries is {listpack_entries} and {per_key:,.0f} were measured: "
                        "Redis would convert the fuller hashes to its hashtable encoding, dearer per entry "

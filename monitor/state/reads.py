@@ -160,7 +160,7 @@ async def month_detail(store: Store, model: str, version: str, month: str) -> di
     firing = firing_by_month({k.decode(): orjson.loads(v) for k, v in alerts_raw.items()})
     return {
         "model": model, "model_version": version, "month": month, "counts": counts,
-        "metrics_current": bool(windows) and windows["month"]["n"] == counts["n"],
+        "metrics_current": windows is not None and bool(windows) and windows["month"]["n"] == counts["n"],
         "computed_at": computed.get("computed_at"), "resolution": computed.get("resolution"),
         "rolling_months": computed.get("rolling_months"), "reference_n": computed.get("reference_n"),
         "reference_auc": computed.get("reference_auc"), "windows": windows,
