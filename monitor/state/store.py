@@ -16,17 +16,7 @@ from monitor.schema import split_model_key
 from monitor.settings import Settings
 from monitor.state.admin import AdminOps
 from monitor.state.alerts import AlertOps
-from monitor.state.keys import (  # noqa: F401
-    JOIN_BUCKETS,
-    JOIN_PERIOD_S,
-    LABELS,
-    MONTH_ORIGIN,
-    Keys,
-    join_bucket,
-    join_month_bin,
-    join_period,
-    join_value,
-)
+from monitor.state.keys import LABELS, Keys, join_bucket
 from monitor.state.scripts import Scripts
 from monitor.stats import (
     FeatureCounter,
