@@ -1,6 +1,6 @@
 """`monitor models`: train, list, show, migrate registered models and load their reference into Redis.
 
-Registered in monitor/cli.py with ``main.add_command(models_group)``.
+Registered in monitor/cli/main.py with ``main.add_command(models_group)``.
 """
 
 from __future__ import annotations

@@ -238,7 +238,7 @@ def score_frame(model: TrainedModel, frame: pd.DataFrame) -> tuple[np.ndarray, S
 def fit(dataset: str, kind: str) -> tuple[TrainedModel, dict]:
     """Fit a model on the dataset's train split; the card fields: split, metrics, reference, timing."""
     from datasets import load
-    from monitor.reference import reference_card
+    from monitor.ops.reference import reference_card
     from monitor.settings import get_settings
     from monitor.stats import FeatureProfile
 

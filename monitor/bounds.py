@@ -1,6 +1,6 @@
 """Bounded input: what one message may add to the Redis state, checked after decoding.
 
-Decoding (monitor.fastpath / monitor.schema) says whether a message is well formed; these bounds
+Decoding (monitor.worker.fastpath / monitor.schema) says whether a message is well formed; these bounds
 say whether the monitor takes it. A message out of bounds is dead-lettered whole, like any invalid
 message, with a reason that names the setting (``MONITOR_<NAME>``):
 
@@ -95,7 +95,7 @@ def check_bounds(records: Sequence[tuple], bounds: RecordBounds, today: dt.date,
 
     ``records`` are decoder tuples (model, version, ref_date ISO, month, label, score, id, features).
     ``values_within``: what the decoder vouches for, the longest a string feature value of these
-    records can be (monitor.fastpath.decode_tiered); within the bound, the values are not looked at.
+    records can be (monitor.worker.fastpath.decode_tiered); within the bound, the values are not looked at.
 
     >>> rec = ("m", "1", "9999-12-31", "9999-12", 0, 0.5, "a", None)
     >>> check_bounds([rec], RecordBounds(), dt.date(2026, 11, 30))

@@ -1,4 +1,5 @@
-"""Calendar months written ``'YYYY-MM'``: the one place for month arithmetic.
+"""Calendar months written ``'YYYY-MM'``: the one place for month arithmetic, and the event-time
+watermark that says up to which day a model's records have all arrived (months close on it).
 
 A month maps to an integer index (``year * 12 + month - 1``), so adding months, ranges and
 windows are integer steps and ``'YYYY-MM'`` strings compare in calendar order.
@@ -111,3 +112,33 @@ def month_of(when: date | datetime | str) -> str:
         except ValueError:
             pass
     raise StatsError(f"cannot read a month from {when!r}: give a date, datetime or ISO string")
+
+
+def event_time_watermark(partitions: dict[str, tuple[str, int]], now: int, idle_s: float, expected: int = 0,
+                         first_seen: int | None = None) -> str | None:
+    """The ref_date up to which a model's records have all arrived, from each partition's latest
+    ref_date and the time it last delivered: the earliest among partitions still delivering.
+
+    One partition can run far ahead of another (a backlog is read a fetch at a time), so the
+    latest date seen would close a month whose records still wait in a slower partition. A
+    partition that delivered nothing for ``idle_s`` seconds has caught up and holds nothing back;
+    when all have, it is the latest date. A partition that has delivered none of the model's records
+    yet holds everything back (None) for ``idle_s`` after the model's first records (``first_seen``),
+    when fewer than the topic's ``expected`` partitions delivered: a backlog read one partition
+    after another would otherwise close months on the first partition's dates alone.
+
+    >>> parts = {"t:0": ("2024-12-31", 100), "t:1": ("2024-11-20", 95), "t:2": ("2024-06-01", 10)}
+    >>> event_time_watermark(parts, now=101, idle_s=60), event_time_watermark(parts, now=200, idle_s=60)
+    ('2024-11-20', '2024-12-31')
+    >>> event_time_watermark({}, now=0, idle_s=60) is None
+    True
+    >>> one = {"t:0": ("2024-03-10", 100)}  # partition 0 read first; 1 to 3 have not delivered yet
+    >>> event_time_watermark(one, 101, 60, expected=4, first_seen=99), event_time_watermark(one, 170, 60, 4, 99)
+    (None, '2024-03-10')
+    """
+    if not partitions:
+        return None
+    if len(partitions) < expected and first_seen is not None and now - first_seen < idle_s:
+        return None
+    active = [day for day, seen in partitions.values() if now - seen < idle_s]
+    return min(active) if active else max(day for day, _ in partitions.values())

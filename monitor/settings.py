@@ -19,7 +19,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SAMPLE_BYTES_FLOOR = 8192
-"""The dead-letter limit cannot go below what a truncated dead-letter record keeps (monitor.deadletter)."""
+"""The dead-letter limit cannot go below what a truncated dead-letter record keeps (monitor.worker.deadletter)."""
 
 
 class Settings(BaseSettings):
@@ -191,7 +191,7 @@ class Settings(BaseSettings):
     )
 
     alert_rules_file: Path | None = Field(
-        None, description="YAML or TOML file of alert rules and per-model overrides (monitor/rules.py). "
+        None, description="YAML or TOML file of alert rules and per-model overrides (monitor/alerts/rules.py). "
         "Env MONITOR_ALERT_RULES_FILE.",
     )
     models_dir: Path = Field(
@@ -208,7 +208,7 @@ class Settings(BaseSettings):
         "with `monitor models migrate`. Env MONITOR_ALLOW_PICKLE_ARTIFACTS.",
     )
 
-    # --- Notifications (`monitor notify`, monitor/notify.py) ----------------------------------
+    # --- Notifications (`monitor notify`, monitor/alerts/notify.py) ----------------------------------
     alertmanager_url: str = Field(
         "http://127.0.0.1:19093", description="Alertmanager base URL(s) `monitor notify` posts alert events to "
         "(POST /api/v2/alerts); port 19093 next to `monitor infra up`'s 19092 and 16379, clear of a system "

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from monitor import infra
+from monitor.ops import infra
 from monitor.api.auth import hash_token
-from monitor.processes import settings_env, start_worker, stop_process
+from monitor.ops.processes import settings_env, start_worker, stop_process
 from monitor.settings import Settings
 
 # API tokens of every test's settings (monitor.api.auth): the API needs one for all but /health and /docs.

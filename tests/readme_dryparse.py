@@ -38,7 +38,7 @@ def check(argv: list[str]) -> tuple[bool, str]:
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             if argv[0] == "monitor":
-                from monitor.cli import main
+                from monitor.cli.main import main
 
                 main.main(args=argv[1:], prog_name="monitor", standalone_mode=False)
             elif argv[0] in ("python", "python3") and argv[1:2] == ["-m"] and len(argv) > 2:

@@ -59,10 +59,10 @@ def create_api(settings: Settings, *, measure_lag: bool = True, lag_ttl_s: float
     ``measure_lag``: the exporter measures the worker group's consumer lag on Kafka (at most once per
     ``lag_ttl_s``); without it ``/metrics`` reads Redis only.
     """
+    from monitor.alerts.rules import load_alert_config
     from monitor.api import classic, dashboard, docs, metrics, state
     from monitor.api.cache import CachedGetMiddleware, ResponseCache
     from monitor.api.lag import LagProbe
-    from monitor.rules import load_alert_config
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -83,6 +83,26 @@ def create_api(settings: Settings, *, measure_lag: bool = True, lag_ttl_s: float
     app.state.lag_probe = LagProbe(settings, ttl_s=lag_ttl_s) if measure_lag else None
     app.state.model_cache = classic.ModelCache()
     app.state.response_cache = ResponseCache(cache_ttl_s)
+
+    install_error_handlers(app, settings)
+
+    # add_middleware puts each one outside the ones before it: the cache is innermost, auth outermost
+    app.add_middleware(CachedGetMiddleware, cache=app.state.response_cache, prefixes=CACHED_PREFIXES)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(WriteRateLimitMiddleware, rate=settings.api_write_rate)
+    app.add_middleware(AuthMiddleware, book=book, enabled=settings.api_auth == "tokens")
+    docs.install(app)
+    app.include_router(state.router)
+    app.include_router(classic.router)
+    app.include_router(metrics.router)
+    app.include_router(dashboard.router)
+    return app
+
+
+def install_error_handlers(app: FastAPI, settings: Settings) -> None:
+    """Every error answers with a JSON ``detail``: 404/400/413/422 for what the client can fix, 503
+    while Redis is unreachable, 500 with an error id (the details only in the server log)."""
+    from monitor.api import classic
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> JSONResponse:
@@ -122,18 +142,6 @@ def create_api(settings: Settings, *, measure_lag: bool = True, lag_ttl_s: float
         reason = f"{where}: {first.get('msg', 'invalid request')}" + (
             f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
         return JSONResponse({"detail": reason, "errors": _jsonable(errors)}, status_code=422)
-
-    # add_middleware puts each one outside the ones before it: the cache is innermost, auth outermost
-    app.add_middleware(CachedGetMiddleware, cache=app.state.response_cache, prefixes=CACHED_PREFIXES)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
-    app.add_middleware(WriteRateLimitMiddleware, rate=settings.api_write_rate)
-    app.add_middleware(AuthMiddleware, book=book, enabled=settings.api_auth == "tokens")
-    docs.install(app)
-    app.include_router(state.router)
-    app.include_router(classic.router)
-    app.include_router(metrics.router)
-    app.include_router(dashboard.router)
-    return app
 
 
 def without_server_paths(message: str, settings: Settings) -> str:

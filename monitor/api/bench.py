@@ -216,7 +216,7 @@ async def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = 
 
 def start_api_process(settings, port: int, log: Path, host: str = "127.0.0.1") -> subprocess.Popen:
     """``monitor api`` in a child process with the given settings (as a user runs it)."""
-    from monitor.processes import settings_env
+    from monitor.ops.processes import settings_env
 
     env = settings_env(settings)
     env["MONITOR_DATA_DIR"] = str(settings.data_dir)
@@ -231,9 +231,9 @@ def _popen(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
 async def prepare_state(settings, run_dir: Path, log, procs: list[subprocess.Popen]) -> tuple[dict[str, int], Scenario]:
     """Reference, worker (appended to ``procs`` at once, so it is stopped whatever happens), the demo
     scenario published and fully counted and computed."""
-    from monitor import infra
-    from monitor.processes import start_worker, wait_until_caught_up
-    from monitor.reference import save_reference
+    from monitor.ops import infra
+    from monitor.ops.processes import start_worker, wait_until_caught_up
+    from monitor.ops.reference import save_reference
     from monitor.state import Store
     from producers.publish import publish
     from producers.synthetic import SCENARIOS, generate, monthly_counts, reference_frame
@@ -301,11 +301,51 @@ def main(argv: list[str] | None = None) -> int:
     return runner(_main(args))
 
 
-async def _main(args) -> int:
-    from monitor import infra
-    from monitor.api.auth import hash_token, new_token
-    from monitor.processes import settings_env, stop_process
+def bench_settings(args, run_dir: Path, token: str):
+    """Settings of one run: fresh topics, group and key prefix; the broker and Redis given or started."""
+    from monitor.api.auth import hash_token
+    from monitor.ops import infra
     from monitor.settings import Settings
+
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    return Settings(
+        kafka_bootstrap=args.kafka_bootstrap or f"127.0.0.1:{infra.free_port()}",
+        redis_url=args.redis_url or f"redis://127.0.0.1:{infra.free_port()}/0", run_dir=run_dir,
+        records_topic=f"{name}-records", outcomes_topic=f"{name}-outcomes", alerts_topic=f"{name}-alerts",
+        dead_letter_topic=f"{name}-dead-letter", consumer_group=name, key_prefix=name,
+        api_tokens=f"bench:read:{hash_token(token)}")
+
+
+async def measure(args, settings, base_url: str, urls: dict[str, list[str]], token: str, log) -> bool:
+    """The load run (and the saturation run, for information): prints the report, True when the p99
+    target is met without errors."""
+    names = list(urls)
+    before = await worker_records(settings)
+    log(f"load: {args.clients} clients, {args.duration:.0f} s, pause uniform(0, {2 * args.think_ms:.0f}) ms, "
+        f"while the worker folds ~{args.publish_rate:.0f} records/s")
+    result = await run_load(base_url, urls, args.clients, args.duration, args.think_ms / 1000,
+                            args.max_requests, token=token)
+    folded = await worker_records(settings) - before
+    load1, _, _ = os.getloadavg()
+    print(report(f"\nstate endpoints under load ({args.clients} concurrent clients, worker folding "
+                 f"{folded / result.elapsed_s:.0f} records/s meanwhile, load average {load1:.2f} at the end):",
+                 result, names, args.target_p99_ms))
+    p99 = result.quantiles()["p99"]
+    met = p99 < args.target_p99_ms and result.errors == 0
+    if args.saturation_duration > 0:
+        saturation = await run_load(base_url, urls, args.clients, args.saturation_duration, 0.0,
+                                    args.max_requests, token=token)
+        print(report(f"\nfor information, saturation: the same {args.clients} clients without pauses "
+                     f"(closed loop; latency = {args.clients} / throughput):", saturation, names, None))
+    print(f"\nbench: p99 {p99:.1f} ms {'<' if met else '>='} {args.target_p99_ms:.0f} ms target: "
+          f"{'MET' if met else 'NOT MET'}")
+    return met
+
+
+async def _main(args) -> int:
+    from monitor.api.auth import new_token
+    from monitor.ops import infra
+    from monitor.ops.processes import settings_env, stop_process
 
     token = new_token()  # the clients read with a token, as in production (auth costs its share)
 
@@ -316,13 +356,7 @@ async def _main(args) -> int:
     log(f"machine: {os.cpu_count()} CPUs, load average {load1:.2f} (1 min) {load5:.2f} (5 min) before the run; "
         f"everything below shares them (API, clients, worker, publisher, broker, Redis)")
     run_dir = Path(tempfile.mkdtemp(prefix="credit-monitor-bench-"))
-    name = f"bench-{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        kafka_bootstrap=args.kafka_bootstrap or f"127.0.0.1:{infra.free_port()}",
-        redis_url=args.redis_url or f"redis://127.0.0.1:{infra.free_port()}/0", run_dir=run_dir,
-        records_topic=f"{name}-records", outcomes_topic=f"{name}-outcomes", alerts_topic=f"{name}-alerts",
-        dead_letter_topic=f"{name}-dead-letter", consumer_group=name, key_prefix=name,
-        api_tokens=f"bench:read:{hash_token(token)}")
+    settings = bench_settings(args, run_dir, token)
     started_services = []
     procs: list[subprocess.Popen] = []
     keep_logs = True  # until the run succeeds: the logs of a failed run stay for reading
@@ -345,27 +379,10 @@ async def _main(args) -> int:
                            run_dir / "publisher.log")
         procs.append(publisher)
         await asyncio.sleep(2.0)  # the publisher is connected and the worker folding
-        urls = endpoint_urls(spec.model, spec.model_version, sorted(counts))
-        names = list(urls)
-        before = await worker_records(settings)
-        log(f"load: {args.clients} clients, {args.duration:.0f} s, pause uniform(0, {2 * args.think_ms:.0f}) ms, "
-            f"while the worker folds ~{args.publish_rate:.0f} records/s")
-        result = await run_load(base_url, urls, args.clients, args.duration, args.think_ms / 1000,
-                                args.max_requests, token=token)
-        folded = await worker_records(settings) - before
-        load1, _, _ = os.getloadavg()
-        print(report(f"\nstate endpoints under load ({args.clients} concurrent clients, worker folding "
-                     f"{folded / result.elapsed_s:.0f} records/s meanwhile, load average {load1:.2f} at the end):",
-                     result, names, args.target_p99_ms))
-        p99 = result.quantiles()["p99"]
-        met = p99 < args.target_p99_ms and result.errors == 0
-        if args.saturation_duration > 0:
-            saturation = await run_load(base_url, urls, args.clients, args.saturation_duration, 0.0,
-                                        args.max_requests, token=token)
-            print(report(f"\nfor information, saturation: the same {args.clients} clients without pauses "
-                         f"(closed loop; latency = {args.clients} / throughput):", saturation, names, None))
-        print(f"\nbench: p99 {p99:.1f} ms {'<' if met else '>='} {args.target_p99_ms:.0f} ms target: "
-              f"{'MET' if met else 'NOT MET'}" + ("" if met else f"; logs in {run_dir}"))
+        met = await measure(args, settings, base_url, endpoint_urls(spec.model, spec.model_version, sorted(counts)),
+                            token, log)
+        if not met:
+            print(f"logs in {run_dir}")
         keep_logs = not met
         return 0 if met else 1
     finally:

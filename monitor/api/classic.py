@@ -235,22 +235,9 @@ async def get_performance(request: Request) -> JSONBytes:
 
 
 # ---- aderencia (adherence) ------------------------------------------------------------------------
-@router.post("/aderencia/", response_model=AdherenceResult, responses=ERRORS,
-             summary="KS adherence and PSI of a file against the model's test base")
-async def post_aderencia(request: Request, body: AdherenceRequest = Body(
-        ..., examples=[{"path": "data/credit_data_2024-06.csv"},
-                       {"path": "scored.csv", "model": "synthetic", "version": "1", "score_column": "score"}])
-) -> JSONBytes:
-    """Reads the file (CSV, CSV.gz or JSON list) inside the data directory, scores it with the registered
-    model (or takes ``score_column``), and compares the scores with the model's reference: the test split
-    of the registry card (KS on its raw scores, ``"scores": "raw"``; on its histogram for a card without
-    them), else the histogram loaded in Redis (``monitor reference load``, ``"scores": "histogram"``)."""
-    from producers.files import DATE_COLUMNS, read_frame, scores_of
-
-    settings = request.app.state.settings
-    path = confine(settings.data_dir, body.path)
-    store = request.app.state.store
-    registry = _registry(settings)
+async def adherence_reference(store, registry, body: AdherenceRequest) -> tuple:
+    """What a file is compared with: ``(card, histogram, raw test scores or None, version, source)``, from
+    the registry card when it has a reference, else from the reference loaded in Redis."""
     registered = registry.versions(body.model)
     card = registry.card(body.model, body.version) if registered else None
     reference, source, version, reference_raw = None, None, None, None
@@ -272,6 +259,26 @@ async def post_aderencia(request: Request, body: AdherenceRequest = Body(
             raise NotFound(f"model {body.model}:{version} has no reference: register the model "
                            f"(`monitor models train`) or load one (`monitor reference load`)")
         source = f"redis reference of {body.model}:{version} ({meta.get('source', '')})"
+    return card, reference, reference_raw, version, source
+
+
+@router.post("/aderencia/", response_model=AdherenceResult, responses=ERRORS,
+             summary="KS adherence and PSI of a file against the model's test base")
+async def post_aderencia(request: Request, body: AdherenceRequest = Body(
+        ..., examples=[{"path": "data/credit_data_2024-06.csv"},
+                       {"path": "scored.csv", "model": "synthetic", "version": "1", "score_column": "score"}])
+) -> JSONBytes:
+    """Reads the file (CSV, CSV.gz or JSON list) inside the data directory, scores it with the registered
+    model (or takes ``score_column``), and compares the scores with the model's reference: the test split
+    of the registry card (KS on its raw scores, ``"scores": "raw"``; on its histogram for a card without
+    them), else the histogram loaded in Redis (``monitor reference load``, ``"scores": "histogram"``)."""
+    from producers.files import DATE_COLUMNS, read_frame, scores_of
+
+    settings = request.app.state.settings
+    path = confine(settings.data_dir, body.path)
+    store = request.app.state.store
+    registry = _registry(settings)
+    card, reference, reference_raw, version, source = await adherence_reference(store, registry, body)
     if body.score_column is None and card is None:
         raise NotFound(f"{body.model!r} is not a registered model that could score the file; "
                        f"name the file's score column with score_column")

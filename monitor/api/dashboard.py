@@ -18,7 +18,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, Response
 
-from monitor.alerts import parse_alert_field
+from monitor.alerts.lifecycle import parse_alert_field
 from monitor.api.cache import cache_key
 from monitor.api.responses import JSONBytes, dumps
 from monitor.state import reads

@@ -4,7 +4,7 @@ How each number is obtained, and why (measured on the local Tansu broker and val
 
 * the **committed offset** is the worker group's OffsetFetch answer (the group is faust's app id:
   ``<consumer_group>.<state epoch>``, the epoch read from Redis ``{prefix}:epoch``; see
-  monitor/app.py), read by a consumer that joins no group (manual ``assign``, no commit), so
+  monitor/worker/app.py), read by a consumer that joins no group (manual ``assign``, no commit), so
   the probe never triggers a rebalance of the workers;
 * the **high watermark** is the one a Fetch response carries. ``end_offsets()`` /
   ``seek_to_end()`` (ListOffsets "latest") are *not* used: the local Tansu broker answers

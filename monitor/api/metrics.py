@@ -19,7 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
-from monitor.alerts import parse_alert_field
+from monitor.alerts.lifecycle import parse_alert_field
+from monitor.alerts.prometheus import WINDOW_METRICS
 from monitor.state import LABELS, reads
 
 MONTH_LABELS = ["model", "version", "month"]
@@ -28,18 +29,6 @@ ALERT_LABELS = ["model", "version", "rule", "window", "month", "phase"]
 PARTITION_LABELS = ["topic", "partition"]
 
 # Per-window metrics: exported name -> (MetricSet field, help).
-WINDOW_METRICS = {
-    "credit_monitor_window_records": ("n", "Records in the window (month, rolling or cumulative)."),
-    "credit_monitor_bad_rate": ("bad_rate", "Share of bads among labelled records in the window."),
-    "credit_monitor_auc": ("auc", "ROC AUC of the window (exact on quantized scores)."),
-    "credit_monitor_auc_bound": ("auc_bound", "Bound on |AUC(raw scores) - AUC|."),
-    "credit_monitor_gini": ("gini", "Gini = 2 AUC - 1."),
-    "credit_monitor_ks_good_bad": ("ks_good_bad", "KS separation of bads and goods."),
-    "credit_monitor_ks_adherence_d": ("ks_d", "KS adherence D of the window's scores against the reference."),
-    "credit_monitor_ks_adherence_pvalue": ("ks_pvalue", "p-value of the KS adherence test."),
-    "credit_monitor_ks_adherence_critical": ("ks_critical", "Critical D of the KS adherence test at alpha 0.05."),
-    "credit_monitor_psi": ("psi", "PSI of the window's scores against the reference's deciles."),
-}
 RECORDS = "credit_monitor_records"
 RECORDS_BY_LABEL = "credit_monitor_records_by_label"
 MONTH_ALERTS_FIRING = "credit_monitor_month_alerts_firing"

@@ -13,11 +13,11 @@ from dataclasses import replace
 
 import orjson
 
-from monitor.engine import MetricsUpdater
-from monitor.pipeline import BatchProcessor, KafkaMessage, RawMessage
-from monitor.reference import save_reference
+from monitor.ops.reference import save_reference
 from monitor.settings import Settings
 from monitor.state import Store, state_epoch
+from monitor.worker.engine import MetricsUpdater
+from monitor.worker.pipeline import BatchProcessor, KafkaMessage, RawMessage
 
 MESSAGES_PER_BATCH = 200
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from monitor.alerts import AlertEvent
+from monitor.alerts.lifecycle import AlertEvent
 
 MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 
-from monitor.alerts import AlertEvent
+from monitor.alerts.lifecycle import AlertEvent
 from monitor.api.cache import cache_key
 from monitor.api.responses import JSONBytes, dumps
 from monitor.api.schemas import (

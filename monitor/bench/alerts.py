@@ -2,13 +2,13 @@
 
 ``python -m monitor.bench.alerts`` (or ``monitor bench --alerts``) starts its own Tansu broker and
 redis-server on free loopback ports, and for each scenario: stores the model's reference (as
-``monitor demo`` does, :func:`monitor.reference.save_reference`), starts a real ``monitor worker``,
+``monitor demo`` does, :func:`monitor.ops.reference.save_reference`), starts a real ``monitor worker``,
 publishes a synthetic stream (``producers.synthetic``) in a chosen order, with explicit partitions,
 waits for the worker to count and judge everything, then reads every alert event from the alerts
 topic and the final alert states from Redis, and compares them with the *truth*.
 
 The truth of a (model, rule, window, month) is the verdict of the same rule, with the same
-thresholds (:class:`monitor.rules.RuleSet`), computed in batch on that window's RAW scores:
+thresholds (:class:`monitor.alerts.rules.RuleSet`), computed in batch on that window's RAW scores:
 ``scipy.stats.ks_2samp`` against the raw reference scores, PSI over the raw reference's deciles
 (:func:`psi_raw`, the buckets ``monitor/stats/psi.py`` documents), ``sklearn.metrics.roc_auc_score``
 for AUC (reference AUC on the raw reference too), the volume rule from the monthly counts. The
@@ -47,8 +47,8 @@ from typing import Any, Iterable
 import numpy as np
 import orjson
 
+from monitor.alerts.rules import RuleSet
 from monitor.months import add as months_add
-from monitor.rules import RuleSet
 from producers.synthetic import Scenario, generate, reference_frame
 
 ORDERS = ("shuffled", "ordered")
@@ -826,10 +826,10 @@ async def redis_states(settings, models: list[str]) -> dict[str, dict[str, dict]
 
 def run_scenario(sc: AlertScenario, base, work_dir: Path, rate: float, say=print, timeout_s: float = 600) -> dict:
     """Publish the scenario to fresh topics, run a worker, judge; the report of :func:`analyse`."""
-    from monitor import infra
-    from monitor.processes import start_worker, stop_process
-    from monitor.reference import save_reference
-    from monitor.rules import load_alert_config
+    from monitor.alerts.rules import load_alert_config
+    from monitor.ops import infra
+    from monitor.ops.processes import start_worker, stop_process
+    from monitor.ops.reference import save_reference
 
     name = f"ab-{uuid.uuid4().hex[:8]}"
     settings = base.model_copy(update={
@@ -884,7 +884,7 @@ shorter than a month's publishing at the default rate."""
 
 def bench_settings(run_dir: Path):
     """Throwaway servers' settings on free ports, with :data:`BENCH_SETTINGS`."""
-    from monitor import infra
+    from monitor.ops import infra
     from monitor.settings import Settings
 
     extra: dict[str, Any] = {k: v for k, v in BENCH_SETTINGS.items() if k in Settings.model_fields}
@@ -894,7 +894,7 @@ def bench_settings(run_dir: Path):
 
 def run(names: list[str] | None, scale: Scale, work_dir: Path | None = None, say=print) -> dict:
     """Every chosen scenario on one pair of throwaway servers; the JSON document."""
-    from monitor import infra
+    from monitor.ops import infra
 
     chosen = [s for s in build_scenarios(scale) if not names or s.name in names]
     reports = []

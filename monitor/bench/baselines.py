@@ -18,7 +18,7 @@ Kinds:
   ``ScoredRecord.model_validate`` per record, then one ``await redis.hincrby(...)`` per record on a
   hash per (model, month, label) keyed by score bin.
 
-The faust apps use the worker's settings (monitor/app.py): ``store="memory://"``, the web server
+The faust apps use the worker's settings (monitor/worker/app.py): ``store="memory://"``, the web server
 off, ``topic_disable_leader``, earliest offsets, session timeout 3 s, heartbeat 1 s, rebalance
 timeout 3 s, and run under ``faust.Worker`` like ``monitor worker``.
 """

@@ -10,8 +10,8 @@ that both decoders give the same tuples. Figures only, no assertion on them.
 
     python -m monitor.bench.decode [--messages 2000] [--batch 100] [--repeats 5]
 
-``old`` is ``monitor.fastpath.decode_orjson`` (orjson + plain-Python checks per record, the
-decoder before msgspec and now the fallback); ``new`` is ``monitor.fastpath.decode_fast``.
+``old`` is ``monitor.worker.fastpath.decode_orjson`` (orjson + plain-Python checks per record, the
+decoder before msgspec and now the fallback); ``new`` is ``monitor.worker.fastpath.decode_fast``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 
 import orjson
 
-from monitor.fastpath import decode_fast, decode_orjson
+from monitor.worker.fastpath import decode_fast, decode_orjson
 from producers.synthetic import SCENARIOS, generate
 
 

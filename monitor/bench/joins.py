@@ -24,13 +24,13 @@ import uuid
 
 import orjson
 
-from monitor import outcomes as outcome_join
 from monitor.bench.redis_server import redis_url_or_server
 from monitor.months import month_range
-from monitor.outcomes import OutcomeProcessor
-from monitor.pipeline import MAX_RECORDS_PER_CALL, BatchProcessor, RawMessage
 from monitor.settings import Settings
 from monitor.state.probe import Probe
+from monitor.worker import outcomes as outcome_join
+from monitor.worker.outcomes import OutcomeProcessor
+from monitor.worker.pipeline import MAX_RECORDS_PER_CALL, BatchProcessor, RawMessage
 
 SLOWLOG_THRESHOLD_US = 1_000
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolution", type=float, default=Settings().resolution,
                         help="histogram bin width (the default makes 80 KB histograms: ~240 MB at 1,000 months)")
     parser.add_argument("--per-call", type=int, default=outcome_join.OUTCOMES_PER_CALL,
-                        help="outcomes per script call (monitor.outcomes.OUTCOMES_PER_CALL; a huge value: one call)")
+                        help="outcomes per script call (monitor.worker.outcomes.OUTCOMES_PER_CALL; a huge value: one call)")
     parser.add_argument("--redis", default=None, help="Redis URL (default: a throwaway redis-server)")
     args = parser.parse_args(argv)
     outcome_join.OUTCOMES_PER_CALL = args.per_call

@@ -6,7 +6,7 @@ pass, then ``--rounds`` times: adds ``--records`` records to the *first* month o
 every window of every month changes, the most a pass can have to do) and times
 ``MetricsUpdater.run_once``. It reports the best round, with the pauses between models off (the
 CPU and Redis cost of the pass) and on (the wall time of a pass in the worker, about twice as long:
-see ``monitor.engine.PASS_PAUSE_RATIO``). Figures only, no assertion on them.
+see ``monitor.worker.engine.PASS_PAUSE_RATIO``). Figures only, no assertion on them.
 
     python -m monitor.bench.passes [--models 30] [--months 2] [--records 3000] [--rounds 3]
 """
@@ -21,11 +21,11 @@ import uuid
 import orjson
 
 from monitor.bench.redis_server import redis_url_or_server
-from monitor.engine import PASS_PAUSE_RATIO, MetricsUpdater
-from monitor.pipeline import BatchProcessor, RawMessage
-from monitor.reference import save_reference
+from monitor.ops.reference import save_reference
 from monitor.settings import Settings
 from monitor.state import Store, state_epoch
+from monitor.worker.engine import PASS_PAUSE_RATIO, MetricsUpdater
+from monitor.worker.pipeline import BatchProcessor, RawMessage
 from producers.synthetic import Scenario, generate, reference_frame
 
 

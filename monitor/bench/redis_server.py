@@ -6,7 +6,7 @@ import subprocess
 import time
 from contextlib import contextmanager
 
-from monitor.infra import free_port, redis_binary
+from monitor.ops.infra import free_port, redis_binary
 
 
 @contextmanager

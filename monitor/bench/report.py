@@ -647,10 +647,10 @@ PROFILE_CATEGORIES = (
     ("pydantic", ("pydantic/", "pydantic_core/")),
     ("redis client (redis-py)", ("redis/",)),
     ("kafka client (aiokafka)", ("aiokafka/", "kafka/")),
-    ("metrics engine (monitor.engine, stats, alerts, rules)", ("monitor/engine.py", "monitor/stats/",
-                                                              "monitor/alerts.py", "monitor/rules.py")),
-    ("decode (monitor.schema, fastpath)", ("monitor/schema.py", "monitor/fastpath.py")),
-    ("fold + store (monitor.pipeline, store, agents)", ("monitor/",)),
+    ("metrics engine (monitor.worker.engine, stats, alerts, rules)", ("monitor/worker/engine.py", "monitor/stats/",
+                                                              "monitor/alerts/lifecycle.py", "monitor/alerts/rules.py")),
+    ("decode (monitor.schema, fastpath)", ("monitor/schema.py", "monitor/worker/fastpath.py")),
+    ("fold + store (monitor.worker.pipeline, store, agents)", ("monitor/",)),
     ("faust / mode", ("faust/", "mode/")),
     ("asyncio + stdlib", ("asyncio/", "selectors.py", "weakref.py", "<")),
 )
@@ -720,7 +720,7 @@ def profile_summary(collapsed: str, top: int = 15) -> dict:
     >>> text = chr(10).join(["main (a.py:1);EpollSelector.select (/usr/lib/python3.11/selectors.py:9) 3",
     ...                      "main (a.py:1);run (/w/monitor/engine.py:5);ks (/w/monitor/stats/ks.py:2) 1"])
     >>> s = profile_summary(text)
-    >>> s["samples"], s["idle_share"], s["categories"]["metrics engine (monitor.engine, stats, alerts, rules)"]
+    >>> s["samples"], s["idle_share"], s["categories"]["metrics engine (monitor.worker.engine, stats, alerts, rules)"]
     (4, 0.75, 0.25)
     >>> s["top_self"][0]
     ['EpollSelector.select (selectors.py)', 0.75]

@@ -3,7 +3,7 @@
 Everything runs on a throwaway Tansu broker and redis-server (appendonly, as ``monitor infra up``
 runs it) on free loopback ports in a temporary directory, with unique topics (4 partitions),
 consumer groups and key prefixes per measurement. The worker is ``monitor worker`` exactly as
-deployed, in its own process (``monitor.processes.start_worker``), unpatched: the harness only reads
+deployed, in its own process (``monitor.ops.processes.start_worker``), unpatched: the harness only reads
 Redis and the topics.
 
 Throughput (consumption only: every topic is filled *before* its consumer starts):
@@ -43,7 +43,7 @@ import orjson
 
 from monitor.bench import report
 from monitor.bench.baselines import rss_kb
-from monitor.processes import settings_env
+from monitor.ops.processes import settings_env
 from monitor.settings import Settings
 
 if TYPE_CHECKING:
@@ -267,7 +267,7 @@ def window_cpu(usage: list[tuple[float, float | None, dict]], first: float, last
 # ---- publishing -----------------------------------------------------------------------------------
 async def prepublish(settings: Settings, messages: list[bytes]) -> float:
     """Publish the messages with a batched producer and wait until the broker has all; seconds taken."""
-    from monitor.faults import publish_messages
+    from monitor.ops.faults import publish_messages
 
     started = time.monotonic()
     await publish_messages(settings, messages)
@@ -420,7 +420,7 @@ class Bench:
         self.run_id = uuid.uuid4().hex[:8]
         self._probe: Probe | None = None  # opened by __aenter__
         self.rss_phases: dict[str, dict] = {}
-        from monitor.infra import services
+        from monitor.ops.infra import services
 
         self.server_pids = {svc.name: svc.pid() for svc in services(base)}
 
@@ -521,7 +521,7 @@ class Bench:
 
     @staticmethod
     def _stop(proc: subprocess.Popen) -> None:
-        from monitor.processes import stop_process
+        from monitor.ops.processes import stop_process
 
         stop_process(proc)
 
@@ -530,7 +530,7 @@ class Bench:
                          on_progress: Callable[[int], Awaitable[None]] | None = None,
                          after: Callable[[], Awaitable[None]] | None = None) -> dict:
         """Start ``monitor worker`` on a pre-filled topic; time it from the first counted records to N."""
-        from monitor.processes import start_worker
+        from monitor.ops.processes import start_worker
 
         log = self.tmp / f"{label}.log"
         store = self.probe.store(settings)
@@ -601,7 +601,7 @@ class Bench:
         repeats = -(-MIN_BATCHED_MESSAGES // len(batched_msgs))
         batched_msgs = batched_msgs * repeats
         n_batched = opts.records * repeats
-        from monitor.infra import create_topics
+        from monitor.ops.infra import create_topics
 
         single = phase_settings(self.base, self.run_id, "single")
         batched = phase_settings(self.base, self.run_id, "batched")
@@ -744,8 +744,8 @@ class Bench:
     async def _memory_stream(self, settings: Settings, model: str, month: str):
         """Topics, the model's reference, and ``--memory-records`` records of ``month`` (80 % labelled)
         published in arrays of ``--batch-size`` before the worker starts; returns the scenario."""
-        from monitor.infra import create_topics
-        from monitor.reference import save_reference
+        from monitor.ops.infra import create_topics
+        from monitor.ops.reference import save_reference
         from producers.synthetic import Scenario, generate, reference_frame
 
         opts = self.opts
@@ -788,7 +788,7 @@ class Bench:
         The worker computes metrics on a timer (``metrics_interval_s``), so the alert latency's
         floor is spread over [0, interval] plus one pass.
         """
-        from monitor.infra import create_topics
+        from monitor.ops.infra import create_topics
 
         opts = self.opts
         rate, lb = opts.latency_rate, max(1, opts.latency_batch)
@@ -829,7 +829,7 @@ class Bench:
 
     async def _latency_references(self, settings: Settings, models: list[str]) -> None:
         """The same reference (an undrifted synthetic sample) for every latency model."""
-        from monitor.reference import save_reference
+        from monitor.ops.reference import save_reference
         from producers.synthetic import Scenario, reference_frame
 
         ref = reference_frame(Scenario(name="bench-lat", seed=29))
@@ -845,7 +845,7 @@ class Bench:
         until every episode is counted and alerted (or the deadline). Returns the send times, when the
         worker caught up, its RSS, CPU and profile."""
         from monitor.connect import kafka_consumer, kafka_producer
-        from monitor.processes import start_worker
+        from monitor.ops.processes import start_worker
 
         consumer = kafka_consumer(settings, settings.alerts_topic,
                                   group_id=f"bench-{self.run_id}-alerts-{uuid.uuid4().hex[:6]}",
@@ -1024,7 +1024,7 @@ class Bench:
 
 def run(opts: Options, say: Callable[[str], None] = print) -> dict:
     """Start the servers, run every measurement, return the JSON document."""
-    from monitor.faults import servers
+    from monitor.ops.faults import servers
 
     with tempfile.TemporaryDirectory(prefix="bench-", dir=opts.work_dir) as tmp, \
             servers("tansu", Path(tmp)) as base:

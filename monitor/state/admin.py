@@ -18,7 +18,7 @@ class AdminOps:
     scripts: Any
     hist_bytes: int
 
-    # ---- outcomes (monitor.outcomes) --------------------------------------------------------
+    # ---- outcomes (monitor.worker.outcomes) --------------------------------------------------------
     async def apply_outcomes(self, model: str, version: str, ttl: int, triples: list) -> list:
         """One outcome script call (``triples``: flat record_id, target, join bucket); its flat reply."""
         return await self.scripts.apply_outcomes(

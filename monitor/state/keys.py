@@ -15,7 +15,7 @@ key                                                   type    holds
                                                               bin = round(score / resolution))
 ``cm:{m:v}:offsets``                                  hash    ``topic:partition`` -> last offset applied
 ``cm:{m:v}:fingerprints``                             hash    ``topic:partition`` -> fingerprint of the message
-                                                              at that offset (monitor.sources.fingerprint)
+                                                              at that offset (monitor.worker.sources.fingerprint)
 ``cm:{m:v}:watermark``                                string  latest ref_date seen (ISO date)
 ``cm:{m:v}:watermarks``                               hash    ``topic:partition`` -> its latest ref_date
                                                               and when it last delivered (``date|unix s``);

@@ -1,7 +1,7 @@
 """Reads of the Redis state that the API needs, in few round trips (pipelines).
 
 Part of the state layer: uses ``store.redis`` and the key names of :mod:`monitor.state.keys`. The API
-and the CLI (monitor.views) read through this module and :class:`monitor.state.Store`. Every function
+and the CLI (monitor.cli.views) read through this module and :class:`monitor.state.Store`. Every function
 returns plain JSON-ready dicts.
 """
 

@@ -12,6 +12,7 @@ import numpy as np
 import orjson
 import redis.asyncio as aioredis
 
+from monitor.months import event_time_watermark
 from monitor.schema import split_model_key
 from monitor.settings import Settings
 from monitor.state.admin import AdminOps
@@ -202,7 +203,7 @@ class Store(AlertOps, AdminOps):
         the partition's records)`` in one step; returns each month's counts after it.
 
         ``fingerprints``: per field, the fingerprint of the message at the new offset
-        (:func:`monitor.sources.fingerprint`), kept with it to tell later whether the offset still
+        (:func:`monitor.worker.sources.fingerprint`), kept with it to tell later whether the offset still
         belongs to the partition's log; a field without one drops the stored one.
 
         Raises OffsetConflict when a stored offset is not the expected one; nothing is written then.
@@ -402,9 +403,7 @@ class Store(AlertOps, AdminOps):
     async def closing_watermark(self, model: str, version: str, topic_partitions: int = 0) -> str | None:
         """The event time up to which the model's records have all arrived: the slowest partition
         still delivering, of the records topic's ``topic_partitions`` when known (see
-        :func:`monitor.alerts.event_time_watermark`)."""
-        from monitor.alerts import event_time_watermark
-
+        :func:`monitor.months.event_time_watermark`)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.keys.of(model, version, "watermarks"))
         pipe.time()

@@ -9,8 +9,8 @@ from dataclasses import replace
 import orjson
 import pytest
 
-from monitor.processes import wait_until_caught_up
-from monitor.reference import save_reference
+from monitor.ops.processes import wait_until_caught_up
+from monitor.ops.reference import save_reference
 from monitor.state import Store
 from producers.publish import publish
 from producers.synthetic import Scenario, generate, monthly_counts, reference_frame

@@ -14,7 +14,7 @@ from dataclasses import replace
 import orjson
 import pytest
 
-from monitor.processes import wait_until_caught_up
+from monitor.ops.processes import wait_until_caught_up
 from monitor.state import Store
 from producers.publish import publish
 from producers.synthetic import Scenario, generate
@@ -161,9 +161,9 @@ async def test_a_record_dated_far_ahead_does_not_stall_judgement(settings, worke
 async def test_labels_trickling_into_a_closed_month_do_not_keep_it_open(settings):
     """Outcomes arrive for months long after their records: a closed month whose records stopped
     coming settles (its verdicts turn final) even while its labels keep arriving."""
-    from monitor.engine import MetricsUpdater
-    from monitor.outcomes import OutcomeProcessor
-    from monitor.pipeline import BatchProcessor, RawMessage
+    from monitor.worker.engine import MetricsUpdater
+    from monitor.worker.outcomes import OutcomeProcessor
+    from monitor.worker.pipeline import BatchProcessor, RawMessage
 
     settings = settings.model_copy(update={"month_settle_s": 0.5})
     store = Store.connect(settings)

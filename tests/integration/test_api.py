@@ -26,7 +26,7 @@ from sklearn.metrics import roc_auc_score
 
 from models.registry import Registry
 from models.train import score_frame, train
-from monitor.alerts import AlertEvent, parse_alert_field
+from monitor.alerts.lifecycle import AlertEvent, parse_alert_field
 from monitor.api.app import create_api, running
 from monitor.api.sample import load_scenario
 from monitor.api.schemas import (
@@ -38,7 +38,7 @@ from monitor.api.schemas import (
     MonthRow,
     PerformanceResult,
 )
-from monitor.reference import save_reference
+from monitor.ops.reference import save_reference
 from monitor.state import Store
 from monitor.stats import LabelledHistograms, ScoreHistogram, compute_metrics
 from monitor.stats.ks import ks_adherence

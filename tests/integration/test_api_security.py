@@ -20,11 +20,11 @@ import aiohttp
 import pytest
 import redis
 
-from monitor import infra
+from monitor.ops import infra
 from monitor.api.auth import hash_token, new_token
 from monitor.api.bench import start_api_process, wait_http
-from monitor.processes import settings_env, stop_process
-from monitor.reference import save_reference
+from monitor.ops.processes import settings_env, stop_process
+from monitor.ops.reference import save_reference
 from tests.conftest import unique_settings
 
 pytestmark = pytest.mark.integration

@@ -19,8 +19,8 @@ import skops.io
 from datasets import load
 from models.registry import IntegrityError, Registry, RegistryError, sha256_of
 from models.train import fit, score_frame
-from monitor import infra
-from monitor.processes import settings_env, stop_process
+from monitor.ops import infra
+from monitor.ops.processes import settings_env, stop_process
 from tests.conftest import API_TOKENS, api_headers, unique_settings
 
 pytestmark = pytest.mark.integration

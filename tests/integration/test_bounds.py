@@ -9,7 +9,7 @@ import datetime as dt
 import orjson
 import pytest
 
-from monitor.pipeline import BatchProcessor, RawMessage
+from monitor.worker.pipeline import BatchProcessor, RawMessage
 from monitor.state import Store
 from monitor.stats import (
     CategoricalReference,

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from monitor import infra
+from monitor.ops import infra
 from monitor.settings import Settings
 from tests.conftest import kcat_env, monitor_cli
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from monitor import infra
+from monitor.ops import infra
 from monitor.api.bench import start_api_process, wait_http
 from monitor.api.sample import load_scenario
-from monitor.processes import stop_process
-from monitor.reference import save_reference
+from monitor.ops.processes import stop_process
+from monitor.ops.reference import save_reference
 from producers.synthetic import SCENARIOS, Scenario
 from tests.conftest import API_READ_TOKEN, api_headers
 

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from monitor.outcomes import outcome_counters
-from monitor.processes import wait_until_caught_up
+from monitor.worker.outcomes import outcome_counters
+from monitor.ops.processes import wait_until_caught_up
 from monitor.state import Store
 from producers.publish import publish
 from producers.synthetic import Scenario, generate, monthly_counts

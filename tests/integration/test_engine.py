@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from monitor.api.sample import load_scenario
-from monitor.engine import MetricsUpdater
-from monitor.pipeline import BatchProcessor, RawMessage
+from monitor.worker.engine import MetricsUpdater
+from monitor.worker.pipeline import BatchProcessor, RawMessage
 from monitor.state import Store, state_epoch
 from monitor.stats import LabelledHistograms, compute_metrics
 from producers.synthetic import Scenario

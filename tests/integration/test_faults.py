@@ -1,4 +1,4 @@
-"""Fault runs (monitor/faults.py) on the real broker and Redis: counts exact after every fault."""
+"""Fault runs (monitor/ops/faults.py) on the real broker and Redis: counts exact after every fault."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from monitor import faults
+from monitor.ops import faults
 from monitor.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from monitor.reference import save_reference
+from monitor.ops.reference import save_reference
 from monitor.state import Store
 from producers.synthetic import Scenario, reference_frame
 from tests.integration.test_alert_engine import stream_month_by_month

@@ -10,9 +10,9 @@ import subprocess
 
 import pytest
 
-from monitor.follow import follow_alerts
-from monitor.infra import create_topics
-from monitor.processes import settings_env
+from monitor.alerts.follow import follow_alerts
+from monitor.ops.infra import create_topics
+from monitor.ops.processes import settings_env
 
 
 async def test_a_stop_ends_the_follower_while_its_group_join_is_under_way(settings):

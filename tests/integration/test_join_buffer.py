@@ -8,8 +8,8 @@ import random
 import orjson
 import pytest
 
-from monitor.outcomes import OutcomeProcessor, outcome_counters
-from monitor.pipeline import BatchProcessor, RawMessage
+from monitor.worker.outcomes import OutcomeProcessor, outcome_counters
+from monitor.worker.pipeline import BatchProcessor, RawMessage
 from monitor.state import (
     JOIN_BUCKETS,
     JOIN_PERIOD_S,

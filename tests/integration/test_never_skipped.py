@@ -13,7 +13,7 @@ import orjson
 import pytest
 import redis
 
-from monitor.pipeline import BatchProcessor, RawMessage
+from monitor.worker.pipeline import BatchProcessor, RawMessage
 from monitor.state import Store
 
 pytestmark = pytest.mark.integration
@@ -94,7 +94,7 @@ def slowlog(settings):
 
 
 async def test_a_large_batch_is_applied_in_bounded_calls_each_moving_its_offsets(settings, slowlog):
-    from monitor.pipeline import MAX_RECORDS_PER_CALL
+    from monitor.worker.pipeline import MAX_RECORDS_PER_CALL
 
     store = Store.connect(settings)
     try:

@@ -18,10 +18,10 @@ import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from monitor import infra
-from monitor.alerts import AlertEvent
+from monitor.ops import infra
+from monitor.alerts.lifecycle import AlertEvent
 from monitor.api.bench import wait_http
-from monitor.processes import settings_env, stop_process
+from monitor.ops.processes import settings_env, stop_process
 from monitor.settings import Settings
 
 AM_BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
@@ -281,8 +281,8 @@ async def test_the_workers_alerts_reach_alertmanager(settings, worker_process, a
     alerts the monitor's state says are firing, with their severity and phase."""
     from dataclasses import replace
 
-    from monitor.alerts import parse_alert_field
-    from monitor.reference import save_reference
+    from monitor.alerts.lifecycle import parse_alert_field
+    from monitor.ops.reference import save_reference
     from monitor.state import Store
     from producers.publish import publish as publish_records
     from producers.synthetic import Scenario, generate, reference_frame

@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from monitor.months import month_range
-from monitor.outcomes import OutcomeProcessor, outcome_counters
-from monitor.pipeline import BatchProcessor, RawMessage
+from monitor.worker.outcomes import OutcomeProcessor, outcome_counters
+from monitor.worker.pipeline import BatchProcessor, RawMessage
 from monitor.stats import ScoreHistogram
 
 pytestmark = pytest.mark.integration

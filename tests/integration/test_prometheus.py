@@ -17,10 +17,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from monitor import infra
+from monitor.ops import infra
 from monitor.api.bench import start_api_process, wait_http
-from monitor.processes import stop_process, wait_until_caught_up
-from monitor.reference import save_reference
+from monitor.ops.processes import stop_process, wait_until_caught_up
+from monitor.ops.reference import save_reference
 from monitor.state import Store
 from producers.publish import publish
 from producers.synthetic import SCENARIOS, generate, monthly_counts, reference_frame

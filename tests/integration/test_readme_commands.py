@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor import infra
-from monitor.processes import settings_env
+from monitor.ops import infra
+from monitor.ops.processes import settings_env
 from monitor.settings import Settings
 from tests.readme_commands import ReadmeRunner, document_blocks
 

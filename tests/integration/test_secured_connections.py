@@ -27,14 +27,14 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from monitor import infra
-from monitor.processes import (
+from monitor.ops import infra
+from monitor.ops.processes import (
     settings_env,
     start_worker,
     stop_process,
     wait_until_caught_up,
 )
-from monitor.reference import save_reference
+from monitor.ops.reference import save_reference
 from monitor.state import Store
 from producers.publish import publish
 from producers.synthetic import SCENARIOS, generate, monthly_counts, reference_frame

@@ -15,8 +15,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from monitor import faults, infra
-from monitor.processes import stop_process
+from monitor.ops import faults
+from monitor.ops import infra
+from monitor.ops.processes import stop_process
 from monitor.state import Store
 from producers.publish import publish
 
@@ -175,7 +176,7 @@ def test_a_redelivery_of_the_same_log_is_verified_and_skipped_not_reset(tmp_path
 
 
 def raw(offset: int, month: str, i: int) -> "RawMessage":
-    from monitor.pipeline import RawMessage
+    from monitor.worker.pipeline import RawMessage
 
     record = {"record_id": f"{month}-{i}", "model": MODEL, "ref_date": f"{month}-10", "score": 0.5, "target": 1}
     return RawMessage("records", 0, offset, orjson.dumps(record), key=str(i).encode())
@@ -183,8 +184,8 @@ def raw(offset: int, month: str, i: int) -> "RawMessage":
 
 async def test_a_batch_holding_another_message_at_the_stored_offset_starts_a_new_lifetime(settings):
     """The check needs no broker when the batch holds the message at the stored offset."""
-    from monitor.pipeline import BatchProcessor
-    from monitor.sources import fingerprint
+    from monitor.worker.pipeline import BatchProcessor
+    from monitor.worker.sources import fingerprint
 
     store = Store.connect(settings)
     dead = []
@@ -215,7 +216,7 @@ async def test_a_batch_holding_another_message_at_the_stored_offset_starts_a_new
 
 
 async def test_a_reset_forgets_a_stored_offset_only_if_no_one_moved_it(settings):
-    from monitor.pipeline import BatchProcessor
+    from monitor.worker.pipeline import BatchProcessor
 
     store = Store.connect(settings)
     try:

@@ -7,10 +7,10 @@ import asyncio
 import orjson
 import pytest
 
-from monitor.alerts import AlertEvaluator, judge_psi
+from monitor.alerts.lifecycle import AlertEvaluator, judge_psi
 from monitor.errors import StateLost
-from monitor.pipeline import BatchProcessor, RawMessage
-from monitor.rules import RuleSet
+from monitor.worker.pipeline import BatchProcessor, RawMessage
+from monitor.alerts.rules import RuleSet
 from monitor.state import Store
 from monitor.stats import ScoreHistogram
 
@@ -187,7 +187,7 @@ async def test_a_message_delivered_twice_in_one_batch_or_out_of_order_counts_onc
 
 
 async def test_delayed_outcomes_join_their_records_once(settings):
-    from monitor.outcomes import OutcomeProcessor, outcome_counters
+    from monitor.worker.outcomes import OutcomeProcessor, outcome_counters
 
     store = Store.connect(settings)
     try:

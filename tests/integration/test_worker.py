@@ -12,8 +12,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from monitor.processes import wait_until_caught_up
-from monitor.reference import save_reference
+from monitor.ops.processes import wait_until_caught_up
+from monitor.ops.reference import save_reference
 from monitor.state import Store
 from monitor.stats import LabelledHistograms, ScoreHistogram, compute_metrics
 from producers.publish import kafka_producer, publish

@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from monitor.bench import alerts as ab
-from monitor.rules import RuleSet
+from monitor.alerts.rules import RuleSet
 from monitor.stats import ScoreHistogram
 from monitor.stats.ks import ks_adherence
 from monitor.stats.psi import psi

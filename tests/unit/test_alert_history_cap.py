@@ -2,10 +2,10 @@
 
 import inspect
 
-from monitor import alerts
+from monitor.alerts import lifecycle
 from monitor.state import ALERT_HISTORY_CAP
 
 
 def test_the_evaluator_trims_history_at_the_store_cap():
-    assert inspect.signature(alerts.AlertEvaluator).parameters["history_cap"].default is ALERT_HISTORY_CAP
-    assert "10_000" not in inspect.getsource(alerts)
+    assert inspect.signature(lifecycle.AlertEvaluator).parameters["history_cap"].default is ALERT_HISTORY_CAP
+    assert "10_000" not in inspect.getsource(lifecycle)

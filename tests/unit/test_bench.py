@@ -372,7 +372,7 @@ def test_profile_summary_of_collapsed_stacks():
     assert s["samples"] == 100 and s["idle_share"] == 0.5
     cats = s["categories"]
     assert cats["idle"] == 0.5 and cats["pydantic"] == 0.30
-    assert cats["metrics engine (monitor.engine, stats, alerts, rules)"] == 0.15
+    assert cats["metrics engine (monitor.worker.engine, stats, alerts, rules)"] == 0.15
     assert cats["asyncio + stdlib"] == 0.05  # innermost frame with a category wins
     assert cats["redis client (redis-py)"] == 0.0 and cats["other"] == 0.0
     assert abs(sum(cats.values()) - 1.0) < 1e-9
@@ -412,7 +412,7 @@ def test_profile_summary_per_thread():
     ])
     s = report.profile_summary(text)
     assert s["thread"] == "MainThread" and s["samples"] == 10 and s["samples_all_threads"] == 20
-    assert s["idle_share"] == 0.2 and s["categories"]["fold + store (monitor.pipeline, store, agents)"] == 0.8
+    assert s["idle_share"] == 0.2 and s["categories"]["fold + store (monitor.worker.pipeline, store, agents)"] == 0.8
     assert s["threads"]["Thread-1"]["idle_share"] == 0.9
     assert s["threads"]["Thread-1"]["categories"]["kafka client (aiokafka)"] == 0.1
 

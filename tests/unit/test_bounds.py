@@ -14,7 +14,7 @@ from monitor.bounds import (
     check_bounds,
 )
 from monitor.errors import InvalidRecord
-from monitor.fastpath import decode_fast
+from monitor.worker.fastpath import decode_fast
 from monitor.settings import Settings
 from monitor.stats import (
     CategoricalReference,
@@ -157,7 +157,7 @@ def test_the_unseen_names_counter_field_is_not_a_category():
 
 
 def test_a_message_tier_one_decoded_needs_no_value_scan_and_a_long_value_still_decodes():
-    from monitor.fastpath import FAST_FEATURE_VALUE_CHARS, decode_tiered
+    from monitor.worker.fastpath import FAST_FEATURE_VALUE_CHARS, decode_tiered
     from monitor.schema import decode_records
 
     short = b'{"record_id": "a", "model": "m", "ref_date": "2024-03-05", "score": 0.5, "features": {"c": "OWN"}}'

@@ -116,7 +116,7 @@ def test_redacted_urls_keep_no_password(url):
 async def test_registry_error_shows_no_password_of_the_url(tmp_path):
     """The old workaround, the password in the URL, leaked in load_reference's error."""
     from models.registry import load_reference
-    from monitor import infra
+    from monitor.ops import infra
     from monitor.errors import MonitorError
 
     class Card(dict):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import aiokafka.errors
 
-from monitor.deadletter import SAMPLE_BYTES, DeadLetterQueue
-from monitor.pipeline import RawMessage
+from monitor.worker.deadletter import SAMPLE_BYTES, DeadLetterQueue
+from monitor.worker.pipeline import RawMessage
 
 
 class Broker(list):

@@ -6,7 +6,7 @@ from monitor.settings import Settings
 
 
 def test_a_demo_run_has_its_own_topics_group_and_key_prefix():
-    from monitor.demo import demo_settings
+    from monitor.ops.demo import demo_settings
 
     base = Settings()
     s = demo_settings(base, "ab12")

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from monitor.errors import InvalidRecord
-from monitor.fastpath import _decode_msgspec, decode_fast, decode_orjson
+from monitor.worker.fastpath import _decode_msgspec, decode_fast, decode_orjson
 from monitor.schema import decode_records
 
 LABELS = {None: 2, 0: 1, 1: 0}

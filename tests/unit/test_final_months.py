@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from monitor.engine import MetricsUpdater
-from monitor.rules import AlertConfig
+from monitor.worker.engine import MetricsUpdater
+from monitor.alerts.rules import AlertConfig
 from monitor.settings import Settings
 
 MONTHS = ["2024-01", "2024-02", "2024-03", "2024-04"]

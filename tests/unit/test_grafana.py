@@ -104,7 +104,7 @@ def test_every_metric_name_is_one_the_exporter_exposes(dashboard):
 
 
 def test_threshold_panels_match_the_default_alert_thresholds(dashboard):
-    from monitor.rules import RuleSet
+    from monitor.alerts.rules import RuleSet
 
     rules = RuleSet()
     steps = {}

@@ -36,8 +36,8 @@ def test_garbage_is_refused(bad):
 
 def test_the_former_copies_use_it():
     from datasets import loaders
-    from monitor import alerts
+    from monitor.alerts import lifecycle
     from monitor.stats import windows
     from producers import synthetic
-    for module in (alerts, windows, synthetic, loaders):
+    for module in (lifecycle, windows, synthetic, loaders):
         assert "// 12" not in inspect.getsource(module), module.__name__

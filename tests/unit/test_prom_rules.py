@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from monitor.processes import settings_env
+from monitor.ops.processes import settings_env
 from monitor.settings import Settings
 
 PROMTOOL = shutil.which("promtool")
@@ -31,7 +31,7 @@ def exported(tmp_path):
     rules_file = tmp_path / "rules.yml"
     rules_file.write_text(RULES)
     settings = Settings(alert_rules_file=rules_file, data_dir=tmp_path, dashboard_url="http://dash:8000")
-    out = tmp_path / "credit-monitor.rules.yml"
+    out = tmp_path / "credit-monitor.alerts.rules.yml"
     subprocess.run([sys.executable, "-m", "monitor", "rules", "export", "--prometheus", "--output", str(out)],
                    env=settings_env(settings), check=True, capture_output=True, text=True, cwd=tmp_path)
     return out

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from monitor.errors import InvalidRecord
-from monitor.pipeline import score_bin
+from monitor.worker.pipeline import score_bin
 from monitor.schema import (
     MAX_MESSAGE_BYTES,
     ScoredRecord,
@@ -100,6 +100,7 @@ def test_model_key_round_trips(model, version):
 def test_model_keys_are_split_in_one_place():
     import inspect
 
-    from monitor import engine, prom_rules
-    for module in (engine, prom_rules):
+    from monitor.alerts import prometheus
+    from monitor.worker import engine
+    for module in (engine, prometheus):
         assert 'split(":", 1)' not in inspect.getsource(module), module.__name__

@@ -6,9 +6,9 @@ import asyncio
 import aiokafka
 from aiokafka.structs import TopicPartition
 
-from monitor.app import create_app
+from monitor.worker.app import create_app
 from monitor.settings import Settings
-from monitor.transport import MonitorApp
+from monitor.worker.transport import MonitorApp
 
 
 def _worker_consumer(app) -> aiokafka.AIOKafkaConsumer:
@@ -94,7 +94,7 @@ class _Fetcher:
 
 
 async def test_a_position_out_of_the_logs_range_makes_faust_forget_the_old_log():
-    from monitor.transport import rewind_lost_logs
+    from monitor.worker.transport import rewind_lost_logs
 
     def out_of_range(tp, state):  # what aiokafka does on OFFSET_OUT_OF_RANGE with reset "earliest"
         if tp == T0:
@@ -107,7 +107,7 @@ async def test_a_position_out_of_the_logs_range_makes_faust_forget_the_old_log()
 
 
 async def test_a_log_shorter_than_the_position_is_read_again_from_its_start():
-    from monitor.transport import rewind_lost_logs
+    from monitor.worker.transport import rewind_lost_logs
 
     def shorter(tp, state):  # Tansu after a restart: no records, a high watermark below the position
         state.highwater = 3 if tp == T0 else 10

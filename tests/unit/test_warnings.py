@@ -7,7 +7,7 @@ import warnings
 import pytest
 
 
-@pytest.mark.parametrize("module", ["monitor.engine", "producers.synthetic", "models.registry", "datasets.loaders",
+@pytest.mark.parametrize("module", ["monitor.worker.engine", "producers.synthetic", "models.registry", "datasets.loaders",
                                     "monitor"])
 def test_our_deprecation_warnings_are_errors(module):
     with pytest.raises(DeprecationWarning):

@@ -35,9 +35,9 @@ from pydantic import (
 )
 
 from monitor.errors import InvalidRecord
-from monitor.pipeline import DeadLetter, KafkaMessage, OnChange
 from monitor.retry import retry_forever
 from monitor.state import Store, join_bucket, month_changes
+from monitor.worker.pipeline import DeadLetter, KafkaMessage, OnChange
 
 
 class Outcome(BaseModel):

@@ -34,14 +34,14 @@ import orjson
 from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import ValidationError
 
-from monitor.alerts import AlertEvent
+from monitor.alerts.lifecycle import AlertEvent
 from monitor.connect import kafka_admin, kafka_consumer, kafka_producer
 from monitor.errors import MonitorError
 from monitor.retry import retry_forever
 from monitor.settings import Settings
 from monitor.state import Store
 
-log = logging.getLogger("monitor.notify")
+log = logging.getLogger("monitor.alerts.notify")
 
 BACKOFF_MAX_S = 30.0
 FIRST_RESEND_S = 5.0

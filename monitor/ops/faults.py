@@ -1,6 +1,6 @@
 """Fault runs on the real broker and real Redis: nothing lost, nothing counted twice.
 
-``monitor faults`` (or ``python -m monitor.faults``) starts its own broker and redis-server on
+``monitor faults`` (or ``python -m monitor.ops.faults``) starts its own broker and redis-server on
 free loopback ports, publishes a synthetic stream (single records, JSON arrays and malformed
 messages), runs ``monitor worker`` processes, injects a fault, waits for the worker to finish
 and compares every month's histograms with the input, bin by bin:
@@ -60,9 +60,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from monitor import infra
 from monitor.connect import kafka_consumer, kafka_producer
-from monitor.processes import start_worker, stop_process
+from monitor.ops import infra
+from monitor.ops.processes import start_worker, stop_process
 from monitor.retry import is_transient
 from monitor.settings import Settings
 from monitor.state import LABELS, Store
@@ -186,7 +186,7 @@ def with_unseen_categories(records: list[dict]) -> list[dict]:
 
 async def load_flood_references(settings: Settings) -> None:
     """References for the models the flood must not crowd out (as an operator loads them)."""
-    from monitor.reference import save_reference
+    from monitor.ops.reference import save_reference
     from producers.synthetic import reference_frame
 
     frame = reference_frame(Scenario(name="faults", model="faults"), n=5000)
@@ -289,7 +289,7 @@ def _dense(h: ScoreHistogram, bins: np.ndarray) -> np.ndarray:
 
 def acked_dead_letters(log_dir: Path, topic: str) -> set[tuple[int, int]]:
     """(partition, offset) of every message of ``topic`` that a worker logged as dead-lettered: the
-    worker logs it once the broker acknowledged the dead-letter record (monitor.deadletter)."""
+    worker logs it once the broker acknowledged the dead-letter record (monitor.worker.deadletter)."""
     line = re.compile(rf"dead-lettered {re.escape(topic)}:(\d+)@(\d+)")
     return {(int(p), int(o)) for log in log_dir.glob("worker-*.log")
             for p, o in line.findall(log.read_text(errors="replace"))}

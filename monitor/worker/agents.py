@@ -1,9 +1,9 @@
 """The worker's agents, kept thin: decode -> store -> stats -> alerts.
 
-``fold_records`` folds batches of records into Redis (monitor.pipeline), ``join_outcomes`` moves
-delayed labels onto them (monitor.outcomes); a task recomputes the metrics of changed months,
+``fold_records`` folds batches of records into Redis (monitor.worker.pipeline), ``join_outcomes`` moves
+delayed labels onto them (monitor.worker.outcomes); a task recomputes the metrics of changed months,
 on a timer and at once when a month reaches a checkpoint, and publishes alert transitions
-(monitor.engine). When Redis loses
+(monitor.worker.engine). When Redis loses
 the state the worker wrote, the worker restarts itself in place (exec) so that it rebuilds
 the state from the topic (see monitor.state.state_epoch).
 """
@@ -19,18 +19,18 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from monitor.deadletter import DeadLetterQueue
-from monitor.engine import MetricsUpdater
 from monitor.errors import StateLost
-from monitor.memory import release_free_memory
-from monitor.outcomes import OutcomeProcessor
-from monitor.pipeline import BatchProcessor
 from monitor.retry import apply_or_stop, exit_unapplied, is_transient, retry_forever
 from monitor.settings import Settings
 from monitor.state import Store
+from monitor.worker.deadletter import DeadLetterQueue
+from monitor.worker.engine import MetricsUpdater
+from monitor.worker.memory import release_free_memory
+from monitor.worker.outcomes import OutcomeProcessor
+from monitor.worker.pipeline import BatchProcessor
 
 if TYPE_CHECKING:
-    from monitor.transport import MonitorApp
+    from monitor.worker.transport import MonitorApp
 
 log = logging.getLogger("monitor.worker")
 

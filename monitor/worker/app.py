@@ -1,10 +1,10 @@
-"""Builds the faust app and nothing else; the agents live in monitor.agents."""
+"""Builds the faust app and nothing else; the agents live in monitor.worker.agents."""
 
 from __future__ import annotations
 
 from monitor.security import faust_credentials
 from monitor.settings import Settings
-from monitor.transport import MonitorApp
+from monitor.worker.transport import MonitorApp
 
 
 def create_app(settings: Settings) -> MonitorApp:
@@ -34,7 +34,7 @@ def create_app(settings: Settings) -> MonitorApp:
         broker_credentials=faust_credentials(settings),
         fetch_wait_ms=settings.consumer_fetch_wait_ms,
     )
-    from monitor import agents
+    from monitor.worker import agents
 
     agents.register(app, settings, epoch)
     return app

@@ -23,7 +23,7 @@ from typing import Literal
 
 from monitor.settings import Settings
 
-log = logging.getLogger("monitor.sources")
+log = logging.getLogger("monitor.worker.sources")
 
 PROBE_TIMEOUT_S = 10.0
 """How long one read of the message at a stored offset may take before it is retried."""
@@ -163,7 +163,7 @@ def source_reset_event(model: str, version: str, offset_field: str, stored: int,
     import datetime as dt
     import uuid
 
-    from monitor.alerts import AlertEvent
+    from monitor.alerts.lifecycle import AlertEvent
 
     why = (f"the log ends at {probe.high_watermark}" if probe.state == "beyond_end"
            else "the message at that offset is another one")

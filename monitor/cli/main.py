@@ -60,7 +60,7 @@ def infra() -> None:
 @infra.command("up")
 def infra_up() -> None:
     """Start the broker and Redis (if not running) and create the topics."""
-    from monitor import infra as infra_mod
+    from monitor.ops import infra as infra_mod
 
     try:
         for line in infra_mod.up(get_settings()):
@@ -72,7 +72,7 @@ def infra_up() -> None:
 @infra.command("down")
 def infra_down() -> None:
     """Stop what `infra up` started (the broker's topics are in memory and go with it)."""
-    from monitor import infra as infra_mod
+    from monitor.ops import infra as infra_mod
 
     for line in infra_mod.down(get_settings()):
         console.print(line)
@@ -82,7 +82,7 @@ def infra_down() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
 def infra_status(as_json: bool) -> None:
     """Show each service, its address, PID and whether it listens."""
-    from monitor import infra as infra_mod
+    from monitor.ops import infra as infra_mod
 
     rows = infra_mod.status(get_settings())
     if as_json:
@@ -101,7 +101,7 @@ def worker(loglevel: str) -> None:
     """Run the faust worker: fold records into Redis, compute metrics, emit alerts."""
     import faust
 
-    from monitor.app import create_app
+    from monitor.worker.app import create_app
 
     try:
         app = create_app(get_settings())
@@ -123,7 +123,7 @@ def reference() -> None:
 @click.option("--score-column", default="score", show_default=True)
 def reference_load(model: str, version: str, path: Path, score_column: str) -> None:
     """Store the reference score histogram of a CSV, CSV.gz or JSON file in Redis."""
-    from monitor.reference import load_reference_file
+    from monitor.ops.reference import load_reference_file
 
     settings = get_settings()
     path = _user_file(path, settings)
@@ -204,19 +204,19 @@ def alerts(follow: bool, from_beginning: bool, history: bool, as_json: bool, lim
         if as_json:
             click.echo(orjson.dumps(event).decode())
         else:
-            from monitor.views import alert_line
+            from monitor.cli.views import alert_line
 
             console.print(alert_line(event))
 
     if follow:
         try:  # Ctrl-C ends a subscription quietly, also while the modules still load (scipy: seconds on a busy machine)
-            from monitor import follow as follow_mod
+            from monitor.alerts import follow as follow_mod
 
             _run(follow_mod.follow_alerts(settings, show, from_beginning=from_beginning))
         except KeyboardInterrupt:
             pass
         return
-    from monitor import follow as follow_mod
+    from monitor.alerts import follow as follow_mod
 
     events = _run(follow_mod.alert_history(settings, limit)) if history else _run(follow_mod.firing_now(settings))
     for event in events:
@@ -237,8 +237,8 @@ def rules() -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout).")
 def rules_export(as_prometheus: bool, output: Path | None) -> None:
     """Export the rules for another system: `--prometheus` writes a rules YAML (check: promtool check rules FILE)."""
-    from monitor.prom_rules import prometheus_rules_yaml
-    from monitor.rules import load_alert_config
+    from monitor.alerts.prometheus import prometheus_rules_yaml
+    from monitor.alerts.rules import load_alert_config
 
     settings = get_settings()
     try:
@@ -259,11 +259,11 @@ def notify(loglevel: str) -> None:
     """Deliver alert events to Alertmanager (MONITOR_ALERTMANAGER_URL) and/or a webhook (MONITOR_WEBHOOK_URL).
 
     Its own consumer group (MONITOR_NOTIFY_GROUP) on the alerts topic; an event's offset is committed
-    once delivered or dead-lettered (MONITOR_NOTIFY_DEAD_LETTER_TOPIC). See monitor/notify.py.
+    once delivered or dead-lettered (MONITOR_NOTIFY_DEAD_LETTER_TOPIC). See monitor/alerts/notify.py.
     """
     import logging
 
-    from monitor.notify import run_notify
+    from monitor.alerts.notify import run_notify
 
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -279,9 +279,9 @@ def notify(loglevel: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON for machines (every window).")
 def state(model: str | None, window: str, as_json: bool) -> None:
     """Per model/version/month: counts, AUC, Gini, KS, KS adherence, PSI and firing alerts."""
+    from monitor.cli.views import print_state
     from monitor.state import Store
     from monitor.state.reads import collect_state
-    from monitor.views import print_state
 
     async def go():
         store = Store.connect(get_settings())
@@ -368,7 +368,7 @@ def faults(args) -> None:
     Options: --scenario kills|takeover|redis-restart|redis-flush|broker-restart|all, --records N
     (default 200000), --kills K (5), --malformed M (10000). Prints input, final, lost and double-counted.
     """
-    from monitor.faults import main as faults_main
+    from monitor.ops.faults import main as faults_main
 
     sys.exit(faults_main(list(args)))
 
@@ -398,7 +398,7 @@ def bench(args) -> None:
 @click.option("--scenario", default="demo", show_default=True)
 def demo(keep: bool, scenario: str) -> None:
     """Live demo: infra up, reference, worker, replay a drifting stream, alerts live, state table."""
-    from monitor.demo import run_demo
+    from monitor.ops.demo import run_demo
 
     try:
         ok = run_demo(get_settings(), console, scenario=scenario, keep=keep)

@@ -33,10 +33,10 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel
 
+from monitor.alerts.rules import RuleSet
 from monitor.months import index as month_index
 from monitor.months import month_of
 from monitor.months import name as month_name
-from monitor.rules import RuleSet
 from monitor.state import ALERT_HISTORY_CAP
 from monitor.state.keys import alert_field, parse_alert_field  # noqa: F401 - the alerts hash fields, re-exported
 
@@ -162,36 +162,6 @@ def judge_feature_psi(feature: str, drift: dict, rules: RuleSet) -> Verdict | No
 
 
 SCORE_RULES = {"ks_adherence": judge_ks_adherence, "psi": judge_psi, "auc": judge_auc}
-
-
-def event_time_watermark(partitions: dict[str, tuple[str, int]], now: int, idle_s: float, expected: int = 0,
-                         first_seen: int | None = None) -> str | None:
-    """The ref_date up to which a model's records have all arrived, from each partition's latest
-    ref_date and the time it last delivered: the earliest among partitions still delivering.
-
-    One partition can run far ahead of another (a backlog is read a fetch at a time), so the
-    latest date seen would close a month whose records still wait in a slower partition. A
-    partition that delivered nothing for ``idle_s`` seconds has caught up and holds nothing back;
-    when all have, it is the latest date. A partition that has delivered none of the model's records
-    yet holds everything back (None) for ``idle_s`` after the model's first records (``first_seen``),
-    when fewer than the topic's ``expected`` partitions delivered: a backlog read one partition
-    after another would otherwise close months on the first partition's dates alone.
-
-    >>> parts = {"t:0": ("2024-12-31", 100), "t:1": ("2024-11-20", 95), "t:2": ("2024-06-01", 10)}
-    >>> event_time_watermark(parts, now=101, idle_s=60), event_time_watermark(parts, now=200, idle_s=60)
-    ('2024-11-20', '2024-12-31')
-    >>> event_time_watermark({}, now=0, idle_s=60) is None
-    True
-    >>> one = {"t:0": ("2024-03-10", 100)}  # partition 0 read first; 1 to 3 have not delivered yet
-    >>> event_time_watermark(one, 101, 60, expected=4, first_seen=99), event_time_watermark(one, 170, 60, 4, 99)
-    (None, '2024-03-10')
-    """
-    if not partitions:
-        return None
-    if len(partitions) < expected and first_seen is not None and now - first_seen < idle_s:
-        return None
-    active = [day for day, seen in partitions.values() if now - seen < idle_s]
-    return min(active) if active else max(day for day, _ in partitions.values())
 
 
 def expected_volume(counts: dict[str, int], month: str, history_months: int) -> float | None:

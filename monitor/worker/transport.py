@@ -21,7 +21,7 @@ from collections.abc import Callable
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-log = logging.getLogger("monitor.transport")
+log = logging.getLogger("monitor.worker.transport")
 
 
 def rewind_lost_logs(fetcher, on_rewind: Callable[[object], None]) -> None:
@@ -113,7 +113,7 @@ class MonitorApp(faust.App):
     def __init__(self, *args, fetch_wait_ms: int, **kwargs):
         self._transport_cls = transport_class(fetch_wait_ms)
         # Called (on the app's loop) with a partition whose log was lost and is read again from its
-        # start (monitor.agents sets it).
+        # start (monitor.worker.agents sets it).
         self.on_log_rewound: Callable[[object], None] | None = None
         super().__init__(*args, **kwargs)
 

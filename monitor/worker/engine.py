@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Literal, TypeVar
 
-from monitor.alerts import (
+from monitor.alerts.lifecycle import (
     SCORE_RULES,
     AlertEvaluator,
     has_evidence,
@@ -35,7 +35,7 @@ from monitor.alerts import (
     months_to_close,
     provisional_rules,
 )
-from monitor.rules import AlertConfig, load_alert_config
+from monitor.alerts.rules import AlertConfig, load_alert_config
 from monitor.schema import split_model_key
 from monitor.settings import Settings
 from monitor.state import MonthChange, Store
@@ -300,7 +300,7 @@ class MetricsUpdater:
     async def judge(self, model: str, version: str, results: dict[str, dict], months: list[str], closed: set[str],
                     counts: dict[str, int], reference_n: int | None) -> None:
         """The rules on each of ``months``: final on a closed month, provisional on an open one once it
-        holds enough evidence (:func:`monitor.alerts.has_evidence`). The score rules judge the month's
+        holds enough evidence (:func:`monitor.alerts.lifecycle.has_evidence`). The score rules judge the month's
         windows (``results``), the volume rule closed months' ``counts`` (read after the watermark
         that closed them)."""
         final_rules = self.config.rules_for(model, version)

@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 
 import aiokafka.errors
 
-from monitor.pipeline import KafkaMessage
+from monitor.worker.pipeline import KafkaMessage
 
-log = logging.getLogger("monitor.deadletter")
+log = logging.getLogger("monitor.worker.deadletter")
 
 SAMPLE_BYTES = 4096
 """What a truncated dead-letter record keeps of the key and of the value: enough to find the producer."""

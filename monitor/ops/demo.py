@@ -12,9 +12,10 @@ import uuid
 
 from rich.console import Console
 
-from monitor import infra
+from monitor.cli.views import alert_line, print_state
 from monitor.errors import MonitorError
-from monitor.processes import (
+from monitor.ops import infra
+from monitor.ops.processes import (
     start_worker,
     stop_process,
     wait_until_caught_up,
@@ -22,7 +23,6 @@ from monitor.processes import (
 from monitor.settings import Settings
 from monitor.state import Store
 from monitor.state.reads import collect_state
-from monitor.views import alert_line, print_state
 
 
 def demo_settings(settings: Settings, run_id: str) -> Settings:
@@ -77,8 +77,8 @@ def run_demo(settings: Settings, console: Console, scenario: str = "demo", keep:
 
 
 async def _demo_flow(settings, console, spec, generate, monthly_counts, reference_frame, worker, timeout_s, keep) -> bool:
-    from monitor.follow import follow_alerts
-    from monitor.reference import save_reference
+    from monitor.alerts.follow import follow_alerts
+    from monitor.ops.reference import save_reference
     from producers.publish import publish
 
     ref = reference_frame(spec)

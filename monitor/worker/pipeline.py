@@ -27,9 +27,7 @@ from monitor.bounds import (
     utc_today,
 )
 from monitor.errors import InvalidRecord, MonitorError, StateLost
-from monitor.fastpath import LABEL_UNLABELED, FastRecord, decode_tiered
 from monitor.retry import retry_forever
-from monitor.sources import LogProbe, Probe, belongs, fingerprint, source_reset_event
 from monitor.state import (
     LABELS,
     EpochMismatch,
@@ -41,9 +39,11 @@ from monitor.state import (
 )
 from monitor.stats import FeatureCounter, FeatureProfile
 from monitor.stats.features import DEFAULT_MAX_CATEGORIES
+from monitor.worker.fastpath import LABEL_UNLABELED, FastRecord, decode_tiered
+from monitor.worker.sources import LogProbe, Probe, belongs, fingerprint, source_reset_event
 
 MAX_CONFLICT_RETRIES = 5
-log = logging.getLogger("monitor.pipeline")
+log = logging.getLogger("monitor.worker.pipeline")
 
 
 class KafkaMessage(Protocol):
@@ -257,7 +257,7 @@ class BatchProcessor:
         # by the batch script, so a stale entry costs a retry, never a wrong count.
         self._applied: dict[tuple[str, str], dict[str, int | None]] = {}
         self._profiles: dict[tuple[str, str], tuple[float, FeatureProfile | None]] = {}
-        # Reads the message at a stored offset from the broker (monitor.sources); None: made on
+        # Reads the message at a stored offset from the broker (monitor.worker.sources); None: made on
         # first need from the store's settings.
         self.probe = probe
         # (model, version, offset field, stored offset) found to belong to the partition's log:
