@@ -14,13 +14,17 @@ import sys
 
 
 def main(argv=None) -> int:
-    """``monitor bench``; with ``--alerts``, the alert-quality benchmark (monitor/bench/alerts.py)
-    with the other arguments."""
+    """``monitor bench``; with ``--alerts``, the alert-quality benchmark (monitor/bench/alerts.py), with
+    ``--scale`` the many-models benchmark (monitor/bench/scale.py), each with the other arguments."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--alerts" in argv:
         from monitor.bench.alerts import main as alerts_main
 
         return alerts_main([a for a in argv if a != "--alerts"])
+    if "--scale" in argv:
+        from monitor.bench.scale import main as scale_main
+
+        return scale_main([a for a in argv if a != "--scale"])
     from monitor.bench.runner import main as run_main
 
     return run_main(argv)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from pathlib import Path
 
@@ -209,9 +210,18 @@ def alerts(follow: bool, from_beginning: bool, history: bool, as_json: bool, lim
             console.print(alert_line(event))
 
     if follow:
-        try:  # Ctrl-C ends a subscription quietly, also while the modules still load (scipy: seconds on a busy machine)
+        # Ctrl-C ends a subscription quietly, also while the modules still load (scipy: seconds on a busy
+        # machine): a KeyboardInterrupt raised inside an extension's initialisation surfaces as an ImportError
+        # with a traceback, so while importing a Ctrl-C is only noted.
+        interrupted: list[int] = []
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+        try:
             from monitor.alerts import follow as follow_mod
-
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if interrupted:
+            return
+        try:
             _run(follow_mod.follow_alerts(settings, show, from_beginning=from_beginning))
         except KeyboardInterrupt:
             pass
@@ -386,6 +396,9 @@ def bench(args) -> None:
     `monitor bench --alerts`: the alert-quality benchmark instead (monitor/bench/alerts.py: --scale small|full,
     --volume N, --models N, --scenario NAME, --list, --markdown, --check-targets; all of them:
     `python -m monitor.bench.alerts --help`).
+    `monitor bench --scale`: many models with months of history under live traffic (monitor/bench/scale.py:
+    --models N (1000), --months N (24), --rate R (5000), --workers N, --redis URL; `python -m monitor.bench.scale
+    --help`).
     """
     from monitor.bench import main as bench_main
 

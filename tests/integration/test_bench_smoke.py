@@ -63,3 +63,25 @@ def test_bench_runs_every_measurement_at_a_tiny_size(tmp_path):
         "worker RSS flat"}
     assert "ratio worker_single/faust_noop" in proc.stdout
     assert "label-join buffer at 20,000 records" in proc.stdout
+
+
+def test_scale_bench_runs_at_a_tiny_size(tmp_path):
+    """`monitor bench --scale` end to end: history folded, first pass, live traffic with drift episodes,
+    the workers' loop lag read back, Redis memory per model-month. Figures positive, nothing lost."""
+    out = tmp_path / "scale.json"
+    cmd = [sys.executable, "-m", "monitor", "bench", "--scale", "--models", "12", "--months", "3", "--history", "20",
+           "--rate", "600", "--seconds", "5", "--per-message", "10", "--sentinels", "3", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=tmp_path)
+    print(proc.stdout[-4000:], proc.stderr[-3000:])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["history_records"] == 12 * 3 * 20
+    assert doc["bytes_per_model_month"] > 0 and doc["redis_bytes_references"] > 0
+    assert doc["first_pass_s"] >= 0 and doc["workers_start_s"] > 0
+    live = doc["live"]
+    assert live["folded"] == live["records"] == 600 * 5  # every live record counted, none twice
+    assert live["alert_ms"]["n"] == 3 and live["missing_alerts"] == []
+    assert live["state_ms"]["n"] == 3
+    lag = doc["loop_lag"]
+    assert lag["workers"] == 1 and lag["samples"] > 0 and lag["max_ms"] >= lag["p99_ms"] >= 0
+    assert "publish-to-alert p50/p99" in proc.stdout and "worker loop lag p99 / max" in proc.stdout
