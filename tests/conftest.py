@@ -10,8 +10,11 @@ import asyncio
 import os
 import subprocess
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from monitor.ops import infra
@@ -28,6 +31,19 @@ API_TOKENS = f"test-read:read:{hash_token(API_READ_TOKEN)},test-write:write:{has
 def api_headers(token: str = API_WRITE_TOKEN) -> dict[str, str]:
     """The header that authenticates a test's requests to the API."""
     return {"Authorization": f"Bearer {token}"}
+
+
+@asynccontextmanager
+async def api_client(settings: Settings, timeout: float = 5.0, **options) -> AsyncIterator[httpx.AsyncClient]:
+    """The API of ``settings`` running in this process (its lifespan too) and a client authenticated to
+    it; ``options`` go to create_api (``measure_lag`` is off: no broker lag is measured)."""
+    from monitor.api.app import create_api, running
+
+    app = create_api(settings, measure_lag=False, **options)
+    async with running(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api",
+                                     headers=api_headers(), timeout=timeout) as client:
+            yield client
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -526,6 +526,82 @@ def _days(a: str | None, b: dt.date) -> int | None:
     return None if a is None else (dt.date.fromisoformat(a[:10]) - b).days
 
 
+@dataclass
+class FinalAgreement:
+    """The final verdicts against the truth, over the closed (model, rule, window, month) keys."""
+
+    judged: int = 0
+    agree: int = 0
+    false_alarms: int = 0  # final firing, truth ok
+    misses: int = 0  # truth firing, final ok
+    quantization: int = 0  # disagreements the monitor's quantized histograms explain
+    severity_mismatches: int = 0  # both firing, at different severities
+    disagreements: list[dict] = field(default_factory=list)
+
+
+def final_agreement(truth: dict, quantized: dict, finals: dict) -> FinalAgreement:
+    """Each closed truth against its final verdict (none: ok); a disagreement is listed, and counted as
+    quantization when the truth on the monitor's quantized histograms agrees with the verdict.
+
+    >>> fire = Judgement(True, "warning", 0.3)
+    >>> final_agreement({"m": {("psi", "month", "2024-01"): {"judgement": fire, "closed": True}}},
+    ...                 {"m": {("psi", "month", "2024-01"): {"judgement": fire}}}, {}).misses
+    1
+    """
+    fa = FinalAgreement()
+    for model, model_truths in truth.items():
+        for (rule, window, month), t in model_truths.items():
+            if not t["closed"]:
+                continue
+            fa.judged += 1
+            want = t["judgement"] is not None and t["judgement"].firing
+            final = finals.get((model, rule, window, month))
+            got = final is not None and final["status"] == "firing"
+            if want == got:
+                fa.agree += 1
+                if want and final is not None and final["severity"] != t["judgement"].severity:
+                    fa.severity_mismatches += 1
+                continue
+            qt = quantized[model][(rule, window, month)]["judgement"]
+            by_quantized = qt is not None and qt.firing
+            fa.quantization += by_quantized == got
+            fa.false_alarms += got and not want
+            fa.misses += want and not got
+            value = t["judgement"].value if t["judgement"] is not None else None
+            fa.disagreements.append({"model": model, "rule": rule, "window": window, "month": month,
+                                     "truth": "firing" if want else "ok", "final": "firing" if got else "ok",
+                                     "truth_value": value, "quantization": by_quantized == got})
+    return fa
+
+
+def provisional_false_alarms(events: list[dict], truth: dict) -> tuple[int, int]:
+    """(provisional firing events, those the truth does not fire on); an event without a phase is
+    provisional, and a month still open has no truth that fires.
+
+    >>> provisional_false_alarms([{"model": "m", "rule": "psi", "window": "month", "month": "2024-01",
+    ...                            "status": "firing"}], {})
+    (1, 1)
+    """
+    firing = false_alarms = 0
+    for e in events:
+        if e["status"] != "firing" or phase_of(e) != "provisional":
+            continue
+        firing += 1
+        t = truth.get(e["model"], {}).get(event_key(e)[1:])
+        false_alarms += not (t is not None and t["judgement"] is not None and t["judgement"].firing)
+    return firing, false_alarms
+
+
+def truth_firing(truth: dict) -> int:
+    """How many closed truths fire.
+
+    >>> truth_firing({"m": {"k": {"closed": True, "judgement": Judgement(True, "warning", 0.3)}}})
+    1
+    """
+    return sum(1 for mt in truth.values() for t in mt.values()
+               if t["closed"] and t["judgement"] is not None and t["judgement"].firing)
+
+
 def analyse(sc: AlertScenario, events: list[dict], truth: dict, quantized: dict, counts: dict[str, dict[str, int]],
             redis_states: dict[str, dict[str, dict]], progress: list[tuple[float, int]], grace_days: int) -> dict:
     """The figures of one scenario from its events (in emission order) and its truths.
@@ -534,59 +610,27 @@ def analyse(sc: AlertScenario, events: list[dict], truth: dict, quantized: dict,
     ``progress``: see :func:`detection`.
     """
     finals = final_verdicts(events)
-    phase_seen = any("phase" in e for e in events)
     per_key = Counter(event_key(e) for e in events)
-    final_fa = final_miss = agree = judged = quant = severity_mismatch = 0
-    disagreements = []
-    for model, model_truths in truth.items():
-        for (rule, window, month), t in model_truths.items():
-            if not t["closed"]:
-                continue
-            judged += 1
-            want = t["judgement"] is not None and t["judgement"].firing
-            final = finals.get((model, rule, window, month))
-            got = final is not None and final["status"] == "firing"
-            if want == got:
-                agree += 1
-                if want and final is not None and final["severity"] != t["judgement"].severity:
-                    severity_mismatch += 1
-                continue
-            qt = quantized[model][(rule, window, month)]["judgement"]
-            by_quantized = qt is not None and qt.firing
-            quant += by_quantized == got
-            final_fa += got and not want
-            final_miss += want and not got
-            value = t["judgement"].value if t["judgement"] is not None else None
-            disagreements.append({"model": model, "rule": rule, "window": window, "month": month,
-                                  "truth": "firing" if want else "ok", "final": "firing" if got else "ok",
-                                  "truth_value": value, "quantization": by_quantized == got})
-    prov_fa = 0
-    provisional_firing = 0
-    for e in events:
-        if e["status"] != "firing" or phase_of(e) != "provisional":
-            continue
-        provisional_firing += 1
-        t = truth.get(e["model"], {}).get(event_key(e)[1:])
-        prov_fa += not (t is not None and t["judgement"] is not None and t["judgement"].firing)
+    fa = final_agreement(truth, quantized, finals)
+    provisional_firing, prov_fa = provisional_false_alarms(events, truth)
     report: dict[str, Any] = {
         "scenario": sc.name, "order": sc.order, "lag": sc.lag, "models": len(sc.streams),
         "months": sc.streams[0].months, "records": sum(sum(c.values()) for c in counts.values()),
-        "phase_seen": phase_seen, "events": len(events),
-        "truth_judged": judged,
-        "truth_firing": sum(1 for mt in truth.values() for t in mt.values()
-                            if t["closed"] and t["judgement"] is not None and t["judgement"].firing),
+        "phase_seen": any("phase" in e for e in events), "events": len(events),
+        "truth_judged": fa.judged,
+        "truth_firing": truth_firing(truth),
         "final_events": sum(phase_of(e) == "final" for e in events),
-        "final_false_alarms": final_fa, "final_misses": final_miss,
-        "agreement_pct": round(100.0 * agree / judged, 2) if judged else None,
-        "quantization_disagreements": quant, "severity_mismatches": severity_mismatch,
-        "disagreements": disagreements[:50],
+        "final_false_alarms": fa.false_alarms, "final_misses": fa.misses,
+        "agreement_pct": round(100.0 * fa.agree / fa.judged, 2) if fa.judged else None,
+        "quantization_disagreements": fa.quantization, "severity_mismatches": fa.severity_mismatches,
+        "disagreements": fa.disagreements[:50],
         "provisional_firing_events": provisional_firing, "provisional_false_alarms": prov_fa,
         "max_events_per_key": max(per_key.values(), default=0),
         "events_per_key": {str(k): v for k, v in sorted(Counter(per_key.values()).items())},
         "redis": redis_agreement(redis_states, finals),
     }
     years = len(sc.streams) * sc.streams[0].months / 12
-    report["final_false_alarms_per_model_year"] = round(final_fa / years, 3) if years else None
+    report["final_false_alarms_per_model_year"] = round(fa.false_alarms / years, 3) if years else None
     # On a quiet stream the truth itself fires now and then: the rules' own false positives (a
     # significance test at 5 % does that), which the monitor must reproduce, not avoid.
     report["truth_firing_per_model_year"] = round(report["truth_firing"] / years, 3) if years else None

@@ -393,17 +393,17 @@ def median_run(measurement: Mapping) -> Mapping:
     return min(runs, key=lambda r: abs(r["records_per_s"] - target))
 
 
-def table_rows(doc: Mapping) -> list[tuple[str, str, str, str, str]]:
-    """(measurement, value, unit, target, met) rows of the summary table.
+Row = tuple[str, str, str, str, str]
 
-    >>> rows = table_rows({"throughput": {"faust_noop": {"records_per_s": 15000.0}}, "ratios": {},
-    ...                    "latency": [], "memory": {}, "rss": {}, "targets": []})
-    >>> rows[2]
+
+def throughput_rows(doc: Mapping) -> list[Row]:
+    """One row per throughput measurement (named as in the issue), each followed by its CPU shares.
+
+    >>> throughput_rows({"throughput": {"faust_noop": {"records_per_s": 15000.0}}})[2]
     ('(b) no-op faust agent', '15,000', 'records/s', '', '')
     """
     tp = doc.get("throughput") or {}
-    cfg = doc.get("config") or {}
-    batch = cfg.get("batch_size", "?")
+    batch = (doc.get("config") or {}).get("batch_size", "?")
     names = {
         "raw_single": "(a) raw aiokafka + orjson, single-record msgs",
         "raw_batched": f"(a') raw aiokafka + orjson, arrays of {batch}",
@@ -415,49 +415,85 @@ def table_rows(doc: Mapping) -> list[tuple[str, str, str, str, str]]:
     rows = []
     for key in THROUGHPUT_KEYS:
         m = tp.get(key) or {}
-        value = m.get("records_per_s")
         note = " (error)" if m.get("error") else ""
-        rows.append((names[key] + note, fmt_number(value), "records/s", "", ""))
+        rows.append((names[key] + note, fmt_number(m.get("records_per_s")), "records/s", "", ""))
         cpu = median_run(m).get("cpu_percent")
         if cpu:
             rows.append((CPU_LABEL, fmt_cpu(cpu), "% of a core", "", ""))
+    return rows
+
+
+def ratio_rows(doc: Mapping) -> list[Row]:
+    """One row per ratio of :data:`RATIOS`, with its minimum and whether its target was met.
+
+    >>> ratio_rows({"ratios": {}})[0]
+    ('ratio worker_single/faust_noop', '-', 'x', '>= 0.8', '')
+    """
     targets = {t["measure"]: t for t in (doc.get("targets") or [])}
+    rows = []
     for name, _, _, minimum in RATIOS:
         t = targets.get(name)
         rows.append((f"ratio {name}", fmt_number((doc.get("ratios") or {}).get(name), 2), "x",
                      f">= {minimum}" if minimum is not None else "", fmt_met(t["met"]) if t else ""))
+    return rows
+
+
+def memory_run_rows(doc: Mapping) -> list[Row]:
+    """The worker's rate on the memory run (every record in one month), when it was measured.
+
+    >>> memory_run_rows({"memory": {}})
+    []
+    """
     mem_run = (doc.get("memory") or {}).get("throughput") or {}
-    if mem_run.get("records_per_s"):
-        rows.append((f"(d) worker, arrays of {mem_run.get('batch_size', batch)}, "
-                     f"{fmt_number(mem_run.get('records'))} records in one month",
-                     fmt_number(mem_run["records_per_s"]), "records/s", "", ""))
-    for run in doc.get("latency") or []:
-        tag = f"interval {run.get('metrics_interval_s')} s, {fmt_number(run.get('rate'))} rec/s"
-        if (run.get("records_per_message") or 1) > 1:
-            tag += f" in arrays of {run['records_per_message']}"
-        alert = run.get("alert_ms") or {}
-        state = run.get("state_ms") or {}
-        target = f"<= {LATENCY_P99_TARGET_MS:.0f}" if run.get("default_interval") else ""
-        met = fmt_met(None if alert.get("p99") is None else alert["p99"] <= LATENCY_P99_TARGET_MS) \
-            if run.get("default_interval") else ""
-        rows.append((f"publish-to-alert p50 ({tag})", fmt_number(alert.get("p50")), "ms", "", ""))
-        rows.append((f"publish-to-alert p99 ({tag}, n={alert.get('n', 0)})", fmt_number(alert.get("p99")), "ms",
-                     target, met))
-        rows.append((f"publish-to-state p50 / p99 ({tag})",
-                     f"{fmt_number(state.get('p50'))} / {fmt_number(state.get('p99'))}", "ms", "", ""))
-        after = run.get("alert_after_state_ms") or {}
-        if after.get("n"):
-            rows.append((f"  of which state -> alert p50 / p99 ({tag})",
-                         f"{fmt_number(after.get('p50'))} / {fmt_number(after.get('p99'))}", "ms", "", ""))
-        if run.get("caught_up_after_s") is not None:
-            rows.append((f"  worker caught up after the last send ({tag})",
-                         fmt_number(run["caught_up_after_s"], 2), "s", "", ""))
-        if run.get("cpu_percent"):
-            rows.append((f"{CPU_LABEL} ({tag})", fmt_cpu(run["cpu_percent"]),
-                         "% of a core", "", ""))
-    rows += memory_rows(doc.get("memory") or {})
-    rss = doc.get("rss") or {}
-    for phase, r in (rss.get("phases") or {}).items():
+    if not mem_run.get("records_per_s"):
+        return []
+    batch = mem_run.get("batch_size", (doc.get("config") or {}).get("batch_size", "?"))
+    return [(f"(d) worker, arrays of {batch}, {fmt_number(mem_run.get('records'))} records in one month",
+             fmt_number(mem_run["records_per_s"]), "records/s", "", "")]
+
+
+def latency_rows(run: Mapping) -> list[Row]:
+    """The rows of one latency run: publish-to-alert p50 and p99 (against the target on the default
+    interval), publish-to-state, state-to-alert, catching up and CPU.
+
+    >>> [row[0] for row in latency_rows({"metrics_interval_s": 2.0, "rate": 5000})]
+    ['publish-to-alert p50 (interval 2.0 s, 5,000 rec/s)', 'publish-to-alert p99 (interval 2.0 s, 5,000 rec/s, n=0)', 'publish-to-state p50 / p99 (interval 2.0 s, 5,000 rec/s)']
+    """
+    tag = f"interval {run.get('metrics_interval_s')} s, {fmt_number(run.get('rate'))} rec/s"
+    if (run.get("records_per_message") or 1) > 1:
+        tag += f" in arrays of {run['records_per_message']}"
+    alert = run.get("alert_ms") or {}
+    state = run.get("state_ms") or {}
+    target = f"<= {LATENCY_P99_TARGET_MS:.0f}" if run.get("default_interval") else ""
+    met = fmt_met(None if alert.get("p99") is None else alert["p99"] <= LATENCY_P99_TARGET_MS) \
+        if run.get("default_interval") else ""
+    rows: list[Row] = [
+        (f"publish-to-alert p50 ({tag})", fmt_number(alert.get("p50")), "ms", "", ""),
+        (f"publish-to-alert p99 ({tag}, n={alert.get('n', 0)})", fmt_number(alert.get("p99")), "ms", target, met),
+        (f"publish-to-state p50 / p99 ({tag})",
+         f"{fmt_number(state.get('p50'))} / {fmt_number(state.get('p99'))}", "ms", "", ""),
+    ]
+    after = run.get("alert_after_state_ms") or {}
+    if after.get("n"):
+        rows.append((f"  of which state -> alert p50 / p99 ({tag})",
+                     f"{fmt_number(after.get('p50'))} / {fmt_number(after.get('p99'))}", "ms", "", ""))
+    if run.get("caught_up_after_s") is not None:
+        rows.append((f"  worker caught up after the last send ({tag})",
+                     fmt_number(run["caught_up_after_s"], 2), "s", "", ""))
+    if run.get("cpu_percent"):
+        rows.append((f"{CPU_LABEL} ({tag})", fmt_cpu(run["cpu_percent"]), "% of a core", "", ""))
+    return rows
+
+
+def rss_rows(doc: Mapping) -> list[Row]:
+    """The worker's RSS per phase (start / quarter / max / end [/ settled], in MB), then its growth
+    against the "worker RSS flat" target.
+
+    >>> rss_rows({"rss": {"phases": {"memory": {"start_kb": 1024, "max_kb": 2048}}}})
+    [('worker RSS memory: start / quarter / max / end', '1 / - / 2 / -', 'MB', '', '')]
+    """
+    rows = []
+    for phase, r in ((doc.get("rss") or {}).get("phases") or {}).items():
         keys = ("start_kb", "quarter_kb", "max_kb", "end_kb") + (("settled_kb",) if r.get("settled_kb") else ())
         rows.append((f"worker RSS {phase}: {' / '.join(k[:-3] for k in keys)}",
                      " / ".join(fmt_number(None if r.get(k) is None else r[k] / 1024, 0) for k in keys), "MB", "", ""))
@@ -469,7 +505,22 @@ def table_rows(doc: Mapping) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
-def memory_rows(mem: Mapping) -> list[tuple[str, str, str, str, str]]:
+def table_rows(doc: Mapping) -> list[Row]:
+    """(measurement, value, unit, target, met) rows of the summary table: throughput, ratios, the memory
+    run's rate, latency runs, memory, RSS.
+
+    >>> rows = table_rows({"throughput": {"faust_noop": {"records_per_s": 15000.0}}, "ratios": {},
+    ...                    "latency": [], "memory": {}, "rss": {}, "targets": []})
+    >>> rows[2]
+    ('(b) no-op faust agent', '15,000', 'records/s', '', '')
+    """
+    rows = throughput_rows(doc) + ratio_rows(doc) + memory_run_rows(doc)
+    for run in doc.get("latency") or []:
+        rows += latency_rows(run)
+    return rows + memory_rows(doc.get("memory") or {}) + rss_rows(doc)
+
+
+def memory_rows(mem: Mapping) -> list[Row]:
     """The table's memory rows: per curve point the monitor state against the target (the total with the
     label-join buffer below it, for information), the key kinds at the last point, the state at 10M
     records (extrapolated), then the label-join buffer, which has no target.
@@ -575,23 +626,21 @@ def _memory_split_problems(mem: Mapping) -> list[str]:
     return problems
 
 
-def validate_report(doc: Mapping, require_positive: bool = True) -> list[str]:
-    """Problems with a benchmark JSON document (empty when it is complete).
-
-    ``require_positive``: every measured figure present and > 0 (a section skipped on purpose is
-    ``{"skipped": true}`` and is not checked).
-
-    >>> validate_report({"schema": SCHEMA})[:2]
-    ['missing section run_id', 'missing section machine']
-    """
-    problems = [f"missing section {name}" for name in REQUIRED_SECTIONS if name not in doc]
-    if problems:
-        return problems
+def _machine_problems(doc: Mapping) -> list[str]:
+    """The schema version and the machine's description."""
+    problems = []
     if doc["schema"] != SCHEMA:
         problems.append(f"schema is {doc['schema']!r}, expected {SCHEMA!r}")
     for key in ("nproc", "cpu_model", "python"):
         if key not in doc["machine"]:
             problems.append(f"machine.{key} missing")
+    return problems
+
+
+def _throughput_problems(doc: Mapping, require_positive: bool) -> list[str]:
+    """Every throughput measurement and every ratio present (and positive unless skipped: a ratio of a
+    skipped measurement is not required)."""
+    problems = []
     tp = doc["throughput"]
     for key in THROUGHPUT_KEYS:
         m = tp.get(key)
@@ -606,10 +655,15 @@ def validate_report(doc: Mapping, require_positive: bool = True) -> list[str]:
             problems.append(f"ratios.{name} missing")
         elif require_positive and not {num, den} & skipped and not _positive(doc["ratios"][name]):
             problems.append(f"ratios.{name} is {doc['ratios'][name]!r}")
-    latency = doc["latency"]
+    return problems
+
+
+def _latency_problems(latency, require_positive: bool) -> list[str]:
+    """The latency runs: a list, each run not skipped with positive alert and state p50 / p99."""
     if not isinstance(latency, list):
-        problems.append("latency must be a list of runs")
-    elif require_positive:
+        return ["latency must be a list of runs"]
+    problems = []
+    if require_positive:
         for i, run in enumerate(latency):
             if run.get("skipped"):
                 continue
@@ -618,7 +672,12 @@ def validate_report(doc: Mapping, require_positive: bool = True) -> list[str]:
                 if not s.get("n") or not _positive(s.get("p50")) or not _positive(s.get("p99")):
                     problems.append(f"latency[{i}].{part} has no positive p50/p99 ({s})"
                                     + (f" ({run['error']})" if run.get("error") else ""))
-    mem = doc["memory"]
+    return problems
+
+
+def _memory_problems(mem: Mapping, require_positive: bool) -> list[str]:
+    """The memory curve's points positive (unless skipped), and its state / label-join buffer split."""
+    problems = []
     if require_positive and not mem.get("skipped"):
         curve = mem.get("curve") or []
         if not curve or not all(_positive(p.get("bytes")) and _positive(p.get("records"))
@@ -626,15 +685,37 @@ def validate_report(doc: Mapping, require_positive: bool = True) -> list[str]:
             problems.append(f"memory.curve has no positive points ({mem.get('error', curve)})")
     if mem.get("curve"):
         problems += _memory_split_problems(mem)
-    rss = doc["rss"]
-    if require_positive:
-        phases = rss.get("phases") or {}
-        if not phases:
-            problems.append("rss.phases is empty")
-        for phase, r in phases.items():
-            for k in ("start_kb", "max_kb", "end_kb"):
-                if not _positive(r.get(k)):
-                    problems.append(f"rss.phases.{phase}.{k} is {r.get(k)!r}")
+    return problems
+
+
+def _rss_problems(rss: Mapping, require_positive: bool) -> list[str]:
+    """At least one RSS phase, each with a positive start, max and end."""
+    if not require_positive:
+        return []
+    phases = rss.get("phases") or {}
+    problems = [] if phases else ["rss.phases is empty"]
+    for phase, r in phases.items():
+        for k in ("start_kb", "max_kb", "end_kb"):
+            if not _positive(r.get(k)):
+                problems.append(f"rss.phases.{phase}.{k} is {r.get(k)!r}")
+    return problems
+
+
+def validate_report(doc: Mapping, require_positive: bool = True) -> list[str]:
+    """Problems with a benchmark JSON document (empty when it is complete).
+
+    ``require_positive``: every measured figure present and > 0 (a section skipped on purpose is
+    ``{"skipped": true}`` and is not checked).
+
+    >>> validate_report({"schema": SCHEMA})[:2]
+    ['missing section run_id', 'missing section machine']
+    """
+    problems = [f"missing section {name}" for name in REQUIRED_SECTIONS if name not in doc]
+    if problems:
+        return problems
+    problems = (_machine_problems(doc) + _throughput_problems(doc, require_positive)
+                + _latency_problems(doc["latency"], require_positive)
+                + _memory_problems(doc["memory"], require_positive) + _rss_problems(doc["rss"], require_positive))
     if not isinstance(doc["targets"], list) or len(doc["targets"]) != 5:
         problems.append("targets must list the 5 targets of the issue")
     return problems

@@ -414,6 +414,38 @@ class Episodes:
 
 
 # ---- the runner -----------------------------------------------------------------------------------
+@dataclass
+class CountSpan:
+    """The measured span of a worker run: the first poll that saw records counted (``n0`` at ``t0``) to
+    the poll that saw them all (``t1``), with the CPU shares and the profile taken over it."""
+
+    cpu: CpuMeter
+    t0: float | None = None
+    n0: int | None = None
+    t1: float | None = None
+    cpu_percent: dict[str, float | None] | None = None
+    prof: tuple[subprocess.Popen, Path] | None = None  # py-spy running (start_profiler)
+    profile: dict | None = None  # its summary (stop_profiler)
+
+
+def counted_rate(expected: int, first_count: int, t0: float, t1: float, spawned: float) -> dict:
+    """The worker's rate from its first count (``first_count`` at ``t0``) to all ``expected`` records
+    (``t1``); when the first count was already all of them, from the process's spawn, start-up included.
+
+    >>> counted_rate(100, 20, 11.0, 13.0, 10.0)["records_per_s"]
+    40.0
+    >>> counted_rate(100, 100, 11.0, 11.0, 10.0)["includes_startup"]
+    True
+    """
+    measured = expected - first_count
+    includes_startup = measured <= 0
+    seconds = (t1 - t0) if not includes_startup else (t1 - spawned)
+    return {"records": expected, "measured_records": measured if not includes_startup else expected,
+            "first_count": first_count, "seconds": seconds,
+            "records_per_s": report.rate(expected if includes_startup else measured, seconds),
+            "includes_startup": includes_startup, "startup_s": t0 - spawned}
+
+
 class Bench:
     def __init__(self, opts: Options, base: Settings, tmp: Path, say: Callable[[str], None]):
         self.opts, self.base, self.tmp, self.say = opts, base, tmp, say
@@ -533,60 +565,56 @@ class Bench:
         from monitor.ops.processes import start_worker
 
         log = self.tmp / f"{label}.log"
-        store = self.probe.store(settings)
         proc = start_worker(settings, log)
         spawned = time.time()
         rss = RssTracker(proc.pid, expected)
-        cpu = self.cpu_meter(proc.pid)
-        cpu_percent = prof = profile = None
-        deadline = time.monotonic() + 120 + expected / 1000
-        t0: float | None = None
-        n0: int | None = None
-        t1: float | None = None
-        poll = self.opts.poll_s
+        span = CountSpan(self.cpu_meter(proc.pid))
         try:
-            while True:
-                n = await store.worker_counter("records")
-                now = time.time()
-                if n > 0 and t0 is None:
-                    t0, n0 = now, n
-                    cpu.start()
-                    prof = self.start_profiler(proc.pid, label)
-                rss.sample(n)
-                if on_progress is not None and n > 0:
-                    await on_progress(n)
-                if n >= expected:
-                    t1 = now
-                    cpu_percent = cpu.stop()
-                    profile = await self.stop_profiler(prof)
-                    break
-                if proc.poll() is not None:
-                    raise PhaseError(f"{label}: the worker exited with code {proc.returncode}:\n{log_tail(log)}")
-                if time.monotonic() > deadline:
-                    raise PhaseError(f"{label}: the worker counted {n} of {expected} records in time:\n{log_tail(log)}")
-                await asyncio.sleep(poll)
+            await self._poll_worker_count(settings, proc, log, expected, label, rss, span, on_progress)
             rss.sample(expected, force=True)
             if after is not None:
                 await after()
                 rss.settle()
         finally:
-            if profile is None and prof is not None:
-                await self.stop_profiler(prof)
+            if span.profile is None and span.prof is not None:
+                await self.stop_profiler(span.prof)
             await asyncio.to_thread(self._stop, proc)
-        if t0 is None or n0 is None or t1 is None:  # the loop only ends counted (n > 0) or by raising
+        if span.t0 is None or span.n0 is None or span.t1 is None:  # the poll only ends counted (n > 0) or raising
             raise PhaseError(f"{label}: the worker counted no records")
-        measured = expected - n0
-        includes_startup = measured <= 0
-        seconds = (t1 - t0) if not includes_startup else (t1 - spawned)
-        result = {"records": expected, "measured_records": measured if not includes_startup else expected,
-                  "first_count": n0, "seconds": seconds,
-                  "records_per_s": report.rate(expected if includes_startup else measured, seconds),
-                  "includes_startup": includes_startup, "startup_s": t0 - spawned, "rss": rss.summary(),
-                  "cpu_percent": cpu_percent}
-        if profile is not None:
-            result["profile"] = profile
+        result = counted_rate(expected, span.n0, span.t0, span.t1, spawned)
+        result.update(rss=rss.summary(), cpu_percent=span.cpu_percent)
+        if span.profile is not None:
+            result["profile"] = span.profile
         self.rss_phases[label.rsplit("-r", 1)[0]] = rss.summary()
         return result
+
+    async def _poll_worker_count(self, settings: Settings, proc: subprocess.Popen, log: Path, expected: int,
+                                 label: str, rss: RssTracker, span: CountSpan,
+                                 on_progress: Callable[[int], Awaitable[None]] | None) -> None:
+        """Poll the worker's record counter until it reaches ``expected``, filling ``span``: CPU and profile
+        start at the first count and stop at the last. Raises PhaseError if the worker exits or is late."""
+        store = self.probe.store(settings)
+        deadline = time.monotonic() + 120 + expected / 1000
+        while True:
+            n = await store.worker_counter("records")
+            now = time.time()
+            if n > 0 and span.t0 is None:
+                span.t0, span.n0 = now, n
+                span.cpu.start()
+                span.prof = self.start_profiler(proc.pid, label)
+            rss.sample(n)
+            if on_progress is not None and n > 0:
+                await on_progress(n)
+            if n >= expected:
+                span.t1 = now
+                span.cpu_percent = span.cpu.stop()
+                span.profile = await self.stop_profiler(span.prof)
+                return
+            if proc.poll() is not None:
+                raise PhaseError(f"{label}: the worker exited with code {proc.returncode}:\n{log_tail(log)}")
+            if time.monotonic() > deadline:
+                raise PhaseError(f"{label}: the worker counted {n} of {expected} records in time:\n{log_tail(log)}")
+            await asyncio.sleep(self.opts.poll_s)
 
     # -- throughput ------------------------------------------------------------------------------------
     async def throughput(self) -> dict:
@@ -844,15 +872,10 @@ class Bench:
         counted, then send the measured stream at the rate while polling Redis and following the alerts,
         until every episode is counted and alerted (or the deadline). Returns the send times, when the
         worker caught up, its RSS, CPU and profile."""
-        from monitor.connect import kafka_consumer, kafka_producer
+        from monitor.connect import kafka_producer
         from monitor.ops.processes import start_worker
 
-        consumer = kafka_consumer(settings, settings.alerts_topic,
-                                  group_id=f"bench-{self.run_id}-alerts-{uuid.uuid4().hex[:6]}",
-                                  auto_offset_reset="earliest", enable_auto_commit=False,
-                                  fetch_max_wait_ms=ALERT_FETCH_WAIT_MS, session_timeout_ms=3000,
-                                  heartbeat_interval_ms=300)
-        await consumer.start()
+        consumer = await self._alerts_consumer(settings)
         producer = kafka_producer(settings)
         await producer.start()
         follower = asyncio.create_task(self._follow_alerts(consumer, episodes))
@@ -875,29 +898,56 @@ class Bench:
             t_first, t_last = await paced(meas_msgs, episodes.on_sent, track=True)
             cpu_percent = cpu.stop()
             profile = await self.stop_profiler(prof)
-            total = warm_n + meas_n
-            caught_up_after = None
-            deadline = time.monotonic() + max(30.0, 10 * interval)
-            while time.monotonic() < deadline:
-                if caught_up_after is None and await self._counted(settings) >= total:
-                    caught_up_after = time.time() - t_last
-                if caught_up_after is not None and episodes.done():
-                    break
-                rss.sample(meas_n)
-                await asyncio.sleep(0.02)
+            caught_up_after = await self._wait_caught_up(settings, episodes, warm_n + meas_n, t_last, interval,
+                                                         rss, meas_n)
             rss.sample(meas_n, force=True)
         finally:
-            for task in (poller, follower):
-                if task is not None:
-                    task.cancel()
-            await asyncio.gather(*(t for t in (poller, follower) if t is not None), return_exceptions=True)
-            await consumer.stop()
-            await producer.stop()
-            if profile is None and prof is not None:
-                await self.stop_profiler(prof)
-            await asyncio.to_thread(self._stop, worker)
+            await self._end_latency_run((poller, follower), consumer, producer,
+                                        prof if profile is None else None, worker)
         return {"first_sent": t_first, "last_sent": t_last, "caught_up_after_s": caught_up_after,
                 "rss": rss.summary(), "cpu_percent": cpu_percent, "profile": profile}
+
+    async def _alerts_consumer(self, settings: Settings):
+        """A started consumer of the alerts topic from its start, in a group of its own, with the short
+        fetch wait that bounds the error on an alert's arrival time."""
+        from monitor.connect import kafka_consumer
+
+        consumer = kafka_consumer(settings, settings.alerts_topic,
+                                  group_id=f"bench-{self.run_id}-alerts-{uuid.uuid4().hex[:6]}",
+                                  auto_offset_reset="earliest", enable_auto_commit=False,
+                                  fetch_max_wait_ms=ALERT_FETCH_WAIT_MS, session_timeout_ms=3000,
+                                  heartbeat_interval_ms=300)
+        await consumer.start()
+        return consumer
+
+    async def _wait_caught_up(self, settings: Settings, episodes: Episodes, total: int, t_last: float,
+                              interval: float, rss: RssTracker, meas_n: int) -> float | None:
+        """Seconds after the last send at which the worker had counted all ``total`` records (None if not
+        by the deadline); waits on until every episode is done too, sampling the worker's RSS."""
+        caught_up_after = None
+        deadline = time.monotonic() + max(30.0, 10 * interval)
+        while time.monotonic() < deadline:
+            if caught_up_after is None and await self._counted(settings) >= total:
+                caught_up_after = time.time() - t_last
+            if caught_up_after is not None and episodes.done():
+                break
+            rss.sample(meas_n)
+            await asyncio.sleep(0.02)
+        return caught_up_after
+
+    async def _end_latency_run(self, tasks: Iterable[asyncio.Task | None], consumer, producer, prof,
+                               worker: subprocess.Popen) -> None:
+        """Stop what a latency run started, also when it failed: its tasks, the alerts consumer, the
+        producer, py-spy (``prof``: still running) and the worker."""
+        running = [task for task in tasks if task is not None]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        await consumer.stop()
+        await producer.stop()
+        if prof is not None:
+            await self.stop_profiler(prof)
+        await asyncio.to_thread(self._stop, worker)
 
     async def _counted(self, settings: Settings) -> int:
         """Records the worker counted (its ``<prefix>:worker`` hash)."""

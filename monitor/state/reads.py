@@ -7,7 +7,9 @@ returns plain JSON-ready dicts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -56,40 +58,58 @@ async def require_model(store: Store, model: str, version: str) -> None:
         raise NotFound(f"unknown model {model}:{version} (GET /models lists the monitored ones)")
 
 
+@dataclass
+class ModelReads:
+    """What :func:`read_models` read of one (model, version)."""
+
+    months: list[str]  # sorted
+    replies: list[Any]  # one per (command, suffix) asked for, in that order
+    counts: list[Any]  # one per month: its count hash, or the one field asked for
+
+
+async def read_models(store: Store, keys: list[tuple[str, str]], reads: Sequence[tuple[str, str]],
+                      count_field: str | None = None) -> list[ModelReads]:
+    """Per (model, version) of ``keys``: its months, the replies to ``reads`` (``(command, suffix)``: e.g.
+    ``("hgetall", "alerts")`` reads ``<base>:alerts``) and every month's count hash (only its
+    ``count_field`` when given). Two pipelined round trips whatever the number of models and months."""
+    pipe = store.redis.pipeline(transaction=False)
+    for model, version in keys:
+        base = store.base(model, version)
+        pipe.smembers(f"{base}:months")
+        for command, suffix in reads:
+            getattr(pipe, command)(f"{base}:{suffix}")
+    raw = await pipe.execute()
+    width = 1 + len(reads)
+    months_of = [sorted(m.decode() for m in raw[width * i]) for i in range(len(keys))]
+    pipe = store.redis.pipeline(transaction=False)
+    for (model, version), months in zip(keys, months_of, strict=True):
+        for month in months:
+            if count_field is None:
+                pipe.hgetall(store.count_key(model, version, month))
+            else:
+                pipe.hget(store.count_key(model, version, month), count_field)
+    counts = iter(await pipe.execute())
+    return [ModelReads(months, raw[width * i + 1:width * (i + 1)], [next(counts) for _ in months])
+            for i, months in enumerate(months_of)]
+
+
 async def models_overview(store: Store) -> list[dict]:
     """Every monitored (model, version): its months, total records, reference card and firing alerts."""
     keys = await model_keys(store)
     if not keys:
         return []
-    pipe = store.redis.pipeline(transaction=False)
-    for model, version in keys:
-        base = store.base(model, version)
-        pipe.smembers(f"{base}:months")
-        pipe.hgetall(f"{base}:ref:meta")
-        pipe.hgetall(f"{base}:alerts")
-        pipe.get(f"{base}:watermark")
-    raw = await pipe.execute()
-    months_of = {}
-    for i, key in enumerate(keys):
-        months_of[key] = sorted(m.decode() for m in raw[4 * i])
-    pipe = store.redis.pipeline(transaction=False)
-    for (model, version), months in months_of.items():
-        for month in months:
-            pipe.hget(store.count_key(model, version, month), "n")
-    totals = iter(await pipe.execute())
     out = []
-    for i, (model, version) in enumerate(keys):
-        months = months_of[(model, version)]
-        ref_meta = _text_map(raw[4 * i + 1])
-        states = {k.decode(): orjson.loads(v) for k, v in raw[4 * i + 2].items()}
-        watermark = raw[4 * i + 3]
+    reads = (("hgetall", "ref:meta"), ("hgetall", "alerts"), ("get", "watermark"))
+    for (model, version), got in zip(keys, await read_models(store, keys, reads, count_field="n"), strict=True):
+        ref_meta, alert_hash, watermark = got.replies
+        states = {k.decode(): orjson.loads(v) for k, v in alert_hash.items()}
         firing = [{"month": month, **alert} for month, alerts in sorted(firing_by_month(states).items())
                   for alert in alerts]
         out.append({
-            "model": model, "model_version": version, "months": months,
-            "records": sum(int(next(totals) or 0) for _ in months),
+            "model": model, "model_version": version, "months": got.months,
+            "records": sum(int(n or 0) for n in got.counts),
             "watermark": watermark.decode() if watermark else None,
-            "reference": reference_card(ref_meta),
+            "reference": reference_card(_text_map(ref_meta)),
             "firing_alerts": firing,
         })
     return out
@@ -225,31 +245,19 @@ async def full_state(store: Store, keys: list[tuple[str, str]] | None = None) ->
     keys = await model_keys(store) if keys is None else keys
     if not keys:
         return []
-    pipe = store.redis.pipeline(transaction=False)
-    for model, version in keys:
-        base = store.base(model, version)
-        pipe.smembers(f"{base}:months")
-        pipe.hgetall(f"{base}:metrics")
-        pipe.hgetall(f"{base}:alerts")
-        pipe.hgetall(f"{base}:ref:meta")
-    raw = await pipe.execute()
-    months_of = [sorted(m.decode() for m in raw[4 * i]) for i in range(len(keys))]
-    pipe = store.redis.pipeline(transaction=False)
-    for (model, version), months in zip(keys, months_of, strict=True):
-        for month in months:
-            pipe.hgetall(store.count_key(model, version, month))
-    counts = iter(await pipe.execute())
     out = []
-    for i, (model, version) in enumerate(keys):
-        metrics = {k.decode(): orjson.loads(v) for k, v in raw[4 * i + 1].items()}
-        states = {k.decode(): orjson.loads(v) for k, v in raw[4 * i + 2].items()}
+    reads = (("hgetall", "metrics"), ("hgetall", "alerts"), ("hgetall", "ref:meta"))
+    for (model, version), got in zip(keys, await read_models(store, keys, reads), strict=True):
+        metrics_hash, alert_hash, ref_meta = got.replies
+        metrics = {k.decode(): orjson.loads(v) for k, v in metrics_hash.items()}
+        states = {k.decode(): orjson.loads(v) for k, v in alert_hash.items()}
         rows = []
-        for month in months_of[i]:
+        for month, count in zip(got.months, got.counts, strict=True):
             computed = metrics.get(month) or {}
-            rows.append({"month": month, "counts": _counts(next(counts)), "windows": computed.get("windows"),
+            rows.append({"month": month, "counts": _counts(count), "windows": computed.get("windows"),
                          "computed_at": computed.get("computed_at")})
         out.append({"model": model, "model_version": version, "months": rows, "alert_states": states,
-                    "reference": reference_card(_text_map(raw[4 * i + 3]))})
+                    "reference": reference_card(_text_map(ref_meta))})
     return out
 
 

@@ -16,7 +16,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import httpx
 import numpy as np
 import orjson
 import pytest
@@ -27,7 +26,6 @@ from sklearn.metrics import roc_auc_score
 from models.registry import Registry
 from models.train import score_frame, train
 from monitor.alerts.lifecycle import AlertEvent, parse_alert_field
-from monitor.api.app import create_api, running
 from monitor.api.sample import load_scenario
 from monitor.api.schemas import (
     AdherenceResult,
@@ -44,7 +42,7 @@ from monitor.stats import LabelledHistograms, ScoreHistogram, compute_metrics
 from monitor.stats.ks import ks_adherence
 from monitor.stats.windows import previous_months
 from producers.synthetic import Scenario
-from tests.conftest import api_headers, unique_settings
+from tests.conftest import api_client, unique_settings
 
 pytestmark = pytest.mark.integration
 
@@ -82,16 +80,6 @@ def assert_matches(actual, documented, where="response") -> None:
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("data")
-
-
-@pytest.fixture(scope="module")
-def api_settings(servers, data_dir, tmp_path_factory):
-    return unique_settings(servers, data_dir=data_dir, models_dir=tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture(scope="module")
 def registry(api_settings, data_dir) -> Registry:
     """The documented setup: `monitor models train ...` lines (same calls) and the data file command.
 
@@ -120,10 +108,8 @@ async def counts(api_settings) -> dict[str, int]:
 
 @pytest_asyncio.fixture(scope="module")
 async def client(api_settings, counts, registry):
-    app = create_api(api_settings, measure_lag=False, cache_ttl_s=0)
-    async with running(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api", headers=api_headers()) as c:
-            yield c
+    async with api_client(api_settings, cache_ttl_s=0) as c:
+        yield c
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -300,10 +286,8 @@ async def test_classic_endpoints_answer_the_documented_examples(client, api_sett
     # GET returns the last result, from Redis: also from another API process (a second app)
     last_url = "/v1/performance/" if "performance" in name else "/v1/aderencia/"
     assert (await client.get(last_url)).json() == body
-    other = create_api(api_settings, measure_lag=False)
-    async with running(other):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=other), base_url="http://api", headers=api_headers()) as c2:
-            assert (await c2.get(last_url)).json() == body
+    async with api_client(api_settings) as c2:
+        assert (await c2.get(last_url)).json() == body
 
 
 async def test_performance_with_features_equals_sklearn_on_the_models_raw_scores(client, registry):
@@ -392,13 +376,11 @@ async def test_unsupported_file_type_is_422(client, data_dir):
 
 async def test_no_last_result_yet_is_404(servers, registry, data_dir):
     fresh = unique_settings(servers, data_dir=data_dir, models_dir=registry.root)
-    app = create_api(fresh, measure_lag=False)
-    async with running(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api", headers=api_headers()) as c:
-            for url in ("/v1/performance/", "/v1/aderencia/"):
-                resp = await c.get(url)
-                assert resp.status_code == 404 and "POST" in resp.json()["detail"]
-            assert (await c.get("/models")).json() == []
+    async with api_client(fresh) as c:
+        for url in ("/v1/performance/", "/v1/aderencia/"):
+            resp = await c.get(url)
+            assert resp.status_code == 404 and "POST" in resp.json()["detail"]
+        assert (await c.get("/models")).json() == []
 
 
 async def test_cached_responses_follow_the_state_within_the_ttl(servers, registry, data_dir):
@@ -406,14 +388,12 @@ async def test_cached_responses_follow_the_state_within_the_ttl(servers, registr
     import asyncio
 
     fresh = unique_settings(servers, data_dir=data_dir, models_dir=registry.root)
-    app = create_api(fresh, measure_lag=False, cache_ttl_s=0.3)
-    async with running(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api", headers=api_headers()) as c:
-            assert (await c.get("/models")).json() == []
-            await save_reference(fresh, "late", "1", np.linspace(0, 1, 50), None, source="test")
-            assert (await c.get("/models")).json() == []  # served from the cache
-            await asyncio.sleep(0.35)
-            assert [m["model"] for m in (await c.get("/models")).json()] == ["late"]
+    async with api_client(fresh, cache_ttl_s=0.3) as c:
+        assert (await c.get("/models")).json() == []
+        await save_reference(fresh, "late", "1", np.linspace(0, 1, 50), None, source="test")
+        assert (await c.get("/models")).json() == []  # served from the cache
+        await asyncio.sleep(0.35)
+        assert [m["model"] for m in (await c.get("/models")).json()] == ["late"]
 
 
 async def test_model_version_path_with_months_of_a_small_second_model(client, api_settings):

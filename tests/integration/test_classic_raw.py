@@ -8,9 +8,7 @@ answers from its histogram and says so.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import pytest_asyncio
@@ -20,26 +18,15 @@ from sklearn.metrics import roc_auc_score
 from datasets import load
 from models.registry import CARD_FILE, Registry, reference_histogram
 from models.train import score_frame, train
-from monitor.api.app import create_api, running
 from monitor.stats import ScoreHistogram, quantize
 from monitor.stats.ks import ks_adherence
 from producers.files import read_frame
-from tests.conftest import api_headers, unique_settings
+from tests.conftest import api_client
 
 pytestmark = pytest.mark.integration
 
 NAME = "lendingclub_default"
 LIVE_FILE = "lendingclub_2018-03.csv"  # the out-of-time month, without its labels
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("data")
-
-
-@pytest.fixture(scope="module")
-def api_settings(servers, data_dir, tmp_path_factory):
-    return unique_settings(servers, data_dir=data_dir, models_dir=tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +48,8 @@ def registry(api_settings, data_dir, lendingclub) -> Registry:
 
 @pytest_asyncio.fixture(scope="module")
 async def client(api_settings, registry):
-    app = create_api(api_settings, measure_lag=False, cache_ttl_s=0)
-    async with running(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api",
-                                     headers=api_headers(), timeout=120) as c:
-            yield c
+    async with api_client(api_settings, cache_ttl_s=0, timeout=120) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
