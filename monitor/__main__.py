@@ -1,3 +1,3 @@
-from monitor.cli.main import main
+from monitor.cli import run
 
-main()
+run()

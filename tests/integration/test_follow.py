@@ -37,7 +37,9 @@ async def test_ctrl_c_ends_monitor_alerts_follow(settings, after_s):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 0, output.decode()[-2000:]
+    # 0 once the subscription runs; 130 when the Ctrl-C came while the program was still loading (seconds
+    # on a busy machine): the conventional status of an interrupted command, and still no traceback
+    assert proc.returncode in (0, 130), output.decode()[-2000:]
     assert b"Traceback" not in output and b"Aborted" not in output
 
 
