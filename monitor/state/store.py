@@ -284,11 +284,12 @@ class Store(AlertOps, AdminOps):
                            stored_fingerprint: str | None, event: bytes) -> bool:
         """Forget the partition's stored offset (its log is gone) if it is still ``stored``, and
         queue ``event`` in the model's alert outbox; False when another worker moved it first."""
-        # The alert history is outside the model's hash tag: not Redis Cluster safe (issue 18).
         done = await self._reset_source(
             keys=[self.keys.of(model, version, "offsets"), self.keys.of(model, version, "fingerprints"),
-                  self.keys.of(model, version, "outbox"), self.history_key()],
-            args=[offset_field, str(stored), stored_fingerprint or "", event, ALERT_HISTORY_CAP])
+                  self.keys.of(model, version, "outbox")],
+            args=[offset_field, str(stored), stored_fingerprint or "", event])
+        if done:  # the history is in another cluster slot: a second call (see transition_alert)
+            await self.record_history(event, ALERT_HISTORY_CAP)
         return bool(done)
 
     async def incr_worker_counters(self, **counters: int) -> None:
@@ -300,19 +301,21 @@ class Store(AlertOps, AdminOps):
 
     async def save_reference(self, model: str, version: str, hist: ScoreHistogram, meta: Mapping[str, object],
                              profile: FeatureProfile | None = None) -> None:
+        # One transaction over the model's keys (one cluster slot); the models set, in another slot,
+        # after it.
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(self.keys.of(model, version, "ref:meta"), self.keys.of(model, version, "ref:features"))
         if profile is not None:
             pipe.set(self.keys.of(model, version, "ref:features"), orjson.dumps(profile.to_dict()))
         pipe.set(self.keys.of(model, version, "ref"), hist.to_dense_bytes())
         pipe.hset(self.keys.of(model, version, "ref:meta"), mapping={k: str(v) for k, v in meta.items()})
-        pipe.sadd(self.models_key(), f"{model}:{version}")
         # A new reference changes every month's adherence: make the metrics recompute. Feature
         # counts were bucketed by the old profile: they restart with the new one.
         for month in await self.months(model, version):
             pipe.hincrby(self.count_key(model, version, month), "rev", 1)
             pipe.delete(self.features_key(model, version, month))
         await pipe.execute()
+        await self.redis.sadd(self.models_key(), f"{model}:{version}")
 
     async def save_metrics(self, model: str, version: str, metrics_by_month: Mapping[str, dict]) -> None:
         if metrics_by_month:
