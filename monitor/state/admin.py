@@ -32,11 +32,8 @@ class AdminOps:
     # ---- the deployment -----------------------------------------------------------------------
     async def health(self) -> int:
         """PING, then the number of models stored (raises when Redis does not answer)."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.ping()
-        pipe.scard(self.keys.models())
-        _, models = await pipe.execute()
-        return models
+        await self.redis.ping()  # two calls: a cluster pipeline refuses a keyless PING
+        return await self.redis.scard(self.keys.models())
 
     async def drop_epoch(self) -> None:
         """Forget the state epoch (the next worker creates a new one and rebuilds the state)."""

@@ -302,7 +302,9 @@ class Store(AlertOps, AdminOps):
     async def save_reference(self, model: str, version: str, hist: ScoreHistogram, meta: Mapping[str, object],
                              profile: FeatureProfile | None = None) -> None:
         # One transaction over the model's keys (one cluster slot); the models set, in another slot,
-        # after it.
+        # after it. The months are read first: redis-py 8.1's asyncio cluster client breaks ("attached
+        # to a different loop") when its first command is queued in a transaction.
+        months = await self.months(model, version)
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(self.keys.of(model, version, "ref:meta"), self.keys.of(model, version, "ref:features"))
         if profile is not None:
@@ -311,7 +313,7 @@ class Store(AlertOps, AdminOps):
         pipe.hset(self.keys.of(model, version, "ref:meta"), mapping={k: str(v) for k, v in meta.items()})
         # A new reference changes every month's adherence: make the metrics recompute. Feature
         # counts were bucketed by the old profile: they restart with the new one.
-        for month in await self.months(model, version):
+        for month in months:
             pipe.hincrby(self.count_key(model, version, month), "rev", 1)
             pipe.delete(self.features_key(model, version, month))
         await pipe.execute()
@@ -408,10 +410,10 @@ class Store(AlertOps, AdminOps):
         :func:`monitor.alerts.event_time_watermark`)."""
         from monitor.alerts import event_time_watermark
 
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(self.keys.of(model, version, "watermarks"))
-        pipe.time()
-        raw, (now, _) = await pipe.execute()
+        # Two calls, not a pipeline: a cluster pipeline refuses a keyless TIME. The watermarks are
+        # read first, so "now" is never before them (on a cluster TIME is another node's clock).
+        raw = await self.redis.hgetall(self.keys.of(model, version, "watermarks"))
+        now, _ = await self.redis.time()
         first = raw.pop(b"~first", None)
         partitions = {}
         for partition, value in raw.items():
