@@ -66,13 +66,16 @@ from monitor.processes import start_worker, stop_process
 from monitor.retry import is_transient
 from monitor.settings import Settings
 from monitor.state import LABELS, Store
-from monitor.state.admin import busy_script, flush_all, refuse_scripts, shutdown_redis
+from monitor.state.admin import busy_script, flush_all, model_master_port, refuse_scripts, shutdown_redis
 from monitor.stats import ScoreHistogram
 from producers.synthetic import Scenario, generate
 
 SCENARIOS = ("kills", "takeover", "redis-restart", "redis-flush", "broker-restart", "oversized-invalid",
-             "redis-busy", "fold-exception", "cardinality-flood", "broker-lost-log")
-MID_STREAM = ("broker-restart", "redis-restart", "redis-flush", "redis-busy", "fold-exception")
+             "redis-busy", "fold-exception", "cardinality-flood", "broker-lost-log", "failover")
+MID_STREAM = ("broker-restart", "redis-restart", "redis-flush", "redis-busy", "fold-exception", "failover")
+CLUSTER_SCENARIOS = ("failover",)
+"""Scenarios run on a local Redis Cluster (3 masters with a replica each, monitor.redis_cluster)."""
+_CLUSTERS: dict[str, Any] = {}  # redis_url -> the LocalCluster of a running cluster scenario
 """Scenarios whose fault lands mid-stream: half the messages published before it, half after."""
 
 
@@ -341,8 +344,13 @@ async def dead_letters(settings: Settings, expected: int, timeout_s: float = 60)
 
 # ---- servers and workers ----------------------------------------------------------------------
 @contextmanager
-def servers(broker: str, run_dir: Path):
-    """A broker (tansu or noida) and a redis-server with appendonly, on free ports."""
+def servers(broker: str, run_dir: Path, cluster: bool = False):
+    """A broker (tansu or noida) and a redis-server with appendonly, on free ports; with ``cluster``
+    a local Redis Cluster of 3 masters with a replica each instead of the redis-server."""
+    if cluster:
+        with cluster_servers(broker, run_dir) as settings:
+            yield settings
+        return
     base = Settings(kafka_bootstrap=f"127.0.0.1:{infra.free_port()}",
                     redis_url=f"redis://127.0.0.1:{infra.free_port()}/0", run_dir=run_dir,
                     broker=broker, broker_session_timeout_s=6.0 if broker == "noida" else 3.0,
@@ -351,6 +359,30 @@ def servers(broker: str, run_dir: Path):
     with infra.running(base):
         asyncio.run(infra.create_topics(base))
         yield base
+
+
+@contextmanager
+def cluster_servers(broker: str, run_dir: Path):
+    """The broker and a local Redis Cluster (``redis+cluster://`` URL in the settings)."""
+    from monitor.redis_cluster import LocalCluster
+
+    cluster = LocalCluster(run_dir / "redis-cluster", masters=3, replicas=1)
+    try:
+        url = cluster.start()
+        base = Settings(kafka_bootstrap=f"127.0.0.1:{infra.free_port()}", redis_url=url, run_dir=run_dir,
+                        broker=broker, key_prefix=f"faults-{uuid.uuid4().hex[:8]}",
+                        consumer_group=f"faults-{uuid.uuid4().hex[:8]}", metrics_interval_s=1.0)
+        broker_svc = infra.Service("broker", *infra.kafka_address(base), "MONITOR_KAFKA_BOOTSTRAP", run_dir, broker)
+        broker_svc.start(timeout_s=60)
+        _CLUSTERS[url] = cluster
+        try:
+            asyncio.run(infra.create_topics(base))
+            yield base
+        finally:
+            _CLUSTERS.pop(url, None)
+            broker_svc.stop()
+    finally:
+        cluster.stop()
 
 
 class Workers:
@@ -481,7 +513,7 @@ def run(scenario: str, records: int = 200_000, kills: int = 5, malformed: int = 
     valid, bad, report = scenario_input(scenario, records, malformed)
     messages = interleave(valid, bad)
     broker = "noida" if scenario == "broker-restart" else "tansu"
-    with tempfile.TemporaryDirectory(prefix="faults-", dir=work_dir) as tmp, servers(broker, Path(tmp)) as settings:
+    with tempfile.TemporaryDirectory(prefix="faults-", dir=work_dir) as tmp, servers(broker, Path(tmp), cluster=scenario in CLUSTER_SCENARIOS) as settings:
         expected = expected_histograms(valid, settings.resolution)
         if scenario == "cardinality-flood":
             settings = settings.model_copy(update=FLOOD_CAPS)
@@ -575,6 +607,15 @@ def measure_flood(settings: Settings, report: FaultReport, before: int, say: Cal
 
 
 def inject(scenario: str, settings: Settings, report: FaultReport, say: Callable[[str], None]) -> None:
+    if scenario == "failover":
+        cluster = _CLUSTERS[settings.redis_url]
+        master = model_master_port(settings, "faults", "1")
+        at = progress(settings)
+        replica = cluster.failover(master)
+        report.faults.append(f"redis cluster: master {master} (the model's slot) failed over to its replica "
+                             f"{replica} (CLUSTER FAILOVER) at {at:,} records counted")
+        say(report.faults[-1])
+        return
     svcs = {svc.name: svc for svc in infra.services(settings)}
     if scenario == "broker-restart":
         svcs["broker"].stop()

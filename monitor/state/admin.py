@@ -82,6 +82,18 @@ def flush_all(settings: Settings) -> None:
     redis_client(settings).flushall()
 
 
+def model_master_port(settings: Settings, model: str, version: str) -> int:
+    """The port of the Redis Cluster master that holds the model's slot (its hash tag)."""
+    from monitor.connect import redis_client
+    from monitor.state.keys import Keys
+
+    client = redis_client(settings)
+    try:
+        return client.get_node_from_key(Keys(settings.key_prefix).base(model, version)).port
+    finally:
+        client.close()
+
+
 def busy_script(settings: Settings, seconds: int) -> None:
     """Run a read-only script of ``seconds`` on Redis: past busy-reply-threshold (5 s by default)
     Redis answers BUSY to every other client until it ends."""

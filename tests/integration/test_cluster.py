@@ -158,3 +158,14 @@ async def test_master_failover_during_a_replay_loses_and_doubles_nothing(cluster
             await assert_exact(store, spec, records)
     finally:
         await store.close()
+
+
+def test_fault_scenario_failover(tmp_path):
+    """`monitor faults --scenario failover`: half the stream, a master failover to its replica, the
+    other half; every record applied once, every bad message dead-lettered."""
+    from monitor import faults
+
+    report = faults.run("failover", records=20_000, malformed=200, work_dir=tmp_path)
+    print(faults.format_report(report))
+    assert report.faults and "failed over" in report.faults[0]
+    assert report.exact, faults.format_report(report)
