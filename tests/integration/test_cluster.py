@@ -169,3 +169,25 @@ def test_fault_scenario_failover(tmp_path):
     print(faults.format_report(report))
     assert report.faults and "failed over" in report.faults[0]
     assert report.exact, faults.format_report(report)
+
+
+async def test_probe_sums_the_masters_and_wipe_scans_every_master(cluster_settings, redis_cluster):
+    """The benchmarks' INFO is the cluster's (the masters' used_memory summed); SCAN-based wipe and
+    footprint see the keys of every master."""
+    from monitor.state.probe import Probe
+
+    probe = Probe(cluster_settings)
+    try:
+        store = probe.store(cluster_settings)
+        for i in range(30):  # 30 models: keys on every master
+            await store.save_metrics(f"wipe-{i}", "1", {"2024-01": {"n": i}})
+        per_node = await store.redis.info("memory", target_nodes=store.redis.PRIMARIES)
+        assert len(per_node) == 3
+        total = (await probe.info("memory"))["used_memory"]
+        assert total == pytest.approx(sum(i["used_memory"] for i in per_node.values()), rel=0.05)
+        size, _ = await store.footprint()
+        assert size > 0
+        await store.wipe()
+        assert (await store.footprint())[0] == 0
+    finally:
+        await probe.close()
