@@ -75,6 +75,9 @@ SCENARIOS = ("kills", "takeover", "redis-restart", "redis-flush", "broker-restar
 MID_STREAM = ("broker-restart", "redis-restart", "redis-flush", "redis-busy", "fold-exception", "failover")
 CLUSTER_SCENARIOS = ("failover",)
 """Scenarios run on a local Redis Cluster (3 masters with a replica each, monitor.redis_cluster)."""
+NOT_ON_CLUSTER = ("redis-restart", "redis-busy", "fold-exception")
+"""Scenarios whose fault is one redis-server's (its restart, a long script on it, its ACL): not run
+with ``--redis-cluster``; every other scenario can run on the cluster."""
 _CLUSTERS: dict[str, Any] = {}  # redis_url -> the LocalCluster of a running cluster scenario
 """Scenarios whose fault lands mid-stream: half the messages published before it, half after."""
 
@@ -505,15 +508,20 @@ def kill_workers(scenario: str, settings: Settings, workers: "Workers", report: 
 
 
 def run(scenario: str, records: int = 200_000, kills: int = 5, malformed: int = 10_000, seed: int = 1,
-        work_dir: Path | None = None, say: Callable[[str], None] = print) -> FaultReport:
+        work_dir: Path | None = None, say: Callable[[str], None] = print, cluster: bool = False) -> FaultReport:
+    """Run one fault scenario end to end; ``cluster``: on a local Redis Cluster instead of one
+    redis-server (always for ``failover``; not for :data:`NOT_ON_CLUSTER`)."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown fault scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    cluster = cluster or scenario in CLUSTER_SCENARIOS
+    if cluster and scenario in NOT_ON_CLUSTER:
+        raise ValueError(f"fault scenario {scenario!r} is one redis-server's: not run on a Redis Cluster")
     rng = random.Random(seed)  # noqa: S311 - reproducible fault scenario, not security
     started = time.monotonic()
     valid, bad, report = scenario_input(scenario, records, malformed)
     messages = interleave(valid, bad)
     broker = "noida" if scenario == "broker-restart" else "tansu"
-    with tempfile.TemporaryDirectory(prefix="faults-", dir=work_dir) as tmp, servers(broker, Path(tmp), cluster=scenario in CLUSTER_SCENARIOS) as settings:
+    with tempfile.TemporaryDirectory(prefix="faults-", dir=work_dir) as tmp, servers(broker, Path(tmp), cluster=cluster) as settings:
         expected = expected_histograms(valid, settings.resolution)
         if scenario == "cardinality-flood":
             settings = settings.model_copy(update=FLOOD_CAPS)
@@ -616,7 +624,8 @@ def inject(scenario: str, settings: Settings, report: FaultReport, say: Callable
                              f"{replica} (CLUSTER FAILOVER) at {at:,} records counted")
         say(report.faults[-1])
         return
-    svcs = {svc.name: svc for svc in infra.services(settings)}
+    # The local servers (one redis-server: not on a cluster, whose URL names no single server).
+    svcs = {svc.name: svc for svc in infra.services(settings)} if scenario in ("broker-restart", "redis-restart") else {}
     if scenario == "broker-restart":
         svcs["broker"].stop()
         time.sleep(2)
@@ -666,11 +675,16 @@ def main(argv=None) -> int:
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--malformed", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--redis-cluster", action="store_true",
+                        help="run on a local Redis Cluster (3 masters, a replica each) instead of one redis-server; "
+                             f"with --scenario all, every scenario but {', '.join(NOT_ON_CLUSTER)}")
     args = parser.parse_args(argv)
     # A terminated run stops what it started (servers, workers) on its way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     chosen = SCENARIOS if args.scenario == "all" else (args.scenario,)
-    reports = [run(s, args.records, args.kills, args.malformed, args.seed) for s in chosen]
+    if args.redis_cluster and args.scenario == "all":
+        chosen = tuple(s for s in chosen if s not in NOT_ON_CLUSTER)
+    reports = [run(s, args.records, args.kills, args.malformed, args.seed, cluster=args.redis_cluster) for s in chosen]
     print()
     for r in reports:
         print(format_report(r))

@@ -160,17 +160,6 @@ async def test_master_failover_during_a_replay_loses_and_doubles_nothing(cluster
         await store.close()
 
 
-def test_fault_scenario_failover(tmp_path):
-    """`monitor faults --scenario failover`: half the stream, a master failover to its replica, the
-    other half; every record applied once, every bad message dead-lettered."""
-    from monitor import faults
-
-    report = faults.run("failover", records=20_000, malformed=200, work_dir=tmp_path)
-    print(faults.format_report(report))
-    assert report.faults and "failed over" in report.faults[0]
-    assert report.exact, faults.format_report(report)
-
-
 async def test_probe_sums_the_masters_and_wipe_scans_every_master(cluster_settings, redis_cluster):
     """The benchmarks' INFO is the cluster's (the masters' used_memory summed); SCAN-based wipe and
     footprint see the keys of every master."""
