@@ -681,7 +681,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     # A terminated run stops what it started (servers, workers) on its way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    chosen = SCENARIOS if args.scenario == "all" else (args.scenario,)
+    chosen: tuple[str, ...] = SCENARIOS if args.scenario == "all" else (args.scenario,)
     if args.redis_cluster and args.scenario == "all":
         chosen = tuple(s for s in chosen if s not in NOT_ON_CLUSTER)
     reports = [run(s, args.records, args.kills, args.malformed, args.seed, cluster=args.redis_cluster) for s in chosen]
