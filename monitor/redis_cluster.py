@@ -150,6 +150,27 @@ class LocalCluster:
         self.wait_ok(deadline)
         return replica
 
+    def kill(self, port: int, timeout_s: float = 60) -> int:
+        """SIGKILL the master at ``port``: its replica takes over once the others agree it failed
+        (``cluster-node-timeout`` 2 s); the new master's port. Writes the replica had not received
+        are lost (replication is asynchronous)."""
+        replica = self.replica_of(port)
+        self.procs[port].kill()
+        self.procs[port].wait()
+        deadline = time.monotonic() + timeout_s
+        self._wait(lambda: self.roles().get(replica) == "master", deadline, f"replica {replica} to take over")
+        self.wait_ok(deadline)
+        return replica
+
+    def restart(self, port: int, timeout_s: float = 60) -> None:
+        """Start a killed node again from its directory: it rejoins the cluster (as a replica of the
+        master that took its slots)."""
+        self._start_node(port)
+        deadline = time.monotonic() + timeout_s
+        self._wait(lambda: self._answers(port), deadline, f"node {port} to answer")
+        self._wait(lambda: self.roles().get(port) == "slave", deadline, f"node {port} to rejoin as a replica")
+        self.wait_ok(deadline)
+
     def stop(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:

@@ -180,3 +180,36 @@ async def test_probe_sums_the_masters_and_wipe_scans_every_master(cluster_settin
         assert (await store.footprint())[0] == 0
     finally:
         await probe.close()
+
+
+async def test_master_killed_during_a_replay_loses_and_doubles_nothing(cluster_settings, worker_process,
+                                                                      redis_cluster):
+    """kill -9 of the master holding a model's slot mid-replay: its replica is promoted (automatic
+    failover). Writes it had not received are lost, which the worker sees as offsets behind what it
+    wrote and rebuilds from the topic (a new epoch); either way every record is counted once."""
+    s = cluster_settings
+    specs = [replace(SCENARIOS["baseline"], months=2, monthly_volume=3000, name=f"kill-{i}", model=f"kill-{i}",
+                     seed=60 + i) for i in range(2)]
+    streams = [(spec, list(generate(spec))) for spec in specs]
+    total = sum(len(r) for _, r in streams)
+    await publish([r for _, recs in streams for r in recs], s, per_message=10)
+    worker = worker_process(s)
+    store = Store.connect(s)
+    try:
+        deadline = time.monotonic() + 90
+        while await store.worker_counter("records") < total // 4:
+            assert time.monotonic() < deadline and worker.poll() is None
+            await asyncio.sleep(0.1)
+        await store.redis.initialize()
+        master = store.redis.get_node_from_key(store.count_key(specs[0].model, "1", "2024-01")).port
+        at = await store.worker_counter("records")
+        started = time.monotonic()
+        new_master = redis_cluster.kill(master)
+        print(f"\nmaster {master} killed at {at:,} of {total:,} records; replica {new_master} took over in "
+              f"{time.monotonic() - started:.1f} s")
+        for spec, records in streams:
+            assert await wait_until_caught_up(store, monthly_counts(spec), spec.model, spec.model_version, 120)
+            await assert_exact(store, spec, records)
+    finally:
+        await store.close()
+        redis_cluster.restart(master)  # back as a replica: the cluster has its 3 x 2 nodes again
