@@ -115,22 +115,26 @@ def state_epoch(settings: Settings, attempts: int = 60) -> str:
     from monitor.connect import redis_client, redis_error_message
     from monitor.errors import MonitorError
 
-    client = redis_client(settings)
+    client = None
     try:
         for attempt in range(attempts):
             try:
+                # Built in the loop: a cluster client reads the slot map when built, so it fails
+                # there when no node answers yet.
+                client = client or redis_client(settings)
                 client.set(epoch_key(settings), uuid.uuid4().hex[:12], nx=True)
                 return client.get(epoch_key(settings)).decode()
             except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
                 # Wrong credentials do not get better by waiting: say so at once, without the secret.
                 raise MonitorError(redis_error_message(settings, exc)) from None
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.RedisClusterException) as exc:
                 if attempt == attempts - 1:
                     raise
                 log.warning("Redis not reachable at start (%s); retrying", exc)
                 time.sleep(min(5.0, 0.2 * 2 ** attempt))
     finally:
-        client.close()
+        if client is not None:
+            client.close()
     raise AssertionError("unreachable")
 
 
