@@ -273,11 +273,23 @@ class Store(AlertOps, AdminOps):
         raw = await self.redis.get(epoch_key(self.settings))
         return raw.decode() if raw else None
 
-    async def adopt_model(self, model: str, version: str, found: str, epoch: str) -> None:
-        base = self.base(model, version)
-        keys = [self.keys.of(model, version, name) for name in
-                ("epoch", "months", "offsets", "fingerprints", "watermark", "watermarks", "metrics")]
-        await self._adopt(keys=keys, args=[found, epoch, base])
+    async def adopt_model(self, model: str, version: str, found: str, epoch: str, attempts: int = 100) -> None:
+        """Drop what the model holds from epoch ``found`` and mark it ``epoch``'s (adopt_epoch.lua): its
+        months are read first, so that the script declares every key it deletes (a batch adding a
+        month meanwhile makes it read them again)."""
+        for _ in range(attempts):
+            months = await self.months(model, version)
+            keys = [self.keys.of(model, version, name) for name in
+                    ("epoch", "months", "offsets", "fingerprints", "watermark", "watermarks", "metrics")]
+            for month in months:
+                keys += [self.count_key(model, version, month),
+                         *(self.hist_key(model, version, month, label) for label in LABELS),
+                         self.features_key(model, version, month)]
+            if await self._adopt(keys=keys, args=[found, epoch, *months]) != -1:
+                return
+        from monitor.errors import MonitorError
+
+        raise MonitorError(f"{model}:{version}: months kept changing while adopting epoch {epoch}")
 
     async def stored_fingerprint(self, model: str, version: str, offset_field: str) -> str | None:
         """The fingerprint of the message at the partition's stored offset (None: not kept)."""

@@ -42,6 +42,24 @@ def cluster_settings(servers, redis_cluster):
     return s
 
 
+def state_layer_cases() -> list:
+    """The state layer's integration tests that need only ``settings`` (test_store.py,
+    test_source_reset.py): the batch, offsets, transitions and their history, outcome joins, epoch
+    adoption, source resets; run again here on the cluster."""
+    import inspect
+
+    from tests.integration import test_source_reset, test_store
+
+    return [f for module in (test_store, test_source_reset) for name, f in sorted(vars(module).items())
+            if name.startswith("test_") and inspect.iscoroutinefunction(f)
+            and list(inspect.signature(f).parameters) == ["settings"]]
+
+
+@pytest.mark.parametrize("case", state_layer_cases(), ids=lambda f: f.__name__.removeprefix("test_"))
+async def test_state_layer_case_on_a_cluster(case, cluster_settings):
+    await case(cluster_settings)
+
+
 def run_cli(settings, *args: str) -> subprocess.CompletedProcess:
     """``python -m monitor ARGS`` with the test's settings (this checkout's CLI, whatever the console
     script points at)."""

@@ -48,6 +48,9 @@ class FakeClient:
     async def sadd(self, *a):
         return 1
 
+    async def smembers(self, key):
+        return {b"2024-01", b"2024-02"}
+
 
 def test_each_script_call_declares_keys_of_one_slot():
     client = FakeClient()

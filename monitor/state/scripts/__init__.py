@@ -2,7 +2,7 @@
 
 ``apply_batch`` and ``apply_outcomes`` share three preludes: ``key_base.lua``, ``add_bins.lua`` and
 ``join.lua`` (the latter after a generated line with the join buffer's constants, so that Lua and
-Python agree); ``adopt_epoch`` starts with ``key_base.lua``.
+Python agree).
 
 Every script starts with the shebang ``#!lua`` (Redis 7): with it Redis refuses a script that touches
 keys of two cluster slots (a flag-less EVAL may touch any key of its node), and every key a script
@@ -30,7 +30,7 @@ SHEBANG = "#!lua\n"  # Redis 7 script flags (none): cross-slot access refused, s
 SCRIPTS = {  # script -> the preludes it starts with
     "apply_batch": PRELUDES,
     "apply_outcomes": PRELUDES,
-    "adopt_epoch": ("key_base",),
+    "adopt_epoch": (),
     "reset_source": (),
     "lease": (),
     "transition": (),
