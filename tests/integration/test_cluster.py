@@ -231,3 +231,17 @@ async def test_master_killed_during_a_replay_loses_and_doubles_nothing(cluster_s
     finally:
         await store.close()
         redis_cluster.restart(master)  # back as a replica: the cluster has its 3 x 2 nodes again
+
+
+async def test_one_thousand_models_spread_over_the_masters(cluster_settings):
+    """Where the cluster itself puts 1,000 models (its slot map): every master holds about a third."""
+    from collections import Counter
+
+    store = Store.connect(cluster_settings)
+    try:
+        await store.redis.initialize()
+        nodes = Counter(store.redis.get_node_from_key(store.base(f"model-{i}", "1")).name for i in range(1000))
+    finally:
+        await store.close()
+    print(f"\n1,000 models over the cluster's masters: {sorted(nodes.values())}")
+    assert len(nodes) == 3 and min(nodes.values()) >= 280
