@@ -1,7 +1,9 @@
 """The worker, the CLI and the API on a real Redis Cluster (3 masters with a replica each, the
 session's ``redis_cluster`` fixture, tests/cluster.py): models spread over the masters' slots,
-counts and metrics exact, alerts and their history, a worker killed with -9, a master failover to
-its replica in the middle of a replay."""
+counts, histograms and metrics exact, alerts and their history, a worker killed with -9, a master
+failing over to its replica in the middle of a replay (CLUSTER FAILOVER, and kill -9 of the master),
+the state layer's store and source-reset cases again, the benchmarks' probe. The cluster fault runs
+(`monitor faults --scenario failover`, `--redis-cluster`) are in test_faults.py."""
 
 from __future__ import annotations
 
