@@ -111,6 +111,8 @@ def redis_client(settings: Settings, *, asyncio: bool = False, blocking_pool: in
     >>> type(c).__module__, type(c.connection_pool).__name__, c.connection_pool.max_connections
     ('redis.asyncio.client', 'BlockingConnectionPool', 4)
     """
+    if is_cluster_url(settings.redis_url):
+        return cluster_client(settings, asyncio=asyncio, blocking_pool=blocking_pool, **overrides)
     module: ModuleType  # the same names in both: their pool classes differ in type, not in use
     if asyncio:
         import redis.asyncio as async_redis
@@ -128,6 +130,85 @@ def redis_client(settings: Settings, *, asyncio: bool = False, blocking_pool: in
         pool_class = module.BlockingConnectionPool
     # from_pool: the client closes its pool when it is closed (as from_url's clients do).
     return module.Redis.from_pool(pool_class.from_url(settings.redis_url, **options))
+
+
+CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}  # scheme -> TLS
+
+
+def is_cluster_url(url: str) -> bool:
+    """Does ``url`` name a Redis Cluster (``redis+cluster://`` or, with TLS, ``rediss+cluster://``)?
+
+    >>> is_cluster_url("redis+cluster://h1:7000,h2:7001"), is_cluster_url("redis://h:6379/0")
+    (True, False)
+    """
+    return url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
+
+
+def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """The startup nodes of a cluster URL and its connection options (user, password, TLS).
+
+    ``redis+cluster://[user:password@]host:port[,host:port...]``; a cluster has one database (0), so
+    a path is refused, as is a query (give options through the settings).
+
+    >>> cluster_nodes("rediss+cluster://u:p%40w@h1:7000,h2")
+    ([('h1', 7000), ('h2', 6379)], {'ssl': True, 'username': 'u', 'password': 'p@w'})
+    >>> cluster_nodes("redis+cluster://h1:7000/1")
+    Traceback (most recent call last):
+    ...
+    monitor.errors.MonitorError: a Redis Cluster URL has no database path or query: redis+cluster://h1:7000/1
+    """
+    from urllib.parse import unquote
+
+    from monitor.errors import MonitorError
+
+    scheme, rest = url.split("://", 1)
+    userinfo, _, hosts = rest.rpartition("@")
+    if "/" in hosts.rstrip("/") or "?" in hosts:
+        raise MonitorError(f"a Redis Cluster URL has no database path or query: {redact_url(url)}")
+    nodes = []
+    for address in filter(None, hosts.rstrip("/").split(",")):
+        host, _, port = address.rpartition(":") if address.count(":") == 1 else (address, "", "")
+        nodes.append((host, int(port or 6379)))
+    options: dict[str, Any] = {"ssl": True} if CLUSTER_SCHEMES[scheme.lower()] else {}
+    if userinfo:
+        user, _, password = userinfo.partition(":")
+        if user:
+            options["username"] = unquote(user)
+        if password:
+            options["password"] = unquote(password)
+    return nodes, options
+
+
+def cluster_client(settings: Settings, *, asyncio: bool = False, blocking_pool: int | None = None, **overrides: Any):
+    """A ``RedisCluster`` (``redis.asyncio.cluster`` with ``asyncio``) for a ``redis+cluster://`` URL,
+    with the same password, ACL user and TLS CA as :func:`redis_client` (the settings win over the URL).
+
+    It follows the slots itself: a key's command goes to the master of its slot, a script call to
+    the master of its declared keys' slot (all in one slot: the hash tag ``{model:version}``), a
+    failover or resharding is followed on MOVED / ASK. ``blocking_pool`` (the API's bound on
+    connections) is not applied: redis-py's cluster client has no blocking pool (it fails with
+    MaxConnectionsError past ``max_connections`` per node), so it keeps its default of 100 per node;
+    ``timeout`` (the blocking pool's wait) is dropped.
+
+    >>> c = redis_client(Settings(redis_url="redis+cluster://127.0.0.1:1,127.0.0.1:2", redis_password="pw"),
+    ...                  asyncio=True)
+    >>> type(c).__module__, [(n.host, n.port) for n in c.nodes_manager.startup_nodes.values()]
+    ('redis.asyncio.cluster', [('127.0.0.1', 1), ('127.0.0.1', 2)])
+    """
+    nodes, options = cluster_nodes(settings.redis_url)
+    options = {"socket_connect_timeout": 5, **options, **redis_options(settings), **overrides}
+    options.pop("timeout", None)  # the blocking pool's wait: not a cluster client option
+    if options.get("ssl_ca_certs"):
+        options["ssl"] = True
+    if asyncio:
+        from redis.asyncio.cluster import ClusterNode as AsyncNode
+        from redis.asyncio.cluster import RedisCluster as AsyncCluster
+
+        return AsyncCluster(startup_nodes=[AsyncNode(h, p) for h, p in nodes], **options)
+    from redis.cluster import ClusterNode, RedisCluster
+
+    # The sync client connects at once (it reads the slots); the async one on first use.
+    return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **options)
 
 
 def _kafka(settings: Settings, overrides: dict) -> dict:

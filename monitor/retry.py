@@ -40,7 +40,10 @@ TRANSIENT_REDIS_CODES = ("BUSY", "LOADING", "OOM", "READONLY", "TRYAGAIN", "CLUS
 _TRANSIENT_REDIS_CLASSES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                             redis.exceptions.BusyLoadingError, redis.exceptions.OutOfMemoryError,
                             redis.exceptions.ReadOnlyError, redis.exceptions.TryAgainError,
-                            redis.exceptions.ClusterDownError, redis.exceptions.MasterDownError)
+                            redis.exceptions.ClusterDownError, redis.exceptions.MasterDownError,
+                            # a cluster's slot without a master for a moment: between a master's
+                            # failure and its replica's promotion
+                            redis.exceptions.SlotNotCoveredError)
 
 EXIT_UNAPPLIED = 70
 """The worker's exit status when a batch could be neither applied nor dead-lettered (EX_SOFTWARE)."""

@@ -101,7 +101,8 @@ class Settings(BaseSettings):
 
     # --- Redis -------------------------------------------------------------------------
     redis_url: str = Field(
-        "redis://127.0.0.1:16379/0", description="Redis URL (redis:// or rediss://). Env MONITOR_REDIS_URL."
+        "redis://127.0.0.1:16379/0", description="Redis URL (redis:// or rediss://); a Redis Cluster: "
+        "redis+cluster://host:port[,host:port...] (rediss+cluster:// with TLS). Env MONITOR_REDIS_URL."
     )
     redis_password: SecretStr | None = Field(
         None, description="Redis password (AUTH); keep it out of the URL so that it is never printed. "

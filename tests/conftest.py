@@ -22,6 +22,8 @@ from monitor.api.auth import hash_token
 from monitor.ops.processes import settings_env, start_worker, stop_process
 from monitor.settings import Settings
 
+pytest_plugins = ["tests.cluster"]  # the session's Redis Cluster fixture (redis_cluster)
+
 # API tokens of every test's settings (monitor.api.auth): the API needs one for all but /health and /docs.
 API_READ_TOKEN = "test-read-" + uuid.uuid4().hex
 API_WRITE_TOKEN = "test-write-" + uuid.uuid4().hex

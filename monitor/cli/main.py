@@ -375,8 +375,9 @@ def _write_private(path: Path, text: str, append: bool) -> None:
 def faults(args) -> None:
     """Fault runs on a throwaway broker + Redis: kill -9, takeover, Redis restart/flush, broker restart.
 
-    Options: --scenario kills|takeover|redis-restart|redis-flush|broker-restart|all, --records N
-    (default 200000), --kills K (5), --malformed M (10000). Prints input, final, lost and double-counted.
+    Options: --scenario kills|takeover|redis-restart|redis-flush|broker-restart|failover|...|all, --records N
+    (default 200000), --kills K (5), --malformed M (10000), --redis-cluster (on a local Redis Cluster;
+    failover always is). Prints input, final, lost and double-counted (--scenario -h lists them all).
     """
     from monitor.ops.faults import main as faults_main
 

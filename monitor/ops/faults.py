@@ -66,13 +66,19 @@ from monitor.ops.processes import start_worker, stop_process
 from monitor.retry import is_transient
 from monitor.settings import Settings
 from monitor.state import LABELS, Store
-from monitor.state.admin import busy_script, flush_all, refuse_scripts, shutdown_redis
+from monitor.state.admin import busy_script, flush_all, model_master_port, refuse_scripts, shutdown_redis
 from monitor.stats import ScoreHistogram
 from producers.synthetic import Scenario, generate
 
 SCENARIOS = ("kills", "takeover", "redis-restart", "redis-flush", "broker-restart", "oversized-invalid",
-             "redis-busy", "fold-exception", "cardinality-flood", "broker-lost-log")
-MID_STREAM = ("broker-restart", "redis-restart", "redis-flush", "redis-busy", "fold-exception")
+             "redis-busy", "fold-exception", "cardinality-flood", "broker-lost-log", "failover")
+MID_STREAM = ("broker-restart", "redis-restart", "redis-flush", "redis-busy", "fold-exception", "failover")
+CLUSTER_SCENARIOS = ("failover",)
+"""Scenarios run on a local Redis Cluster (3 masters with a replica each, monitor.ops.redis_cluster)."""
+NOT_ON_CLUSTER = ("redis-restart", "redis-busy", "fold-exception")
+"""Scenarios whose fault is one redis-server's (its restart, a long script on it, its ACL): not run
+with ``--redis-cluster``; every other scenario can run on the cluster."""
+_CLUSTERS: dict[str, Any] = {}  # redis_url -> the LocalCluster of a running cluster scenario
 """Scenarios whose fault lands mid-stream: half the messages published before it, half after."""
 
 
@@ -341,8 +347,13 @@ async def dead_letters(settings: Settings, expected: int, timeout_s: float = 60)
 
 # ---- servers and workers ----------------------------------------------------------------------
 @contextmanager
-def servers(broker: str, run_dir: Path):
-    """A broker (tansu or noida) and a redis-server with appendonly, on free ports."""
+def servers(broker: str, run_dir: Path, cluster: bool = False):
+    """A broker (tansu or noida) and a redis-server with appendonly, on free ports; with ``cluster``
+    a local Redis Cluster of 3 masters with a replica each instead of the redis-server."""
+    if cluster:
+        with cluster_servers(broker, run_dir) as settings:
+            yield settings
+        return
     base = Settings(kafka_bootstrap=f"127.0.0.1:{infra.free_port()}",
                     redis_url=f"redis://127.0.0.1:{infra.free_port()}/0", run_dir=run_dir,
                     broker=broker, broker_session_timeout_s=6.0 if broker == "noida" else 3.0,
@@ -351,6 +362,30 @@ def servers(broker: str, run_dir: Path):
     with infra.running(base):
         asyncio.run(infra.create_topics(base))
         yield base
+
+
+@contextmanager
+def cluster_servers(broker: str, run_dir: Path):
+    """The broker and a local Redis Cluster (``redis+cluster://`` URL in the settings)."""
+    from monitor.ops.redis_cluster import LocalCluster
+
+    cluster = LocalCluster(run_dir / "redis-cluster", masters=3, replicas=1)
+    try:
+        url = cluster.start()
+        base = Settings(kafka_bootstrap=f"127.0.0.1:{infra.free_port()}", redis_url=url, run_dir=run_dir,
+                        broker=broker, key_prefix=f"faults-{uuid.uuid4().hex[:8]}",
+                        consumer_group=f"faults-{uuid.uuid4().hex[:8]}", metrics_interval_s=1.0)
+        broker_svc = infra.Service("broker", *infra.kafka_address(base), "MONITOR_KAFKA_BOOTSTRAP", run_dir, broker)
+        broker_svc.start(timeout_s=60)
+        _CLUSTERS[url] = cluster
+        try:
+            asyncio.run(infra.create_topics(base))
+            yield base
+        finally:
+            _CLUSTERS.pop(url, None)
+            broker_svc.stop()
+    finally:
+        cluster.stop()
 
 
 class Workers:
@@ -473,15 +508,20 @@ def kill_workers(scenario: str, settings: Settings, workers: "Workers", report: 
 
 
 def run(scenario: str, records: int = 200_000, kills: int = 5, malformed: int = 10_000, seed: int = 1,
-        work_dir: Path | None = None, say: Callable[[str], None] = print) -> FaultReport:
+        work_dir: Path | None = None, say: Callable[[str], None] = print, cluster: bool = False) -> FaultReport:
+    """Run one fault scenario end to end; ``cluster``: on a local Redis Cluster instead of one
+    redis-server (always for ``failover``; not for :data:`NOT_ON_CLUSTER`)."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown fault scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    cluster = cluster or scenario in CLUSTER_SCENARIOS
+    if cluster and scenario in NOT_ON_CLUSTER:
+        raise ValueError(f"fault scenario {scenario!r} is one redis-server's: not run on a Redis Cluster")
     rng = random.Random(seed)  # noqa: S311 - reproducible fault scenario, not security
     started = time.monotonic()
     valid, bad, report = scenario_input(scenario, records, malformed)
     messages = interleave(valid, bad)
     broker = "noida" if scenario == "broker-restart" else "tansu"
-    with tempfile.TemporaryDirectory(prefix="faults-", dir=work_dir) as tmp, servers(broker, Path(tmp)) as settings:
+    with tempfile.TemporaryDirectory(prefix="faults-", dir=work_dir) as tmp, servers(broker, Path(tmp), cluster=cluster) as settings:
         expected = expected_histograms(valid, settings.resolution)
         if scenario == "cardinality-flood":
             settings = settings.model_copy(update=FLOOD_CAPS)
@@ -575,7 +615,17 @@ def measure_flood(settings: Settings, report: FaultReport, before: int, say: Cal
 
 
 def inject(scenario: str, settings: Settings, report: FaultReport, say: Callable[[str], None]) -> None:
-    svcs = {svc.name: svc for svc in infra.services(settings)}
+    if scenario == "failover":
+        cluster = _CLUSTERS[settings.redis_url]
+        master = model_master_port(settings, "faults", "1")
+        at = progress(settings)
+        replica = cluster.failover(master)
+        report.faults.append(f"redis cluster: master {master} (the model's slot) failed over to its replica "
+                             f"{replica} (CLUSTER FAILOVER) at {at:,} records counted")
+        say(report.faults[-1])
+        return
+    # The local servers (one redis-server: not on a cluster, whose URL names no single server).
+    svcs = {svc.name: svc for svc in infra.services(settings)} if scenario in ("broker-restart", "redis-restart") else {}
     if scenario == "broker-restart":
         svcs["broker"].stop()
         time.sleep(2)
@@ -625,11 +675,16 @@ def main(argv=None) -> int:
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--malformed", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--redis-cluster", action="store_true",
+                        help="run on a local Redis Cluster (3 masters, a replica each) instead of one redis-server; "
+                             f"with --scenario all, every scenario but {', '.join(NOT_ON_CLUSTER)}")
     args = parser.parse_args(argv)
     # A terminated run stops what it started (servers, workers) on its way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    chosen = SCENARIOS if args.scenario == "all" else (args.scenario,)
-    reports = [run(s, args.records, args.kills, args.malformed, args.seed) for s in chosen]
+    chosen: tuple[str, ...] = SCENARIOS if args.scenario == "all" else (args.scenario,)
+    if args.redis_cluster and args.scenario == "all":
+        chosen = tuple(s for s in chosen if s not in NOT_ON_CLUSTER)
+    reports = [run(s, args.records, args.kills, args.malformed, args.seed, cluster=args.redis_cluster) for s in chosen]
     print()
     for r in reports:
         print(format_report(r))

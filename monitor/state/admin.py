@@ -32,11 +32,8 @@ class AdminOps:
     # ---- the deployment -----------------------------------------------------------------------
     async def health(self) -> int:
         """PING, then the number of models stored (raises when Redis does not answer)."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.ping()
-        pipe.scard(self.keys.models())
-        _, models = await pipe.execute()
-        return models
+        await self.redis.ping()  # two calls: a cluster pipeline refuses a keyless PING
+        return await self.redis.scard(self.keys.models())
 
     async def drop_epoch(self) -> None:
         """Forget the state epoch (the next worker creates a new one and rebuilds the state)."""
@@ -83,6 +80,18 @@ def flush_all(settings: Settings) -> None:
     from monitor.connect import redis_client
 
     redis_client(settings).flushall()
+
+
+def model_master_port(settings: Settings, model: str, version: str) -> int:
+    """The port of the Redis Cluster master that holds the model's slot (its hash tag)."""
+    from monitor.connect import redis_client
+    from monitor.state.keys import Keys
+
+    client = redis_client(settings)
+    try:
+        return client.get_node_from_key(Keys(settings.key_prefix).base(model, version)).port
+    finally:
+        client.close()
 
 
 def busy_script(settings: Settings, seconds: int) -> None:

@@ -25,12 +25,26 @@ class AlertOps:
 
     async def transition_alert(self, model: str, version: str, field: str, expected: bytes, state: bytes,
                                event: str | bytes, history_cap: int) -> bool:
-        """Set the alert's state to ``state`` if it still is ``expected`` (b"" = none), and record
-        ``event`` in the history and the model's outbox, in one step; False when it moved meanwhile."""
+        """Set the alert's state to ``state`` if it still is ``expected`` (b"" = none) and queue
+        ``event`` in the model's outbox, in one step (one script on the model's slot); then record it
+        in the history. False when the state moved meanwhile (nothing written).
+
+        The history (``<prefix>:alerts:history``) is one key of the deployment, in another cluster
+        slot than the model's keys, so it is written by a second call: a worker killed between the
+        two leaves the event out of the history, never out of the outbox (the alerts topic has it)."""
         changed = await self.scripts.transition(
-            keys=[self.keys.of(model, version, "alerts"), self.keys.history(), self.keys.of(model, version, "outbox")],
-            args=[field, expected, state, event, history_cap])
+            keys=[self.keys.of(model, version, "alerts"), self.keys.of(model, version, "outbox")],
+            args=[field, expected, state, event])
+        if changed:
+            await self.record_history(event, history_cap)
         return bool(changed)
+
+    async def record_history(self, event: str | bytes, history_cap: int) -> None:
+        """Prepend ``event`` to the alert history and keep the newest ``history_cap`` (one key: one slot)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(self.keys.history(), event)
+        pipe.ltrim(self.keys.history(), 0, history_cap - 1)
+        await pipe.execute()
 
     # ---- outbox and history -----------------------------------------------------------------
     async def outbox_head(self, model: str, version: str, n: int) -> list[bytes]:

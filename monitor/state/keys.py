@@ -44,7 +44,8 @@ key                                                   type    holds
                                                               ``duplicates`` (outcome counters)
 ``cm:due``                                            set     ``model:version`` of models whose metrics
                                                               are due now (a month reached a checkpoint)
-``cm:alerts:history``                                 list    latest alert events, newest first (capped)
+``cm:alerts:history``                                 list    latest alert events, newest first (capped;
+                                                              appended after the transition script)
 ``cm:worker``                                         hash    worker counters (records, dead_lettered...)
 ``cm:epoch``                                          string  id of this state's lifetime (in the group name)
 ====================================================  ======  ==========================================

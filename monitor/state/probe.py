@@ -18,13 +18,40 @@ def key_kind(key: bytes, base: str) -> str:
     return key.decode()[len(base) + 1:].split(":", 1)[0]
 
 
+def merge_info(per_node: dict[str, dict]) -> dict[str, Any]:
+    """INFO of a whole cluster from each master's: numbers summed (memory, keys, calls), the rest the
+    first node's; a nested section (commandstats' per-command dicts) merged the same way.
+
+    >>> merge_info({"a": {"used_memory": 10, "redis_version": "7.0", "cmdstat_get": {"calls": 2}},
+    ...             "b": {"used_memory": 5, "redis_version": "7.0", "cmdstat_get": {"calls": 1}}})
+    {'used_memory': 15, 'redis_version': '7.0', 'cmdstat_get': {'calls': 3}}
+    """
+    out: dict[str, Any] = {}
+    for info in per_node.values():
+        for name, value in info.items():
+            if isinstance(value, dict):
+                out[name] = merge_info({"seen": out.get(name, {}), "node": value})
+            elif isinstance(value, (int, float)) and not isinstance(value, bool) and name in out:
+                out[name] += value
+            else:
+                out.setdefault(name, value)
+    return out
+
+
 class Probe:
-    """One asyncio client for a benchmark run; ``store(settings)`` for each phase's deployment."""
+    """One asyncio client for a benchmark run; ``store(settings)`` for each phase's deployment.
+
+    On a Redis Cluster the server's figures are the masters' together: INFO summed over them
+    (:func:`merge_info`: ``used_memory`` is the cluster's), CONFIG SET, SLOWLOG and CONFIG RESETSTAT
+    on each, the slow log and LATENCY LATEST gathered from all."""
 
     def __init__(self, settings: Settings, **overrides: Any):
-        from monitor.connect import redis_client
+        from monitor.connect import is_cluster_url, redis_client
 
         self._client = redis_client(settings, asyncio=True, **overrides)
+        self._all: dict[str, Any] = {}  # the target_nodes keyword on a cluster: every master
+        if is_cluster_url(settings.redis_url):
+            self._all = {"target_nodes": self._client.PRIMARIES}
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -38,10 +65,15 @@ class Probe:
         return {k.decode(): v.decode() for k, v in (await self._client.hgetall(key)).items()}
 
     async def info(self, section: str) -> dict[str, Any]:
+        if self._all:
+            return merge_info(await self._client.info(section, **self._all))
         return await self._client.info(section)
 
     async def config(self, pattern: str) -> dict[str, str]:
-        return await self._client.config_get(pattern)
+        return await self._client.config_get(pattern)  # one node's: the nodes share their configuration
+
+    async def _config_set(self, name: str, value: Any) -> None:
+        await self._client.config_set(name, value, **self._all)
 
     async def preload(self, script: str) -> None:
         """SCRIPT LOAD a state script (:mod:`monitor.state.scripts`): no NOSCRIPT round in the figures."""
@@ -51,18 +83,20 @@ class Probe:
 
     async def slowlog_from(self, threshold_us: int, max_len: int | None = None) -> None:
         """Log every command slower than ``threshold_us`` from now on (SLOWLOG, emptied)."""
-        await self._client.config_set("slowlog-log-slower-than", threshold_us)
+        await self._config_set("slowlog-log-slower-than", threshold_us)
         if max_len is not None:
-            await self._client.config_set("slowlog-max-len", max_len)
-        await self._client.slowlog_reset()
+            await self._config_set("slowlog-max-len", max_len)
+        await self._client.slowlog_reset(**self._all)
 
     async def script_durations(self, sha: bytes) -> list[int]:
         """Microseconds of each logged EVALSHA of the script ``sha``."""
-        return [e["duration"] for e in await self._client.slowlog_get(10_000)
-                if len(e["command"].split()) > 1 and e["command"].split()[1] == sha]
+        entries = await self._client.slowlog_get(10_000, **self._all)
+        if isinstance(entries, dict):  # a cluster: each master's log
+            entries = [e for node_entries in entries.values() for e in node_entries]
+        return [e["duration"] for e in entries if len(e["command"].split()) > 1 and e["command"].split()[1] == sha]
 
     async def latency_from(self, threshold_ms: int) -> None:
-        await self._client.config_set("latency-monitor-threshold", threshold_ms)
+        await self._config_set("latency-monitor-threshold", threshold_ms)
         await self._client.latency_reset()
 
     async def latency_latest(self) -> dict:
@@ -70,17 +104,16 @@ class Probe:
         return {row[0]: row[3] for row in await self._client.latency_latest()}
 
     async def reset_stats(self) -> None:
-        await self._client.config_resetstat()
+        await self._client.config_resetstat(**self._all)
 
     async def command_calls(self) -> dict[str, int]:
         """INFO commandstats: command -> calls since the last :meth:`reset_stats`."""
-        return {name.removeprefix("cmdstat_"): int(v["calls"])
-                for name, v in (await self._client.info("commandstats")).items()}
+        return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in (await self.info("commandstats")).items()}
 
     async def restore_logs(self) -> None:
         """The server's default SLOWLOG threshold, and no latency monitor."""
-        await self._client.config_set("slowlog-log-slower-than", 10_000)
-        await self._client.config_set("latency-monitor-threshold", 0)
+        await self._config_set("slowlog-log-slower-than", 10_000)
+        await self._config_set("latency-monitor-threshold", 0)
 
     async def memory_by_kind(self, base: str) -> dict[str, dict]:
         """``MEMORY USAGE`` of every key under ``base`` (SCAN), grouped by :func:`key_kind`, each

@@ -116,22 +116,26 @@ def state_epoch(settings: Settings, attempts: int = 60) -> str:
     from monitor.connect import redis_client, redis_error_message
     from monitor.errors import MonitorError
 
-    client = redis_client(settings)
+    client = None
     try:
         for attempt in range(attempts):
             try:
+                # Built in the loop: a cluster client reads the slot map when built, so it fails
+                # there when no node answers yet.
+                client = client or redis_client(settings)
                 client.set(epoch_key(settings), uuid.uuid4().hex[:12], nx=True)
                 return client.get(epoch_key(settings)).decode()
             except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
                 # Wrong credentials do not get better by waiting: say so at once, without the secret.
                 raise MonitorError(redis_error_message(settings, exc)) from None
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.RedisClusterException) as exc:
                 if attempt == attempts - 1:
                     raise
                 log.warning("Redis not reachable at start (%s); retrying", exc)
                 time.sleep(min(5.0, 0.2 * 2 ** attempt))
     finally:
-        client.close()
+        if client is not None:
+            client.close()
     raise AssertionError("unreachable")
 
 
@@ -270,11 +274,23 @@ class Store(AlertOps, AdminOps):
         raw = await self.redis.get(epoch_key(self.settings))
         return raw.decode() if raw else None
 
-    async def adopt_model(self, model: str, version: str, found: str, epoch: str) -> None:
-        base = self.base(model, version)
-        keys = [self.keys.of(model, version, name) for name in
-                ("epoch", "months", "offsets", "fingerprints", "watermark", "watermarks", "metrics")]
-        await self._adopt(keys=keys, args=[found, epoch, base])
+    async def adopt_model(self, model: str, version: str, found: str, epoch: str, attempts: int = 100) -> None:
+        """Drop what the model holds from epoch ``found`` and mark it ``epoch``'s (adopt_epoch.lua): its
+        months are read first, so that the script declares every key it deletes (a batch adding a
+        month meanwhile makes it read them again)."""
+        for _ in range(attempts):
+            months = await self.months(model, version)
+            keys = [self.keys.of(model, version, name) for name in
+                    ("epoch", "months", "offsets", "fingerprints", "watermark", "watermarks", "metrics")]
+            for month in months:
+                keys += [self.count_key(model, version, month),
+                         *(self.hist_key(model, version, month, label) for label in LABELS),
+                         self.features_key(model, version, month)]
+            if await self._adopt(keys=keys, args=[found, epoch, *months]) != -1:
+                return
+        from monitor.errors import MonitorError
+
+        raise MonitorError(f"{model}:{version}: months kept changing while adopting epoch {epoch}")
 
     async def stored_fingerprint(self, model: str, version: str, offset_field: str) -> str | None:
         """The fingerprint of the message at the partition's stored offset (None: not kept)."""
@@ -285,11 +301,12 @@ class Store(AlertOps, AdminOps):
                            stored_fingerprint: str | None, event: bytes) -> bool:
         """Forget the partition's stored offset (its log is gone) if it is still ``stored``, and
         queue ``event`` in the model's alert outbox; False when another worker moved it first."""
-        # The alert history is outside the model's hash tag: not Redis Cluster safe (issue 18).
         done = await self._reset_source(
             keys=[self.keys.of(model, version, "offsets"), self.keys.of(model, version, "fingerprints"),
-                  self.keys.of(model, version, "outbox"), self.history_key()],
-            args=[offset_field, str(stored), stored_fingerprint or "", event, ALERT_HISTORY_CAP])
+                  self.keys.of(model, version, "outbox")],
+            args=[offset_field, str(stored), stored_fingerprint or "", event])
+        if done:  # the history is in another cluster slot: a second call (see transition_alert)
+            await self.record_history(event, ALERT_HISTORY_CAP)
         return bool(done)
 
     async def incr_worker_counters(self, **counters: int) -> None:
@@ -301,19 +318,23 @@ class Store(AlertOps, AdminOps):
 
     async def save_reference(self, model: str, version: str, hist: ScoreHistogram, meta: Mapping[str, object],
                              profile: FeatureProfile | None = None) -> None:
+        # One transaction over the model's keys (one cluster slot); the models set, in another slot,
+        # after it. The months are read first: redis-py 8.1's asyncio cluster client breaks ("attached
+        # to a different loop") when its first command is queued in a transaction.
+        months = await self.months(model, version)
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(self.keys.of(model, version, "ref:meta"), self.keys.of(model, version, "ref:features"))
         if profile is not None:
             pipe.set(self.keys.of(model, version, "ref:features"), orjson.dumps(profile.to_dict()))
         pipe.set(self.keys.of(model, version, "ref"), hist.to_dense_bytes())
         pipe.hset(self.keys.of(model, version, "ref:meta"), mapping={k: str(v) for k, v in meta.items()})
-        pipe.sadd(self.models_key(), f"{model}:{version}")
         # A new reference changes every month's adherence: make the metrics recompute. Feature
         # counts were bucketed by the old profile: they restart with the new one.
-        for month in await self.months(model, version):
+        for month in months:
             pipe.hincrby(self.count_key(model, version, month), "rev", 1)
             pipe.delete(self.features_key(model, version, month))
         await pipe.execute()
+        await self.redis.sadd(self.models_key(), f"{model}:{version}")
 
     async def save_metrics(self, model: str, version: str, metrics_by_month: Mapping[str, dict]) -> None:
         if metrics_by_month:
@@ -404,10 +425,10 @@ class Store(AlertOps, AdminOps):
         """The event time up to which the model's records have all arrived: the slowest partition
         still delivering, of the records topic's ``topic_partitions`` when known (see
         :func:`monitor.months.event_time_watermark`)."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(self.keys.of(model, version, "watermarks"))
-        pipe.time()
-        raw, (now, _) = await pipe.execute()
+        # Two calls, not a pipeline: a cluster pipeline refuses a keyless TIME. The watermarks are
+        # read first, so "now" is never before them (on a cluster TIME is another node's clock).
+        raw = await self.redis.hgetall(self.keys.of(model, version, "watermarks"))
+        now, _ = await self.redis.time()
         first = raw.pop(b"~first", None)
         partitions = {}
         for partition, value in raw.items():

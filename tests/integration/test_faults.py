@@ -77,3 +77,22 @@ def test_a_cardinality_flood_is_bounded_and_dead_lettered_with_reasons(tmp_path)
             reasons.get("out of bounds: MONITOR_MAX_FEATURE_VALUE_CHARS")) == (25, 25, 50 - 18, 50 - 24, 50)
     assert report.redis_growth is not None and report.redis_growth <= report.redis_bound
     print(report.faults[-1])
+
+
+def test_fault_scenario_failover(tmp_path):
+    """`monitor faults --scenario failover`: half the stream, a master failover to its replica, the
+    other half; every record applied once, every bad message dead-lettered."""
+    report = faults.run("failover", records=20_000, malformed=200, work_dir=tmp_path)
+    print(faults.format_report(report))
+    assert report.faults and "failed over" in report.faults[0]
+    assert report.exact, faults.format_report(report)
+
+
+@pytest.mark.parametrize("scenario", ["redis-flush", "takeover"])
+def test_fault_scenarios_on_a_cluster(scenario, tmp_path):
+    """State loss (FLUSHALL on every master: a new epoch, the state rebuilt from the topic) and a
+    takeover by a second worker, on the cluster: exact."""
+    report = faults.run(scenario, records=20_000, kills=2, malformed=200, work_dir=tmp_path, cluster=True)
+    print(faults.format_report(report))
+    assert report.faults
+    assert report.exact, faults.format_report(report)

@@ -24,6 +24,9 @@ def no_sleeping(monkeypatch):
     (redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"), True),
     (redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), True),
     (redis.exceptions.ResponseError("MASTERDOWN Link with MASTER is down"), True),
+    # A Redis Cluster between a master's failure and its replica's promotion (issue 18):
+    (redis.exceptions.SlotNotCoveredError('Slot "3174" is not covered by the cluster.'), True),
+    (redis.exceptions.ClusterDownError("CLUSTERDOWN The cluster is down"), True),
     (redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), False),
     (redis.exceptions.NoPermissionError("this user has no permissions to run the 'evalsha' command"), False),
     (aiokafka.errors.KafkaConnectionError(), True),

@@ -1,9 +1,18 @@
 """The Lua scripts of the state layer, one ``.lua`` file each, read once and registered once per client.
 
-``apply_batch`` and ``apply_outcomes`` share two preludes: ``add_bins.lua`` and ``join.lua`` (the
-latter after a generated line with the join buffer's constants, so that Lua and Python agree).
+``apply_batch`` and ``apply_outcomes`` share three preludes: ``key_base.lua``, ``add_bins.lua`` and
+``join.lua`` (the latter after a generated line with the join buffer's constants, so that Lua and
+Python agree).
+
+Every script starts with the shebang ``#!lua`` (Redis 7): with it Redis refuses a script that touches
+keys of two cluster slots (a flag-less EVAL may touch any key of its node), and every key a script
+touches is declared in KEYS or built from a declared key's hash tag (``key_base``), so a cluster
+client, which routes a call by its KEYS, sends it to the node holding all its keys
+(``tests/unit/test_script_keys.py``).
 
 >>> sorted(SCRIPTS) == sorted(p.stem for p in HERE.glob("*.lua") if p.stem not in PRELUDES)
+True
+>>> all(source(name).startswith("#!lua") for name in SCRIPTS)
 True
 >>> "local JOIN_PERIOD, MONTH_ORIGIN = 2592000, 24000" in source("apply_outcomes")
 True
@@ -16,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-PRELUDES = ("add_bins", "join")
+PRELUDES = ("key_base", "add_bins", "join")
+SHEBANG = "#!lua\n"  # Redis 7 script flags (none): cross-slot access refused, see above
 SCRIPTS = {  # script -> the preludes it starts with
     "apply_batch": PRELUDES,
     "apply_outcomes": PRELUDES,
@@ -37,7 +47,7 @@ def _join_constants() -> str:
 @cache
 def source(name: str) -> str:
     """The full text of script ``name`` (preludes included), read from its file once."""
-    parts = []
+    parts = [SHEBANG]
     for prelude in SCRIPTS[name]:
         if prelude == "join":
             parts.append(_join_constants())

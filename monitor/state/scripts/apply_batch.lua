@@ -14,7 +14,7 @@
 -- unlabelled records that wait for their outcome, then n feature fields of the profile's buckets and
 -- (field, count) pairs, then n fields of unseen category names and (field, count) pairs.
 -- Returns {1, '', ''} then per month: month, n, bad, good after the batch and n, bad, good it added.
--- Undeclared keys (built from the key base ARGV[4], inside the model's hash tag, so in its cluster
+-- Keys built in the script (from key_base(KEYS[1]), inside the model's hash tag, so in its cluster
 -- slot): the join buffer's <base>:join:<period>:<bucket> / <base>:pending:<period>:<bucket> (their
 -- period is Redis TIME's, known only inside the script).
 local copy = redis.call('GET', KEYS[4])
@@ -31,9 +31,10 @@ for i = 0, k - 1 do
 end
 -- Checks done: from here on it writes (a script is not rolled back, so no return below).
 if not copy then redis.call('SET', KEYS[4], ARGV[3]) end
-local base, ttl, size, max_unseen = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local base = key_base(KEYS[1])  -- ARGV[4], the key base the caller passes, is not used: see key_base
+local ttl, size, max_unseen = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 -- Per partition: its latest ref_date and when it last delivered (Redis clock), for the
--- event-time watermark that closes months (monitor.alerts.event_time_watermark).
+-- event-time watermark that closes months (monitor.months.event_time_watermark).
 local now = redis.call('TIME')[1]
 redis.call('HSETNX', KEYS[5], '~first', now)  -- when the model's first records came
 for i = 0, k - 1 do
@@ -127,7 +128,8 @@ while a <= #ARGV do
   local unseen = tonumber(ARGV[a])
   a = a + 1
   for j = 1, unseen do
-    local name, c, hash = ARGV[a], ARGV[a + 1], KEYS[key + 4]
+    local name, c = ARGV[a], ARGV[a + 1]
+    local hash = KEYS[key + 4]
     a = a + 2
     if redis.call('HEXISTS', hash, name) == 1 then
       redis.call('HINCRBY', hash, name, c)

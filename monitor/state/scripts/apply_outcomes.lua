@@ -1,10 +1,11 @@
 -- Joins outcomes to their waiting records. KEYS: outcome counters, pending periods. ARGV: key base,
 -- TTL (s), histogram bytes, then (record_id, target, join bucket) triples. Returns joined, pending,
 -- duplicates, then per month changed: month, n, bad, good after and n, bad, good added (n: 0).
--- Undeclared keys (built from the key base ARGV[1], inside the model's hash tag): the join buffer's
+-- Keys built in the script (from key_base(KEYS[1]), inside the model's hash tag): the join buffer's
 -- buckets (their period is Redis TIME's) and the count / hist keys of the months the joined records
 -- belong to (known only once a record is found).
-local base, ttl, size = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local base = key_base(KEYS[1])  -- ARGV[1], the key base the caller passes, is not used: see key_base
+local ttl, size = tonumber(ARGV[2]), tonumber(ARGV[3])
 local bins = size / 8
 local joined, pending, duplicates = 0, 0, 0
 local moves = {}
