@@ -1,0 +1,145 @@
+"""The cost of a metrics pass grows with the months that changed, not with all the months (issue 18).
+
+Counted, not timed: histogram additions/subtractions, metric computations and the months the window
+spans list, over a model of 3,000 months driven through ``MetricsUpdater.update_model`` with an
+in-memory stand-in for the Redis reads (the engine's pure part is what is measured here; the same
+pass against a real Redis is tests/integration/test_engine.py, which checks the metrics themselves).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from monitor import engine
+from monitor.engine import MetricsUpdater
+from monitor.months import month_range, previous_months
+from monitor.settings import Settings
+from monitor.stats import LabelledHistograms
+
+MONTHS = 3000
+RESOLUTION = 0.1
+
+
+def one_record(month_index: int, count: int = 1) -> LabelledHistograms:
+    hist = LabelledHistograms.empty(RESOLUTION)
+    hist.unlabeled.update((month_index % 10) / 10, count)
+    return hist
+
+
+class MemoryStore:
+    """The reads ``update_model`` makes, from dicts; no reference, no feature profile, no alert."""
+
+    def __init__(self, months: list[str]):
+        self.hists = {m: one_record(i) for i, m in enumerate(months)}
+        self.revs = dict.fromkeys(months, 1)
+        self.saved: dict[str, dict] = {}
+
+    def change(self, month: str, count: int) -> None:
+        self.hists[month] = self.hists[month] + one_record(0, count)
+        self.revs[month] += 1
+
+    async def closing_watermark(self, model, version, partitions):
+        return None
+
+    async def months(self, model, version):
+        return sorted(self.hists)
+
+    async def month_revisions(self, model, version, months):
+        return {m: self.revs[m] for m in months}
+
+    async def histograms(self, model, version, months):
+        return {m: self.hists[m].copy() for m in months}
+
+    async def reference(self, model, version):
+        return None, {}
+
+    async def feature_profile(self, model, version):
+        return None
+
+    async def save_metrics(self, model, version, results):
+        self.saved = results
+
+    async def metrics_of(self, model, version, months):
+        return {}
+
+    async def watermark(self, model, version):
+        return None
+
+    async def alert_states_raw(self, model, version):
+        return {}
+
+
+class Tally:
+    def __init__(self):
+        self.merges = 0  # histogram additions and subtractions
+        self.metrics = 0  # compute_metrics calls
+        self.span_months = 0  # months listed by the window spans handed to per_window
+
+
+@pytest.fixture
+def tally(monkeypatch):
+    counts = Tally()
+    for name in ("__iadd__", "__add__", "__isub__", "__sub__"):
+        original = getattr(LabelledHistograms, name)
+
+        def counted(self, other, _original=original):
+            counts.merges += 1
+            return _original(self, other)
+        monkeypatch.setattr(LabelledHistograms, name, counted)
+
+    class Metrics:  # what the engine keeps of compute_metrics: to_dict(); n is enough to check the sums
+        def __init__(self, hist, reference):
+            counts.metrics += 1
+            self.n = hist.n
+
+        def to_dict(self):
+            return {"n": self.n}
+    monkeypatch.setattr(engine, "compute_metrics", Metrics)
+    original_per_window = engine.per_window
+
+    def per_window(spans, sums, compute, *rest):
+        counts.span_months += sum(len(span) for span in spans.values())
+        return original_per_window(spans, sums, compute, *rest)
+    monkeypatch.setattr(engine, "per_window", per_window)
+    return counts
+
+
+def expected_n(store: MemoryStore, months: list[str], month: str, rolling: int) -> dict[str, int]:
+    window = set(previous_months(month, rolling))
+    return {"month": store.hists[month].n, "rolling": sum(store.hists[m].n for m in months if m in window),
+            "cumulative": sum(store.hists[m].n for m in months if m <= month)}
+
+
+async def test_a_pass_costs_what_changed_not_all_the_months(tally):
+    settings = Settings(rolling_months=3, resolution=RESOLUTION)
+    months = month_range("1700-01", MONTHS)
+    store = MemoryStore(months)
+    updater = MetricsUpdater(store, settings)  # type: ignore[arg-type]  # the reads it makes, in memory
+
+    await updater.update_model("m", "1")  # first pass: every window of every month
+    assert len(store.saved) == MONTHS
+    assert tally.metrics <= 3 * MONTHS
+    assert tally.merges <= 6 * MONTHS, f"{tally.merges} histogram merges for {MONTHS} months"
+    assert tally.span_months <= 6 * MONTHS, f"window spans list {tally.span_months} months: quadratic"
+
+    # Live traffic: only the last month changed. Its three windows, a handful of merges.
+    tally.merges = tally.metrics = tally.span_months = 0
+    store.change(months[-1], 5)
+    await updater.update_model("m", "1")
+    assert list(store.saved) == [months[-1]]
+    assert tally.metrics <= 3
+    assert tally.merges <= 3 * settings.rolling_months + 6, f"{tally.merges} merges for one changed month"
+    assert {w: v["n"] for w, v in store.saved[months[-1]]["windows"].items()} == expected_n(
+        store, months, months[-1], settings.rolling_months)
+
+    # A late record in the first month: every cumulative window changed (recomputed), but only the
+    # rolling windows that hold the first month, and that month's own window.
+    tally.merges = tally.metrics = tally.span_months = 0
+    store.change(months[0], 7)
+    await updater.update_model("m", "1")
+    assert len(store.saved) == MONTHS
+    assert tally.metrics <= MONTHS + settings.rolling_months + 1, f"{tally.metrics} metrics for one changed month"
+    assert tally.merges <= 4 * MONTHS
+    for month in (months[0], months[1], months[2], months[3], months[MONTHS // 2], months[-1]):
+        got = {w: v["n"] for w, v in store.saved[month]["windows"].items()}
+        assert got == expected_n(store, months, month, settings.rolling_months), month
