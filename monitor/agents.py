@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ import orjson
 from monitor.deadletter import DeadLetterQueue
 from monitor.engine import MetricsUpdater
 from monitor.errors import StateLost
+from monitor.looplag import LoopLagProbe, favour_the_loop
 from monitor.memory import release_free_memory
 from monitor.outcomes import OutcomeProcessor
 from monitor.pipeline import BatchProcessor
@@ -131,6 +133,24 @@ def register(app: MonitorApp, settings: Settings, epoch: str) -> None:
                 else:
                     log.exception("metrics pass failed")
             await worker.updater.wait(wait)
+
+    # The event loop's lag, measured all the time and reported to Redis for GET /metrics (issue 18).
+    loop_lag = LoopLagProbe()
+    worker_id = f"{socket.gethostname()}:{os.getpid()}"
+    favour_the_loop()  # the metrics are computed in a thread: the loop gets the GIL back within 1 ms
+
+    @app.task
+    async def measure_loop_lag():
+        await loop_lag.run()
+
+    @app.timer(settings.loop_lag_report_s)
+    async def report_loop_lag():
+        worker.ensure_started(dead_letter)
+        try:
+            await worker.store.save_loop_lag(worker_id, loop_lag.snapshot(),
+                                             stale_after_s=max(60.0, 10 * settings.loop_lag_report_s))
+        except Exception as exc:  # a timer that raises is gone for good: the next report will do
+            log.warning("loop lag not reported: %s", exc)
 
     if settings.memory_trim_interval_s > 0:
         @app.timer(settings.memory_trim_interval_s)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 import uuid
 
@@ -26,7 +27,7 @@ import orjson
 
 from monitor.bench.redis_server import redis_url_or_server
 from monitor.engine import PASS_PAUSE_RATIO, MetricsUpdater
-from monitor.looplag import LoopLagProbe, percentile
+from monitor.looplag import LoopLagProbe, favour_the_loop, percentile
 from monitor.months import add as add_months
 from monitor.pipeline import BatchProcessor, RawMessage
 from monitor.reference import save_reference
@@ -95,10 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--last-month", action="store_true", help="add the round's records to the last month")
     parser.add_argument("--redis", default=None, help="Redis URL (default: a throwaway redis-server)")
     opts = parser.parse_args(argv)
-    with redis_url_or_server(opts.redis) as url:
-        settings = Settings(redis_url=url, key_prefix=f"bench-passes-{uuid.uuid4().hex[:6]}", max_event_age_days=0,
-                            max_event_future_days=0, max_months_per_model=0)
-        best = asyncio.run(measure(settings, opts.models, opts.months, opts.records, opts.rounds, opts.last_month))
+    previous_interval = favour_the_loop()  # as the worker does
+    try:
+        with redis_url_or_server(opts.redis) as url:
+            settings = Settings(redis_url=url, key_prefix=f"bench-passes-{uuid.uuid4().hex[:6]}",
+                                max_event_age_days=0, max_event_future_days=0, max_months_per_model=0)
+            best = asyncio.run(measure(settings, opts.models, opts.months, opts.records, opts.rounds,
+                                       opts.last_month))
+    finally:
+        sys.setswitchinterval(previous_interval)
     what = "the last month" if opts.last_month else "every month"
     print(f"{opts.models} models x {opts.months} months, {what} changed, best of {opts.rounds}")
     for label, seconds in best.items():

@@ -46,6 +46,8 @@ key                                                   type    holds
                                                               are due now (a month reached a checkpoint)
 ``cm:alerts:history``                                 list    latest alert events, newest first (capped)
 ``cm:worker``                                         hash    worker counters (records, dead_lettered...)
+``cm:worker:loop_lag``                                hash    worker process (host:pid) -> JSON of its event-loop
+                                                              lag (monitor.looplag snapshot; dropped when stale)
 ``cm:epoch``                                          string  id of this state's lifetime (in the group name)
 ====================================================  ======  ==========================================
 
@@ -66,7 +68,7 @@ correct. A replay of history writes all its months in one period: that is when t
 alerts firing now, hash alert_id -> event; a delivered event's mark, string with a TTL),
 ``<prefix>:classic:<endpoint>:last`` (the classic API's last result, string) and
 ``<prefix>:artifact:<name>:<version>`` (a model artifact's trusted sha256, string) are outside any
-model's hash tag, like ``cm:due``, ``cm:alerts:history``, ``cm:worker`` and ``cm:epoch``.
+model's hash tag, like ``cm:due``, ``cm:alerts:history``, ``cm:worker``, ``cm:worker:loop_lag`` and ``cm:epoch``.
 """
 
 from __future__ import annotations
@@ -149,6 +151,9 @@ class Keys:
 
     def worker(self) -> str:
         return f"{self.prefix}:worker"
+
+    def worker_loop_lag(self) -> str:
+        return f"{self.prefix}:worker:loop_lag"
 
     def due(self) -> str:
         return f"{self.prefix}:due"
