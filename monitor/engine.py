@@ -136,6 +136,9 @@ class MetricsUpdater:
         # were computed against: a window whose months did not change keeps them.
         self._window_values: dict[tuple[str, str], dict[str, dict]] = {}
         self._window_basis: dict[tuple[str, str], tuple] = {}
+        # The feature counts of the months before a month (the last pass's first changed one): the next
+        # pass adds only the months from there to its own first changed one.
+        self._features_prefix: dict[tuple[str, str], tuple[str, FeatureCounter]] = {}
         # One thread computes the windows (CPU) while the event loop goes on folding records.
         self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metrics-windows")
         # Months judged final in this process (after a restart, or a lease taken over, the closed
@@ -217,6 +220,7 @@ class MetricsUpdater:
         self._features.pop((model, version), None)
         self._window_values.pop((model, version), None)
         self._window_basis.pop((model, version), None)
+        self._features_prefix.pop((model, version), None)
         self._final.pop((model, version), None)
         self._changed_at.pop((model, version), None)
 
@@ -305,16 +309,11 @@ class MetricsUpdater:
         features = self._features.get(key, {})
         if self._window_basis.get(key) != (reference, profile):  # new reference: every window again
             self._window_values[key] = {}
+            self._features_prefix.pop(key, None)
             self._window_basis[key] = (reference, profile)
         kept_values = self._window_values.setdefault(key, {})
         resolution, n_rolling = self.settings.resolution, self.settings.rolling_months
-        cumulative_features = FeatureCounter(profile) if profile is not None else None
-        if cumulative_features is not None:
-            first_changed = min(changed)
-            for month in months:  # small counters (buckets per feature): summed from the first month
-                if month >= first_changed:
-                    break
-                cumulative_features += features[month]
+        cumulative_features = self._features_before(key, months, min(changed), profile) if profile is not None else None
         results: dict[str, dict] = {}
         for window_set in sums.windows(months, changed, n_rolling):
             month = window_set.month
@@ -342,6 +341,22 @@ class MetricsUpdater:
                     f: d.to_dict() for f, d in feature_drift(counter, profile).items()}, kept_features)
             kept_values[month] = {"windows": results[month]["windows"], "features": results[month].get("features")}
         return results
+
+    def _features_before(self, key: tuple[str, str], months: list[str], first_changed: str, profile) -> FeatureCounter:
+        """The feature counts of the months before ``first_changed``: from the last pass's sum before
+        its own first changed month when that is not later (no month before it changed since: it would
+        be the first changed one), plus the months in between, in the same order as summed afresh
+        (a counter folds unseen categories as they come, so the order of additions is kept)."""
+        features = self._features[key]
+        since, counter = self._features_prefix.get(key, (None, None))
+        if since is None or counter is None or since > first_changed:
+            since, counter = None, FeatureCounter(profile)
+        else:
+            counter = counter.copy()
+        for month in months[bisect.bisect_left(months, since) if since else 0:bisect.bisect_left(months, first_changed)]:
+            counter += features[month]
+        self._features_prefix[key] = (first_changed, counter.copy())
+        return counter
 
     async def judge(self, model: str, version: str, results: dict[str, dict], months: list[str], closed: set[str],
                     counts: dict[str, int], reference_n: int | None) -> None:
