@@ -65,6 +65,8 @@ PASS_PAUSE_RATIO = 1.0
 # Changed months' histograms are read (and decoded) this many at a time, so that the first pass over a
 # model of many months gives the loop back between reads instead of decoding them all at once.
 HISTOGRAM_READ_CHUNK = 32
+SAVE_CHUNK = 100  # months' metrics saved (encoded) per call
+JUDGE_YIELD_EVERY = 50  # months judged between two turns of the event loop
 
 
 def reaches_checkpoint(change: MonthChange, min_records: int, min_class_records: int) -> bool:
@@ -253,7 +255,9 @@ class MetricsUpdater:
         reference_auc = float(ref_meta["auc"]) if ref_meta.get("auc") else None
         results = await self.compute_windows(model, version, months, changed, reference, reference_n,
                                               reference_auc) if changed else {}
-        await self.store.save_metrics(model, version, results)
+        computed = list(results.items())
+        for first in range(0, len(computed), SAVE_CHUNK):  # a few ms of encoding per call, not all months' at once
+            await self.store.save_metrics(model, version, dict(computed[first:first + SAVE_CHUNK]))
         # Months that closed without changing are judged (final) on their saved metrics.
         settled = sorted(m for m in newly_closed if m not in results and m in revisions)
         results.update(await self.store.metrics_of(model, version, settled))
@@ -369,7 +373,9 @@ class MetricsUpdater:
         watermark = await self.store.watermark(model, version)
         states = await self.store.alert_states_raw(model, version)
         apply = self.alerts.apply
-        for month in months:
+        for done, month in enumerate(months, 1):
+            if done % JUDGE_YIELD_EVERY == 0:  # a first pass judges every month: let the records in meanwhile
+                await asyncio.sleep(0)
             phase: Literal["provisional", "final"] = "final" if month in closed else "provisional"
             rules = final_rules if phase == "final" else open_rules
             result = results.get(month)

@@ -57,7 +57,7 @@ class MemoryStore:
         return None
 
     async def save_metrics(self, model, version, results):
-        self.saved = results
+        self.saved.update(results)  # a pass saves in chunks; the test clears saved before each pass
 
     async def metrics_of(self, model, version, months):
         return {}
@@ -125,6 +125,7 @@ async def test_a_pass_costs_what_changed_not_all_the_months(tally):
     # Live traffic: only the last month changed. Its three windows, a handful of merges.
     tally.merges = tally.metrics = tally.span_months = 0
     store.change(months[-1], 5)
+    store.saved = {}
     await updater.update_model("m", "1")
     assert list(store.saved) == [months[-1]]
     assert tally.metrics <= 3
@@ -136,6 +137,7 @@ async def test_a_pass_costs_what_changed_not_all_the_months(tally):
     # rolling windows that hold the first month, and that month's own window.
     tally.merges = tally.metrics = tally.span_months = 0
     store.change(months[0], 7)
+    store.saved = {}
     await updater.update_model("m", "1")
     assert len(store.saved) == MONTHS
     assert tally.metrics <= MONTHS + settings.rolling_months + 1, f"{tally.metrics} metrics for one changed month"
@@ -191,6 +193,7 @@ async def test_cumulative_feature_drift_equals_the_counts_summed_afresh():
     for changed in ([], [months[-1]], [months[-1]], [months[40], months[-1]], [months[50]], [months[0]], [months[-1]]):
         for month in changed:
             store.change(month, 2)
+        store.saved = {}
         await updater.update_model("m", "1")
         for month, result in store.saved.items():
             fresh = FeatureCounter(profile)
