@@ -243,6 +243,7 @@ class MetricsUpdater:
         before = {m: cache[m].n for m in changed if m in cache}
         for first in range(0, len(changed), HISTOGRAM_READ_CHUNK):
             cache.update(await self.store.histograms(model, version, changed[first:first + HISTOGRAM_READ_CHUNK]))
+        cache.retain(months)  # months gone from Redis (a wiped model) leave the windows too
         # A month settles when its records stop coming; labels (outcomes) arriving for months do not
         # hold it open (they change its AUC, judged again, finally, when it is final).
         arrived = [m for m in changed if cache[m].n != before.get(m)]

@@ -123,6 +123,25 @@ class MonthSums(Generic[H]):
                 self._total += hist
             self.hists[month] = hist
 
+    def retain(self, months: list[str]) -> None:
+        """Forget the months not in ``months`` (a model's state wiped under a running worker), with
+        their share of the total; nothing to do (O(1)) when ``months`` are the months held.
+
+        >>> from monitor.stats.histogram import ScoreHistogram as SH
+        >>> sums = MonthSums(SH(0.1)); sums.update({"2024-01": SH.from_scores([0.1], 0.1)})
+        >>> sums.total().n; sums.update({"2024-02": SH.from_scores([0.2], 0.1)}); sums.retain(["2024-02"])
+        1
+        >>> len(sums), sums.total().n
+        (1, 1)
+        """
+        if len(months) == len(self.hists) and all(m in self.hists for m in months[-1:]):
+            return
+        listed = set(months)
+        for month in [m for m in self.hists if m not in listed]:
+            old = self.hists.pop(month)
+            if self._total is not None:
+                self._total -= old
+
     def total(self) -> H:
         """The sum of every month (kept up to date by :meth:`update` once built)."""
         if self._total is None:
