@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.api.app import create_api, running
 from monitor.api.metrics import LOOP_LAG, LOOP_LAG_MAX, LOOP_LAG_P99
-from monitor.looplag import LAG_BUCKETS_S
+from monitor.looplag import LAG_BUCKETS_S, LoopLagProbe
 from monitor.state import Store, reads
 from tests.conftest import api_headers
 
@@ -49,6 +49,13 @@ async def wait_for_reports(settings, samples: int, timeout_s: float = 90.0) -> d
 
 async def test_a_running_worker_exports_its_loop_lag(settings, worker_process):
     settings = settings.model_copy(update={"loop_lag_report_s": 0.5})
+    store = Store.connect(settings)
+    try:  # the report of a process gone an hour ago: the running worker's first report drops it
+        gone = {**LoopLagProbe().snapshot(), "at": time.time() - 3600}
+        await store.save_loop_lag("gone-host:1", gone, stale_after_s=60)
+        assert list(await reads.worker_loop_lag(store)) == ["gone-host:1"]
+    finally:
+        await store.close()
     worker = worker_process(settings)
     reports = await wait_for_reports(settings, samples=20)
     assert len(reports) == 1 and worker.poll() is None
