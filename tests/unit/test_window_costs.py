@@ -202,3 +202,33 @@ async def test_cumulative_feature_drift_equals_the_counts_summed_afresh():
                     fresh += store.counters[earlier]
             expected = {f: d.to_dict() for f, d in feature_drift(fresh, profile).items()}
             assert result["features"]["cumulative"] == expected, (changed, month)
+
+
+async def test_the_windows_are_computed_off_the_event_loop(monkeypatch):
+    """While a window's metrics are computed, the event loop runs other tasks: the computation waits
+    for an event that only a coroutine on the loop sets (on the loop itself it would wait in vain)."""
+    import asyncio
+    import threading
+
+    loop_ran = threading.Event()
+    seen: list[bool] = []
+
+    class Metrics:
+        def __init__(self, hist, reference):
+            seen.append(loop_ran.wait(timeout=10))
+            self.n = hist.n
+
+        def to_dict(self):
+            return {"n": self.n}
+    monkeypatch.setattr(engine, "compute_metrics", Metrics)
+
+    async def on_the_loop():
+        await asyncio.sleep(0.01)
+        loop_ran.set()
+
+    months = month_range("2020-01", 3)
+    updater = MetricsUpdater(MemoryStore(months), Settings(resolution=RESOLUTION))  # type: ignore[arg-type]
+    other = asyncio.create_task(on_the_loop())
+    await updater.update_model("m", "1")
+    await other
+    assert seen and all(seen), "the loop did not run while the windows were computed"
