@@ -144,6 +144,11 @@ class Settings(BaseSettings):
         "the timer refreshes the others (a pass costs ~4 ms per changed model, and pauses as long after each model to "
         "let records in). Env MONITOR_METRICS_INTERVAL_S.",
     )
+    loop_lag_report_s: float = Field(
+        5.0, gt=0, description="Seconds between the worker's reports of its event-loop lag (monitor/worker/looplag.py) "
+        "to Redis, which GET /metrics exports as credit_monitor_worker_loop_lag_seconds. "
+        "Env MONITOR_LOOP_LAG_REPORT_S.",
+    )
 
     # --- Bounded input (monitor/bounds.py): a message out of bounds is dead-lettered whole -------
     max_event_age_days: int = Field(

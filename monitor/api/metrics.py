@@ -1,7 +1,8 @@
 """``GET /metrics``: the Redis state in the Prometheus text format, read on every scrape.
 
 Per (model, version, month) gauges, and per window (``month``, ``rolling``, ``cumulative``) for
-the metrics; alert states per (model, version, rule, window, month, phase); the worker's counters (``cm:worker``);
+the metrics; alert states per (model, version, rule, window, month, phase); the worker's counters (``cm:worker``)
+and each worker process's event-loop lag (``cm:worker:loop_lag``, monitor.worker.looplag);
 the worker group's consumer lag per partition (monitor.api.lag). A metric that is undefined
 (no labels yet, no reference) has no sample rather than NaN.
 
@@ -15,7 +16,7 @@ import datetime as dt
 import time
 
 from fastapi import APIRouter, Request
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
@@ -47,10 +48,15 @@ HIGH_WATERMARK = "credit_monitor_topic_high_watermark"
 COMMITTED_OFFSET = "credit_monitor_consumer_committed_offset"
 LAG_UP = "credit_monitor_consumer_lag_up"
 SCRAPE_SECONDS = "credit_monitor_scrape_duration_seconds"
+LOOP_LAG = "credit_monitor_worker_loop_lag_seconds"  # histogram: _bucket, _sum, _count
+LOOP_LAG_MAX = "credit_monitor_worker_loop_lag_max_seconds"
+LOOP_LAG_P99 = "credit_monitor_worker_loop_lag_p99_seconds"
 
 GAUGES = {RECORDS, RECORDS_BY_LABEL, MONTH_ALERTS_FIRING, METRICS_COMPUTED, ALERTS_FIRING, ALERT_SEVERITY,
-          REFERENCE_RECORDS, CONSUMER_LAG, HIGH_WATERMARK, COMMITTED_OFFSET, LAG_UP, SCRAPE_SECONDS, *WINDOW_METRICS}
-EXPOSED_NAMES = frozenset(GAUGES | {f"{name}_total" for name in WORKER_COUNTERS.values()})
+          REFERENCE_RECORDS, CONSUMER_LAG, HIGH_WATERMARK, COMMITTED_OFFSET, LAG_UP, SCRAPE_SECONDS, *WINDOW_METRICS,
+          LOOP_LAG_MAX, LOOP_LAG_P99}
+EXPOSED_NAMES = frozenset(GAUGES | {f"{name}_total" for name in WORKER_COUNTERS.values()}
+                          | {f"{LOOP_LAG}{suffix}" for suffix in ("_bucket", "_sum", "_count")})
 """Every metric name a scrape can contain (counters with their ``_total`` suffix): Grafana's
 dashboard may only use these (tests/unit/test_grafana.py)."""
 
@@ -133,6 +139,33 @@ def state_families(state: list[dict], counters: dict[str, int]) -> list:
     return families
 
 
+def loop_lag_families(reports: dict[str, dict]) -> list:
+    """Each worker process's event-loop lag (``reads.worker_loop_lag``): the histogram of every sample
+    since the process started, the largest, and the p99 of the last minute's samples.
+
+    >>> from monitor.worker.looplag import LoopLagProbe
+    >>> probe = LoopLagProbe(); probe.record(0.002); probe.record(0.08)
+    >>> hist, top, p99 = loop_lag_families({"h:1": probe.snapshot()})
+    >>> [(s.name, s.labels.get("le"), s.value) for s in hist.samples][-4:]
+    [('credit_monitor_worker_loop_lag_seconds_bucket', '5.0', 2.0), ('credit_monitor_worker_loop_lag_seconds_bucket', '+Inf', 2.0), ('credit_monitor_worker_loop_lag_seconds_count', None, 2.0), ('credit_monitor_worker_loop_lag_seconds_sum', None, 0.082)]
+    >>> top.samples[0].value, p99.samples[0].labels
+    (0.08, {'worker': 'h:1'})
+    """
+    hist = HistogramMetricFamily(LOOP_LAG, "How late the worker's event loop ran a task due now (a 50 ms sleep's "
+                                 "overshoot), since the process started.", labels=["worker"])
+    top = GaugeMetricFamily(LOOP_LAG_MAX, "Largest event-loop lag of the worker process since it started.",
+                            labels=["worker"])
+    p99 = GaugeMetricFamily(LOOP_LAG_P99, "p99 of the worker's event-loop lag over its last minute of samples.",
+                            labels=["worker"])
+    for worker, report in reports.items():
+        buckets = [(str(le), float(n)) for le, n in zip(report["le"], report["buckets"], strict=True)]
+        buckets.append(("+Inf", float(report["count"])))
+        hist.add_metric([worker], buckets, report["sum"])
+        top.add_metric([worker], report["max"])
+        p99.add_metric([worker], report["p99"])
+    return [hist, top, p99]
+
+
 def lag_families(partitions, error: str | None, group: str) -> list:
     lag = GaugeMetricFamily(CONSUMER_LAG, "Records on the partition not yet committed by the worker group.",
                             labels=[*PARTITION_LABELS, "group"])
@@ -157,6 +190,7 @@ async def render_metrics(request: Request) -> bytes:
     state = await reads.full_state(store)
     counters = await reads.worker_counters(store)
     families = state_families(state, counters)
+    families += loop_lag_families(await reads.worker_loop_lag(store))
     probe = app.state.lag_probe
     if probe is not None:
         from monitor.api.lag import worker_group

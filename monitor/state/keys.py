@@ -47,6 +47,8 @@ key                                                   type    holds
 ``cm:alerts:history``                                 list    latest alert events, newest first (capped;
                                                               appended after the transition script)
 ``cm:worker``                                         hash    worker counters (records, dead_lettered...)
+``cm:worker:loop_lag``                                hash    worker process (host:pid) -> JSON of its event-loop
+                                                              lag (monitor.worker.looplag snapshot; dropped when stale)
 ``cm:epoch``                                          string  id of this state's lifetime (in the group name)
 ====================================================  ======  ==========================================
 
@@ -67,7 +69,7 @@ correct. A replay of history writes all its months in one period: that is when t
 alerts firing now, hash alert_id -> event; a delivered event's mark, string with a TTL),
 ``<prefix>:classic:<endpoint>:last`` (the classic API's last result, string) and
 ``<prefix>:artifact:<name>:<version>`` (a model artifact's trusted sha256, string) are outside any
-model's hash tag, like ``cm:due``, ``cm:alerts:history``, ``cm:worker`` and ``cm:epoch``.
+model's hash tag, like ``cm:due``, ``cm:alerts:history``, ``cm:worker``, ``cm:worker:loop_lag`` and ``cm:epoch``.
 """
 
 from __future__ import annotations
@@ -150,6 +152,9 @@ class Keys:
 
     def worker(self) -> str:
         return f"{self.prefix}:worker"
+
+    def worker_loop_lag(self) -> str:
+        return f"{self.prefix}:worker:loop_lag"
 
     def due(self) -> str:
         return f"{self.prefix}:due"

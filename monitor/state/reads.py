@@ -237,6 +237,12 @@ async def worker_counters(store: Store) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in (await store.redis.hgetall(store.worker_key())).items()}
 
 
+async def worker_loop_lag(store: Store) -> dict[str, dict]:
+    """Each worker process's last event-loop lag report (``monitor.worker.looplag`` snapshot), by process."""
+    raw = await store.redis.hgetall(store.keys.worker_loop_lag())
+    return {k.decode(): orjson.loads(v) for k, v in sorted(raw.items())}
+
+
 async def full_state(store: Store, keys: list[tuple[str, str]] | None = None) -> list[dict]:
     """Every model with every month's counts and computed windows (the exporter and the dashboard).
 

@@ -309,6 +309,20 @@ class Store(AlertOps, AdminOps):
             await self.record_history(event, ALERT_HISTORY_CAP)
         return bool(done)
 
+    async def save_loop_lag(self, worker: str, snapshot: dict, stale_after_s: float) -> None:
+        """Store this worker process's event-loop lag (``monitor.worker.looplag`` snapshot, with its ``at``
+        time) and drop the reports of processes silent for ``stale_after_s`` (gone, restarted)."""
+        key = self.keys.worker_loop_lag()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, worker, orjson.dumps(snapshot))
+        pipe.expire(key, max(1, int(stale_after_s)))  # every worker gone: the reports go too
+        pipe.hgetall(key)
+        _, _, reports = await pipe.execute()
+        stale = [field for field, raw in reports.items()
+                 if float(orjson.loads(raw).get("at", 0)) < snapshot["at"] - stale_after_s]
+        if stale:
+            await self.redis.hdel(key, *stale)
+
     async def incr_worker_counters(self, **counters: int) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for name, value in counters.items():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ from monitor.settings import Settings
 from monitor.state import Store
 from monitor.worker.deadletter import DeadLetterQueue
 from monitor.worker.engine import MetricsUpdater
+from monitor.worker.looplag import LoopLagProbe, favour_the_loop
 from monitor.worker.memory import release_free_memory
 from monitor.worker.outcomes import OutcomeProcessor
 from monitor.worker.pipeline import BatchProcessor
@@ -72,6 +74,8 @@ class Worker:
 
 
 def register(app: MonitorApp, settings: Settings, epoch: str) -> None:
+    """The worker's agents, tasks and timers on ``app``: folding records and outcomes, the metrics pass
+    (which publishes the alert events), housekeeping (loop lag, memory), and the rebalance hooks."""
     raw: dict[str, Any] = {"value_serializer": "raw", "key_serializer": "raw"}
     records_topic = app.topic(settings.records_topic, **raw)
     outcomes_topic = app.topic(settings.outcomes_topic, **raw)
@@ -85,6 +89,15 @@ def register(app: MonitorApp, settings: Settings, epoch: str) -> None:
 
     dead_letter = DeadLetterQueue(send_dead_letter, settings.dead_letter_max_bytes)
 
+    register_folding(app, settings, worker, dead_letter, records_topic, outcomes_topic)
+    register_metrics(app, settings, worker, dead_letter, alerts_topic)
+    register_housekeeping(app, settings, worker, dead_letter)
+    register_rebalance_hooks(app, worker)
+
+
+def register_folding(app: MonitorApp, settings: Settings, worker: Worker, dead_letter: DeadLetterQueue,
+                     records_topic, outcomes_topic) -> None:
+    """The agents that fold records and outcomes into Redis, a batch at a time."""
     # faust acknowledges a taken batch when the loop body ends, even by an exception: so no
     # exception leaves the body. A batch is applied (or dead-lettered), or the process exits
     # (monitor.retry.apply_or_stop) before faust can acknowledge it.
@@ -105,6 +118,10 @@ def register(app: MonitorApp, settings: Settings, epoch: str) -> None:
             await apply_or_stop("a batch of outcomes", worker.outcomes.process, [e.message for e in events],
                                 attempts=settings.apply_attempts)
 
+
+def register_metrics(app: MonitorApp, settings: Settings, worker: Worker, dead_letter: DeadLetterQueue,
+                     alerts_topic) -> None:
+    """The metrics pass, on a timer and at once on checkpoints; it publishes the alert events."""
     async def publish_alert(raw_event: bytes) -> None:
         event = orjson.loads(raw_event)
         delivery = await alerts_topic.send(key=event["alert_id"].encode(), value=raw_event)
@@ -132,11 +149,35 @@ def register(app: MonitorApp, settings: Settings, epoch: str) -> None:
                     log.exception("metrics pass failed")
             await worker.updater.wait(wait)
 
+
+def register_housekeeping(app: MonitorApp, settings: Settings, worker: Worker, dead_letter: DeadLetterQueue) -> None:
+    """The event-loop lag probe and its reports; handing freed memory back to the OS."""
+    # The event loop's lag, measured all the time and reported to Redis for GET /metrics (issue 18).
+    loop_lag = LoopLagProbe()
+    worker_id = f"{socket.gethostname()}:{os.getpid()}"
+    favour_the_loop()  # the metrics are computed in a thread: the loop gets the GIL back within 1 ms
+
+    @app.task
+    async def measure_loop_lag():
+        await loop_lag.run()
+
+    @app.timer(settings.loop_lag_report_s)
+    async def report_loop_lag():
+        worker.ensure_started(dead_letter)
+        try:
+            await worker.store.save_loop_lag(worker_id, loop_lag.snapshot(),
+                                             stale_after_s=max(60.0, 10 * settings.loop_lag_report_s))
+        except Exception as exc:  # a timer that raises is gone for good: the next report will do
+            log.warning("loop lag not reported: %s", exc)
+
     if settings.memory_trim_interval_s > 0:
         @app.timer(settings.memory_trim_interval_s)
         async def release_memory():
             await asyncio.to_thread(release_free_memory)  # ~25 ms after a big backlog: off the loop
 
+
+def register_rebalance_hooks(app: MonitorApp, worker: Worker) -> None:
+    """Offsets cached by the processor are forgotten when a log is rewound or partitions are revoked."""
     def on_log_rewound(tp) -> None:
         if worker.processor is not None:  # its verified offsets may be of the lost log: check again
             worker.processor.forget_offsets()

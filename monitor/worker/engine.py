@@ -8,9 +8,14 @@ model due in Redis (``<prefix>:due``) and wakes its own loop; other workers poll
 ``DUE_POLL_S``. Per model, one worker at a time holds a lease in Redis and does the work, so
 with several workers nothing is computed or judged twice. A month's ``rev`` counter says
 whether it changed since the last pass; month histograms are cached in memory between passes,
-so a pass reads only the months that changed. A change to month m also changes the rolling and
-cumulative windows of every later month, so those are recomputed too; windows that hold the same
-months (the first months of a model: month, rolling and cumulative alike) are computed once.
+so a pass reads only the months that changed. A change to month m also changes the cumulative
+windows of every later month, and the rolling windows that hold m, so those are recomputed too; the
+windows are built from the previous ones (``monitor.stats.incremental``: add the entering month,
+subtract the leaving one), the windows that did not change keep their metrics, and windows that hold
+the same months (the first months of a model: month, rolling and cumulative alike) are computed once.
+The computation runs in a thread of its own (numpy and scipy release the GIL for much of it), so the
+event loop that folds records is never held by it (issue 18: a pass over a model of 1,000 months held
+it for seconds).
 
 A timer pass is a burst of CPU in the loop that also folds records: left alone, it would hold
 the records back for its whole length. After each model the pass pauses as long as the model
@@ -20,10 +25,13 @@ took (``PASS_PAUSE_RATIO``), so records are folded between models; a checkpoint 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import datetime as dt
+import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, TypeVar
 
 from monitor.alerts.lifecycle import (
@@ -45,6 +53,7 @@ from monitor.stats import (
     compute_metrics,
     feature_drift,
 )
+from monitor.stats.incremental import MonthSums, window_spans
 from monitor.stats.windows import previous_months, rolling
 
 OUTBOX_CHUNK = 500
@@ -53,6 +62,11 @@ DUE_POLL_S = 0.1  # how often a worker looks for models another worker marked du
 # about half of the loop at most while records flow, at the price of a pass twice as long
 # (docs/benchmarks.md: p99 publish-to-alert 546 -> 218-354 ms at 5k records/s for 30 models).
 PASS_PAUSE_RATIO = 1.0
+# Changed months' histograms are read (and decoded) this many at a time, so that the first pass over a
+# model of many months gives the loop back between reads instead of decoding them all at once.
+HISTOGRAM_READ_CHUNK = 32
+SAVE_CHUNK = 100  # months' metrics saved (encoded) per call
+JUDGE_YIELD_EVERY = 50  # months judged between two turns of the event loop
 
 
 def reaches_checkpoint(change: MonthChange, min_records: int, min_class_records: int) -> bool:
@@ -81,10 +95,11 @@ def reaches_checkpoint(change: MonthChange, min_records: int, min_class_records:
 Sum = TypeVar("Sum")  # what a window sums to: histograms, feature counters
 
 
-def per_window(spans: dict[str, tuple[str, ...]], sums: Mapping[str, Callable[[], Sum]],
-               compute: Callable[[Sum], dict]) -> dict[str, dict]:
+def per_window(spans: Mapping[str, tuple[str, ...]], sums: Mapping[str, Callable[[], Sum]],
+               compute: Callable[[Sum], dict], kept: Mapping[str, dict] | None = None) -> dict[str, dict]:
     """``compute`` of each window's sum (``sums[name]()``), once per distinct span of months: a model's
-    first months have the same month, rolling and cumulative windows.
+    first months have the same month, rolling and cumulative windows. The windows in ``kept`` (their
+    months did not change) keep the values given there.
 
     >>> calls = []
     >>> per_window({"month": ("a",), "rolling": ("a",)}, {"month": lambda: 5, "rolling": lambda: 5},
@@ -92,10 +107,16 @@ def per_window(spans: dict[str, tuple[str, ...]], sums: Mapping[str, Callable[[]
     {'month': {'v': 5}, 'rolling': {'v': 5}}
     >>> calls
     [5]
+    >>> per_window({"month": ("b",), "rolling": ("a", "b")}, {"month": lambda: 1, "rolling": lambda: 3},
+    ...            lambda x: {"v": x}, kept={"month": {"v": 1}})
+    {'month': {'v': 1}, 'rolling': {'v': 3}}
     """
     computed: dict[tuple[str, ...], dict] = {}
     out = {}
     for name, span in spans.items():
+        if kept is not None and name in kept:
+            out[name] = kept[name]
+            continue
         if span not in computed:
             computed[span] = compute(sums[name]())
         out[name] = computed[span]
@@ -111,8 +132,17 @@ class MetricsUpdater:
         self.owner = uuid.uuid4().hex
         self.lease_ms = int(max(10.0, 5 * settings.metrics_interval_s) * 1000)
         self._revisions: dict[tuple[str, str], dict[str, int]] = {}
-        self._histograms: dict[tuple[str, str], dict[str, LabelledHistograms]] = {}
+        self._histograms: dict[tuple[str, str], MonthSums[LabelledHistograms]] = {}
         self._features: dict[tuple[str, str], dict[str, FeatureCounter]] = {}
+        # The last metrics of every window of every month, and the reference and feature profile they
+        # were computed against: a window whose months did not change keeps them.
+        self._window_values: dict[tuple[str, str], dict[str, dict]] = {}
+        self._window_basis: dict[tuple[str, str], tuple] = {}
+        # The feature counts of the months before a month (the last pass's first changed one): the next
+        # pass adds only the months from there to its own first changed one.
+        self._features_prefix: dict[tuple[str, str], tuple[str, FeatureCounter]] = {}
+        # One thread computes the windows (CPU) while the event loop goes on folding records.
+        self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metrics-windows")
         # Months judged final in this process (after a restart, or a lease taken over, the closed
         # months are judged again: the stored alert states make that emit nothing new), and when
         # each month last changed (a closed month is final once it settled).
@@ -190,6 +220,9 @@ class MetricsUpdater:
         self._revisions.pop((model, version), None)
         self._histograms.pop((model, version), None)
         self._features.pop((model, version), None)
+        self._window_values.pop((model, version), None)
+        self._window_basis.pop((model, version), None)
+        self._features_prefix.pop((model, version), None)
         self._final.pop((model, version), None)
         self._changed_at.pop((model, version), None)
 
@@ -206,10 +239,11 @@ class MetricsUpdater:
         revisions = await self.store.month_revisions(model, version, months)
         known = self._revisions.setdefault(key, {})
         changed = [m for m in months if revisions[m] != known.get(m)]
-        cache = self._histograms.setdefault(key, {})
+        cache = self._histograms.setdefault(key, MonthSums(LabelledHistograms.empty(self.settings.resolution)))
         before = {m: cache[m].n for m in changed if m in cache}
-        if changed:
-            cache.update(await self.store.histograms(model, version, changed))
+        for first in range(0, len(changed), HISTOGRAM_READ_CHUNK):
+            cache.update(await self.store.histograms(model, version, changed[first:first + HISTOGRAM_READ_CHUNK]))
+        cache.retain(months)  # months gone from Redis (a wiped model) leave the windows too
         # A month settles when its records stop coming; labels (outcomes) arriving for months do not
         # hold it open (they change its AUC, judged again, finally, when it is final).
         arrived = [m for m in changed if cache[m].n != before.get(m)]
@@ -222,7 +256,9 @@ class MetricsUpdater:
         reference_auc = float(ref_meta["auc"]) if ref_meta.get("auc") else None
         results = await self.compute_windows(model, version, months, changed, reference, reference_n,
                                               reference_auc) if changed else {}
-        await self.store.save_metrics(model, version, results)
+        computed = list(results.items())
+        for first in range(0, len(computed), SAVE_CHUNK):  # a few ms of encoding per call, not all months' at once
+            await self.store.save_metrics(model, version, dict(computed[first:first + SAVE_CHUNK]))
         # Months that closed without changing are judged (final) on their saved metrics.
         settled = sorted(m for m in newly_closed if m not in results and m in revisions)
         results.update(await self.store.metrics_of(model, version, settled))
@@ -257,45 +293,75 @@ class MetricsUpdater:
     async def compute_windows(self, model: str, version: str, months: list[str], changed: list[str], reference,
                               reference_n: int | None, reference_auc: float | None) -> dict[str, dict]:
         """The metrics of every window of the months from the earliest changed one on (a change to
-        month m changes the rolling and cumulative windows of the months after it)."""
+        month m changes the cumulative windows of the months after it, and the rolling ones that hold
+        it), computed in the updater's thread, off the event loop."""
         key = (model, version)
-        cache = self._histograms[key]
         profile = await self.store.feature_profile(model, version)
         features = self._features.setdefault(key, {})
         if profile is not None:
             features.update(await self.store.feature_counts(model, version, changed, profile))
-        cumulative_features = FeatureCounter(profile) if profile is not None else None
-        first_changed = min(changed)
-        results: dict[str, dict] = {}
+        compute = functools.partial(self._compute_windows, model, version, months, changed, reference, reference_n,
+                                    reference_auc, profile)
+        return await asyncio.get_running_loop().run_in_executor(self._compute, compute)
+
+    def _compute_windows(self, model: str, version: str, months: list[str], changed: list[str], reference,
+                         reference_n: int | None, reference_auc: float | None, profile) -> dict[str, dict]:
+        """:meth:`compute_windows`' CPU part (in a thread: it touches only this model's caches, which
+        nothing else uses meanwhile). Windows are walked incrementally (``MonthSums.windows``); a window
+        none of whose months changed keeps its last metrics, unless the reference or profile changed."""
+        key = (model, version)
+        sums = self._histograms[key]
+        features = self._features.get(key, {})
+        if self._window_basis.get(key) != (reference, profile):  # new reference: every window again
+            self._window_values[key] = {}
+            self._features_prefix.pop(key, None)
+            self._window_basis[key] = (reference, profile)
+        kept_values = self._window_values.setdefault(key, {})
         resolution, n_rolling = self.settings.resolution, self.settings.rolling_months
-        cumulative = LabelledHistograms.empty(resolution)
-        for month in months:
-            cumulative += cache[month]
-            if cumulative_features is not None:
-                cumulative_features += features[month]
-            if month < first_changed:
-                continue
-            spans = self.window_months(month, months)
-            # The lambdas run inside this iteration (per_window); the defaults bind this month's values anyway.
-            scores = {"month": lambda month=month: cache[month], "cumulative": lambda cumulative=cumulative: cumulative,
-                      "rolling": lambda month=month: rolling(cache, month, n_rolling,
-                                                             LabelledHistograms.empty(resolution))}
+        cumulative_features = self._features_before(key, months, min(changed), profile) if profile is not None else None
+        results: dict[str, dict] = {}
+        for window_set in sums.windows(months, changed, n_rolling):
+            month = window_set.month
+            previous = kept_values.get(month, {})
+            kept_windows = {w: v for w, v in previous.get("windows", {}).items() if w not in window_set.changed}
+            scores = {name: (lambda h=h: h) for name, h in window_set.sums.items()}
             results[month] = {
                 "model": model, "model_version": version, "month": month,
                 "computed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
                 "rolling_months": previous_months(month, n_rolling),
                 "reference_n": reference_n, "reference_auc": reference_auc,
                 "resolution": resolution,
-                "windows": per_window(spans, scores, lambda h: compute_metrics(h, reference).to_dict()),
+                "windows": per_window(window_set.spans, scores, lambda h: compute_metrics(h, reference).to_dict(),
+                                      kept_windows),
             }
-            if profile is not None:
+            if cumulative_features is not None:
+                cumulative_features += features[month]
+                kept_features = {w: v for w, v in (previous.get("features") or {}).items()
+                                 if w not in window_set.changed}
                 counters = {"month": lambda month=month: features[month],
-                            "cumulative": lambda cumulative_features=cumulative_features: cumulative_features,
+                            "cumulative": lambda counter=cumulative_features: counter,
                             "rolling": lambda month=month: rolling(features, month, n_rolling,
                                                                    FeatureCounter(profile))}
-                results[month]["features"] = per_window(spans, counters, lambda counter: {
-                    f: d.to_dict() for f, d in feature_drift(counter, profile).items()})
+                results[month]["features"] = per_window(window_set.spans, counters, lambda counter: {
+                    f: d.to_dict() for f, d in feature_drift(counter, profile).items()}, kept_features)
+            kept_values[month] = {"windows": results[month]["windows"], "features": results[month].get("features")}
         return results
+
+    def _features_before(self, key: tuple[str, str], months: list[str], first_changed: str, profile) -> FeatureCounter:
+        """The feature counts of the months before ``first_changed``: from the last pass's sum before
+        its own first changed month when that is not later (no month before it changed since: it would
+        be the first changed one), plus the months in between, in the same order as summed afresh
+        (a counter folds unseen categories as they come, so the order of additions is kept)."""
+        features = self._features[key]
+        since, counter = self._features_prefix.get(key, (None, None))
+        if since is None or counter is None or since > first_changed:
+            since, counter = None, FeatureCounter(profile)
+        else:
+            counter = counter.copy()
+        for month in months[bisect.bisect_left(months, since) if since else 0:bisect.bisect_left(months, first_changed)]:
+            counter += features[month]
+        self._features_prefix[key] = (first_changed, counter.copy())
+        return counter
 
     async def judge(self, model: str, version: str, results: dict[str, dict], months: list[str], closed: set[str],
                     counts: dict[str, int], reference_n: int | None) -> None:
@@ -308,7 +374,9 @@ class MetricsUpdater:
         watermark = await self.store.watermark(model, version)
         states = await self.store.alert_states_raw(model, version)
         apply = self.alerts.apply
-        for month in months:
+        for done, month in enumerate(months, 1):
+            if done % JUDGE_YIELD_EVERY == 0:  # a first pass judges every month: let the records in meanwhile
+                await asyncio.sleep(0)
             phase: Literal["provisional", "final"] = "final" if month in closed else "provisional"
             rules = final_rules if phase == "final" else open_rules
             result = results.get(month)
@@ -332,17 +400,16 @@ class MetricsUpdater:
                     await apply(model, version, "volume", "month", month, verdict, phase, reference_n, watermark,
                                 states)
 
-    def window_months(self, month: str, months: list[str]) -> dict[str, tuple[str, ...]]:
-        """The months each window of ``month`` holds, among the model's (sorted) ``months``.
+    def window_months(self, month: str, months: list[str]) -> dict[str, tuple[str, str]]:
+        """The first and last month of each window of ``month``, among the model's (sorted) ``months``
+        (which hold it); the window holds every one of ``months`` between the two.
 
         >>> updater = MetricsUpdater.__new__(MetricsUpdater)
         >>> updater.settings = Settings(rolling_months=2)
         >>> updater.window_months("2024-03", ["2024-01", "2024-02", "2024-03", "2024-04"])
-        {'month': ('2024-03',), 'rolling': ('2024-02', '2024-03'), 'cumulative': ('2024-01', '2024-02', '2024-03')}
+        {'month': ('2024-03', '2024-03'), 'rolling': ('2024-02', '2024-03'), 'cumulative': ('2024-01', '2024-03')}
         """
-        rolling = set(previous_months(month, self.settings.rolling_months))
-        earlier = tuple(m for m in months if m <= month)
-        return {"month": (month,), "rolling": tuple(m for m in earlier if m in rolling), "cumulative": earlier}
+        return window_spans(months, bisect.bisect_left(months, month), self.settings.rolling_months)
 
     async def publish_outbox(self, model: str, version: str, send: Callable[[bytes], Awaitable[None]]) -> int:
         """Send the model's pending alert events in order, then drop them from the outbox.

@@ -108,8 +108,12 @@ def test_the_pass_benchmark_runs_and_prints_its_figures(servers, capsys):
                  "--redis", servers.redis_url]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("2 models x 1 months")
-    assert [line.split(",")[1].split()[:2] for line in lines[1:]] == [["pauses", "off"], ["pauses", "on"]]
-    assert all(float(line.split()[-5]) > 0 for line in lines[1:])  # ms per pass
+    passes = [line for line in lines[1:] if line.strip().startswith("pass,")]
+    assert [line.split(",")[1].split()[:2] for line in passes] == [["first", "pass"], ["pauses", "off"],
+                                                                    ["pauses", "on"]]
+    assert all(float(line.split()[-5]) > 0 for line in passes)  # ms per pass
+    lags = [line.split() for line in lines[1:] if line.strip().startswith("loop lag")]
+    assert [lag[2] for lag in lags] == ["max", "p99"] and all(float(lag[3]) >= 0 for lag in lags)
 
 
 def test_a_batch_folded_during_a_pass_cannot_close_a_month_on_a_stale_count(servers):

@@ -1,6 +1,6 @@
 """A real Prometheus (Debian package `prometheus`, installed by scripts/setup) scrapes `monitor api` while
 a real worker runs, with a read token (`authorization: {type: Bearer, credentials_file: ...}`; without it
-the scrape is refused); PromQL answers the published counts, the worker counters and the consumer lag,
+the scrape is refused); PromQL answers the published counts, the worker counters, the worker's event-loop lag and the consumer lag,
 and every query of the Grafana dashboard runs."""
 
 from __future__ import annotations
@@ -123,6 +123,12 @@ async def test_prometheus_scrapes_the_exporter(settings, worker_process, tmp_pat
             assert await p.wait_value(f"sum(credit_monitor_records{{{sel}}})", float(total)) == total
             assert await p.wait_value("credit_monitor_worker_records_total", float(total)) == total
             assert await p.value("credit_monitor_worker_dead_lettered_total") == 0
+            # the worker's event-loop lag (issue 18): one histogram per worker process, quantiles by PromQL
+            assert await p.wait_value("count(credit_monitor_worker_loop_lag_max_seconds)", 1.0) == 1.0
+            assert await p.wait_value("count(credit_monitor_worker_loop_lag_seconds_count > 0)", 1.0) == 1.0
+            lag_p99 = await p.value("histogram_quantile(0.99, sum by (le) (credit_monitor_worker_loop_lag_seconds_bucket))")
+            assert lag_p99 is not None and 0 <= lag_p99 <= 5.0  # in the histogram's range (largest bucket 5 s)
+            print(f"\nworker loop lag p99 by PromQL: {lag_p99 * 1000:.1f} ms")
             # metrics equal the state the API serves
             async with session.get(f"http://127.0.0.1:{api_port}/models/{SPEC.model}/versions/{SPEC.model_version}"
                                    f"/months/{max(expected)}",
