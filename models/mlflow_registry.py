@@ -30,8 +30,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.registry import (CARD_FILE, MODEL_FILE, IntegrityError, ModelCard, Registry, RegistryError,
-                             library_versions, load_skops, sha256_of, skops_bytes)
+from models.registry import (
+    CARD_FILE,
+    MODEL_FILE,
+    IntegrityError,
+    ModelCard,
+    Registry,
+    RegistryError,
+    library_versions,
+    load_skops,
+    sha256_of,
+    skops_bytes,
+)
 from monitor.errors import MonitorError, NotFound
 
 SHA_TAG = "sha256"  # model version tag: the sha256 of model.skops, checked before every load

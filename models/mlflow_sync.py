@@ -151,7 +151,7 @@ def sync(settings: Any, registry: Any, model: str | None = None, version: str | 
     know is reported and skipped)."""
     from monitor.errors import NotFound
 
-    out = []
+    out: list[tuple[str, str, list[str], str]] = []
     for item in asyncio.run(read_monitored(settings, model, version)):
         try:
             if item.version not in registry.versions(item.model):
