@@ -246,22 +246,22 @@ def sync_mlflow_cmd(model: str | None, version: str | None, follow: bool, interv
     from models.mlflow_sync import sync
 
     registry = _registry(True)
-    while True:
-        try:
-            results = sync(_settings(), registry, model, version)
-        except MonitorError as exc:
-            raise click.ClickException(str(exc)) from None
-        if not results:
-            console.print("no monitored model" + (f" {model}" if model else "") + " in Redis")
-        for name, ver, logged, note in results:
-            done = f"logged {', '.join(logged)}" if logged else "nothing new"
-            console.print(f"{name}:{ver}: {done}" + (f" ({note})" if note else ""))
-        if not follow:
-            return
-        try:
+    try:
+        while True:
+            try:
+                results = sync(_settings(), registry, model, version)
+            except MonitorError as exc:
+                raise click.ClickException(str(exc)) from None
+            if not results:
+                console.print("no monitored model" + (f" {model}" if model else "") + " in Redis")
+            for name, ver, logged, note in results:
+                done = f"logged {', '.join(logged)}" if logged else "nothing new"
+                console.print(f"{name}:{ver}: {done}" + (f" ({note})" if note else ""))
+            if not follow:
+                return
             time.sleep(interval)
-        except KeyboardInterrupt:
-            return
+    except KeyboardInterrupt:  # --follow ends with Ctrl-C
+        return
 
 
 def load_mlflow_reference(model_uri: str) -> None:

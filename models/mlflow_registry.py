@@ -147,8 +147,8 @@ class MlflowRegistry:
             self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         return self._client
 
-    def _call(self, what: str, *args, **kwargs) -> Any:
-        """A client call; MLflow's errors become RegistryError (NotFound for a missing resource)."""
+    def call(self, what: str, *args, **kwargs) -> Any:
+        """A client call (by method name); MLflow's errors become RegistryError (NotFound for a missing resource)."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -161,12 +161,12 @@ class MlflowRegistry:
     def experiment_id(self) -> str:
         if self._experiment_id is None:
             name = self.settings.mlflow_experiment
-            found = self._call("get_experiment_by_name", name)
+            found = self.call("get_experiment_by_name", name)
             if found is not None:
                 self._experiment_id = str(found.experiment_id)
             else:
                 root = local_artifact_root(self.settings, self.uri)
-                self._experiment_id = str(self._call("create_experiment", name,
+                self._experiment_id = str(self.call("create_experiment", name,
                                                      artifact_location=root.as_uri() if root else None))
         return self._experiment_id
 
@@ -174,11 +174,11 @@ class MlflowRegistry:
     check_name = staticmethod(Registry.check_name)
 
     def names(self) -> list[str]:
-        return sorted(m.name for m in self._call("search_registered_models"))
+        return sorted(m.name for m in self.call("search_registered_models"))
 
     def versions(self, name: str) -> list[str]:
         """Registered versions of ``name``, in increasing order."""
-        found = self._call("search_model_versions", f"name='{self.check_name(name)}'")
+        found = self.call("search_model_versions", f"name='{self.check_name(name)}'")
         return sorted((str(v.version) for v in found), key=int)
 
     def resolve(self, name: str, version: str | None = None) -> str:
@@ -193,7 +193,7 @@ class MlflowRegistry:
             if version not in versions:
                 raise NotFound(f"model {name!r} has no version {version!r} in MLflow (versions: {', '.join(versions)})")
             return version
-        return str(self._call("get_model_version_by_alias", name, version.lstrip("@")).version)
+        return str(self.call("get_model_version_by_alias", name, version.lstrip("@")).version)
 
     def resolve_uri(self, uri: str) -> tuple[str, str]:
         """(name, version) of a ``models:/`` URI."""
@@ -216,11 +216,11 @@ class MlflowRegistry:
             raise RegistryError(f"invalid alias {alias!r}: use 1-64 of A-Z a-z 0-9 _ -")
         data = skops_bytes(f"model {name}", model)
         sha = sha256_of(data)
-        run = self._call("create_run", self.experiment_id(), run_name=f"train {name}",
+        run = self.call("create_run", self.experiment_id(), run_name=f"train {name}",
                          tags={"monitor.model": name, "monitor.kind": "training", SHA_TAG: sha})
         run_id = run.info.run_id
         now_ms = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
-        self._call("log_batch", run_id, params=[Param(k, v) for k, v in training_params(fields).items()],
+        self.call("log_batch", run_id, params=[Param(k, v) for k, v in training_params(fields).items()],
                    metrics=[Metric(k, v, now_ms, 0) for k, v in training_metrics(fields).items()])
         reference = fields.get("reference") or {}
         with tempfile.TemporaryDirectory(prefix="mlflow-model-") as tmp:
@@ -230,10 +230,10 @@ class MlflowRegistry:
             for part, key in (("histogram", "histogram"), ("scores", "scores"), ("feature_profile", "feature_profile")):
                 if reference.get(key) is not None:
                     (folder / "reference" / f"{part}.json").write_text(json.dumps(reference[key]))
-            self._call("log_artifacts", run_id, str(folder))
-            if not self._call("search_registered_models", f"name='{name}'"):
-                self._call("create_registered_model", name)
-            registered = self._call("create_model_version", name, source=run.info.artifact_uri, run_id=run_id,
+            self.call("log_artifacts", run_id, str(folder))
+            if not self.call("search_registered_models", f"name='{name}'"):
+                self.call("create_registered_model", name)
+            registered = self.call("create_model_version", name, source=run.info.artifact_uri, run_id=run_id,
                                     tags={SHA_TAG: sha})
             version = str(registered.version)
             card = ModelCard(**{**fields, "name": name, "version": version,
@@ -242,8 +242,8 @@ class MlflowRegistry:
                                 "registry": {"mlflow": self.uri, "run_id": run_id},
                                 "artifact": {"file": MODEL_FILE, "format": "skops", "sha256": sha, "bytes": len(data)}})
             (folder / CARD_FILE).write_text(json.dumps(card.model_dump(), indent=1))
-            self._call("log_artifact", run_id, str(folder / CARD_FILE))
-        self._call("set_terminated", run_id)
+            self.call("log_artifact", run_id, str(folder / CARD_FILE))
+        self.call("set_terminated", run_id)
         if alias is not None:
             self.set_alias(name, alias, version)
         return card
@@ -252,11 +252,11 @@ class MlflowRegistry:
         """Point ``models:/<name>@<alias>`` at ``version``."""
         if not ALIAS_RE.match(alias):
             raise RegistryError(f"invalid alias {alias!r}: use 1-64 of A-Z a-z 0-9 _ -")
-        self._call("set_registered_model_alias", name, alias, self.resolve(name, version))
+        self.call("set_registered_model_alias", name, alias, self.resolve(name, version))
 
     # ---- read -------------------------------------------------------------------------------
-    def _version(self, name: str, version: str | None) -> Any:
-        return self._call("get_model_version", self.check_name(name), self.resolve(name, version))
+    def registered_version(self, name: str, version: str | None) -> Any:
+        return self.call("get_model_version", self.check_name(name), self.resolve(name, version))
 
     def _download(self, run_id: str, path: str) -> bytes:
         from mlflow.artifacts import download_artifacts
@@ -271,7 +271,7 @@ class MlflowRegistry:
 
     def card(self, name: str, version: str | None = None) -> ModelCard:
         """The version's card (its ``card.json`` artifact); name and version are the registry's."""
-        registered = self._version(name, version)
+        registered = self.registered_version(name, version)
         raw = self._download(registered.run_id, CARD_FILE)
         try:
             fields = json.loads(raw)
@@ -287,14 +287,14 @@ class MlflowRegistry:
     def load(self, name: str, version: str | None = None) -> Any:
         """The model: its skops artifact downloaded, its sha256 checked against the version's tag, built
         from trusted types only. IntegrityError on a hash mismatch, ArtifactRefused on an untrusted type."""
-        registered = self._version(name, version)
+        registered = self.registered_version(name, version)
         label = f"model {name}:{registered.version}"
         data = self._download(registered.run_id, MODEL_FILE)
         check_artifact(label, data, (registered.tags or {}).get(SHA_TAG))
         return load_skops(label, data)
 
     def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
-        self._call("set_model_version_tag", name, version, key, value)
+        self.call("set_model_version_tag", name, version, key, value)
 
 
 def training_params(fields: dict[str, Any]) -> dict[str, str]:

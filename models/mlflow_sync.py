@@ -112,11 +112,11 @@ async def read_monitored(settings: Any, model: str | None = None, version: str |
 
 def monitoring_run(registry: Any, name: str, version: str) -> str:
     """The version's monitoring run (created, and tagged on the version, the first time)."""
-    registered = registry._version(name, version)
+    registered = registry.registered_version(name, version)
     run_id = (registered.tags or {}).get("monitoring_run_id")
     if run_id:
         return str(run_id)
-    run = registry._call("create_run", registry.experiment_id(), run_name=f"monitoring {name}:{version}",
+    run = registry.call("create_run", registry.experiment_id(), run_name=f"monitoring {name}:{version}",
                          tags={"monitor.model": name, "monitor.model_version": str(version),
                                "monitor.kind": "monitoring", "monitor.training_run_id": registered.run_id})
     registry.set_version_tag(name, version, "monitoring_run_id", run.info.run_id)
@@ -130,7 +130,7 @@ def sync_version(registry: Any, item: Monitored) -> list[str]:
     if not item.ready:
         return []
     run_id = monitoring_run(registry, item.model, item.version)
-    tags = registry._call("get_run", run_id).data.tags
+    tags = registry.call("get_run", run_id).data.tags
     by_month = {r["month"]: r for r in item.rows}
     now_ms = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
     logged = []
@@ -141,7 +141,7 @@ def sync_version(registry: Any, item: Monitored) -> list[str]:
             continue
         metrics = [Metric(f"monitor.{k}", v, now_ms, month_step(month)) for k, v in values.items()]
         # metrics and their mark in one call: a crash between them cannot log a month twice unmarked
-        registry._call("log_batch", run_id, metrics=metrics, tags=[RunTag(SYNCED_TAG + month, mark)])
+        registry.call("log_batch", run_id, metrics=metrics, tags=[RunTag(SYNCED_TAG + month, mark)])
         logged.append(month)
     return logged
 
