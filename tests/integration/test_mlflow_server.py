@@ -50,6 +50,22 @@ def mlflow_server(tmp_path):
     log.close()
 
 
+async def performance(settings, name: str, records: list[dict]) -> dict:
+    """POST /v1/performance/<name> through the real API app (in process)."""
+    import httpx
+
+    from monitor.api.app import create_api, running
+    from tests.conftest import api_headers
+
+    app = create_api(settings, measure_lag=False, cache_ttl_s=0)
+    async with running(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api",
+                                     headers=api_headers(), timeout=120) as client:
+            answer = await client.post(f"/v1/performance/{name}", json=records)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
 def test_registry_through_a_real_mlflow_server(settings, mlflow_server, tmp_path):
     from mlflow import MlflowClient
 
@@ -70,6 +86,12 @@ def test_registry_through_a_real_mlflow_server(settings, mlflow_server, tmp_path
     frame, _ = load("lendingclub")
     scores, _ = score_frame(registry.load(name, "champion"), frame.head(50))
     assert len(scores) == 50
+
+    # POST /v1/performance/<name> scores February's features with the model from the server: the test AUC.
+    feb = frame[frame.REF_DATE.str.startswith("2018-02")].drop(columns=["record_id"])
+    records = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in feb.to_dict("records")]
+    body = asyncio.run(performance(settings, name, records))
+    assert body["scored_by_model"] == 2988 and body["auc"] == pytest.approx(card.metric("test", "auc"), abs=1e-12)
 
     asyncio.run(load_reference(settings, registry.card(name, "1")))
 
