@@ -207,10 +207,6 @@ class MlflowRegistry:
     def register(self, name: str, model: Any, fields: dict[str, Any], alias: str | None = None) -> ModelCard:
         """Log a training run (params, metrics, artifacts) and register its model as the next version of
         ``name``; ``alias`` (e.g. ``champion``) then points at it. Returns the card, version = MLflow's."""
-        import datetime as dt
-
-        from mlflow.entities import Metric, Param
-
         self.check_name(name)
         if alias is not None and not ALIAS_RE.match(alias):
             raise RegistryError(f"invalid alias {alias!r}: use 1-64 of A-Z a-z 0-9 _ -")
@@ -218,35 +214,57 @@ class MlflowRegistry:
         sha = sha256_of(data)
         run = self.call("create_run", self.experiment_id(), run_name=f"train {name}",
                          tags={"monitor.model": name, "monitor.kind": "training", SHA_TAG: sha})
+        try:
+            card = self._log_training(run, name, data, sha, fields)
+        except BaseException:
+            # a half-logged training is marked FAILED (its version, if made, deleted): never a version without card
+            self._abandon(run.info.run_id, name)
+            raise
+        self.call("set_terminated", run.info.run_id)
+        if alias is not None:
+            self.set_alias(name, alias, card.version)
+        return card
+
+    def _log_training(self, run: Any, name: str, data: bytes, sha: str, fields: dict[str, Any]) -> ModelCard:
+        import datetime as dt
+
+        from mlflow.entities import Metric, Param
+
         run_id = run.info.run_id
         now_ms = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
         self.call("log_batch", run_id, params=[Param(k, v) for k, v in training_params(fields).items()],
-                   metrics=[Metric(k, v, now_ms, 0) for k, v in training_metrics(fields).items()])
+                  metrics=[Metric(k, v, now_ms, 0) for k, v in training_metrics(fields).items()])
         reference = fields.get("reference") or {}
         with tempfile.TemporaryDirectory(prefix="mlflow-model-") as tmp:
             folder = Path(tmp)
             (folder / MODEL_FILE).write_bytes(data)
             (folder / "reference").mkdir()
-            for part, key in (("histogram", "histogram"), ("scores", "scores"), ("feature_profile", "feature_profile")):
-                if reference.get(key) is not None:
-                    (folder / "reference" / f"{part}.json").write_text(json.dumps(reference[key]))
+            for part in ("histogram", "scores", "feature_profile"):
+                if reference.get(part) is not None:
+                    (folder / "reference" / f"{part}.json").write_text(json.dumps(reference[part]))
             self.call("log_artifacts", run_id, str(folder))
             if not self.call("search_registered_models", f"name='{name}'"):
                 self.call("create_registered_model", name)
             registered = self.call("create_model_version", name, source=run.info.artifact_uri, run_id=run_id,
-                                    tags={SHA_TAG: sha})
-            version = str(registered.version)
-            card = ModelCard(**{**fields, "name": name, "version": version,
+                                   tags={SHA_TAG: sha})
+            card = ModelCard(**{**fields, "name": name, "version": str(registered.version),
                                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                                 "libraries": {**library_versions(), **fields.get("libraries", {})},
                                 "registry": {"mlflow": self.uri, "run_id": run_id},
                                 "artifact": {"file": MODEL_FILE, "format": "skops", "sha256": sha, "bytes": len(data)}})
             (folder / CARD_FILE).write_text(json.dumps(card.model_dump(), indent=1))
             self.call("log_artifact", run_id, str(folder / CARD_FILE))
-        self.call("set_terminated", run_id)
-        if alias is not None:
-            self.set_alias(name, alias, version)
         return card
+
+    def _abandon(self, run_id: str, name: str) -> None:
+        """Best effort after a failed training: its run FAILED, the version it registered (if any) deleted."""
+        try:
+            for version in self.call("search_model_versions", f"name='{name}'"):
+                if version.run_id == run_id:
+                    self.call("delete_model_version", name, str(version.version))
+            self.call("set_terminated", run_id, "FAILED")
+        except MonitorError:
+            pass  # the registry is what failed: the training's error says more than this one
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         """Point ``models:/<name>@<alias>`` at ``version``."""

@@ -45,3 +45,21 @@ def test_a_month_logs_its_headline_metrics_with_the_month_as_step():
                                   "volume": 2988.0}
     row["metrics"]["month"].update(auc=None, psi=None)  # too few labels, no reference: not logged
     assert month_metrics(row) == {"gini": 0.4, "ks": 0.3, "ks_adherence": 0.05, "volume": 2988.0}
+
+
+def test_a_training_that_fails_half_way_leaves_no_version_behind(tmp_path):
+    """A real local store (sqlite file): a card that cannot be written after the version was made."""
+    from mlflow import MlflowClient
+
+    from models.mlflow_registry import MlflowRegistry
+    from monitor.settings import Settings
+
+    settings = Settings(mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", run_dir=tmp_path)
+    registry = MlflowRegistry(settings)
+    with pytest.raises(TypeError):  # json cannot write an object(): raised after create_model_version
+        registry.register("half", {"a": 1}, {"unwritable": object()})
+    assert registry.versions("half") == []
+    run = MlflowClient(settings.mlflow_tracking_uri).search_runs([registry.experiment_id()])[0]
+    assert run.info.status == "FAILED"
+    card = registry.register("half", {"a": 1}, {"dataset": "none"})  # the next one is whole
+    assert (card.version, registry.load("half", card.version)) == ("2", {"a": 1})
