@@ -204,7 +204,9 @@ def load_reference_cmd(name: str, version: str | None, mlflow: bool) -> None:
 def migrate_cmd(name: str | None, version: str | None) -> None:
     """Re-save models registered as pickles (before skops) as skops files, in place, and record their
     sha256 in the ledger. Unpickling runs code: needs MONITOR_ALLOW_PICKLE_ARTIFACTS=true."""
-    registry = _registry()
+    from models.registry import Registry, models_dir
+
+    registry = Registry(models_dir(_settings()), settings=_settings())  # pickles exist only on disk, never in MLflow
     try:
         todo = [(n, v) for n, v in registry.legacy_versions()
                 if (name is None or n == name) and (version is None or v == str(version))]
