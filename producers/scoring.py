@@ -111,6 +111,11 @@ def _registry(registry_dir: str | Path | None = None):
     return registry_for(get_settings())
 
 
+def registry_root() -> str:
+    """Where the settings' registry is (a folder, or an MLflow tracking URI), for messages."""
+    return str(_registry().root)
+
+
 def has_registered_model(name: str, registry_dir: str | Path | None = None) -> bool:
     try:
         return bool(_registry(registry_dir).versions(name))
