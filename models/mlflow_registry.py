@@ -174,7 +174,14 @@ class MlflowRegistry:
     check_name = staticmethod(Registry.check_name)
 
     def names(self) -> list[str]:
-        return sorted(m.name for m in self.call("search_registered_models"))
+        """Every registered model's name (all pages: the client returns 100 at a time)."""
+        names, token = [], None
+        while True:
+            page = self.call("search_registered_models", max_results=1000, page_token=token)
+            names += [m.name for m in page]
+            token = getattr(page, "token", None)
+            if not token:
+                return sorted(names)
 
     def versions(self, name: str) -> list[str]:
         """Registered versions of ``name``, in increasing order."""
