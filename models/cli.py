@@ -85,6 +85,10 @@ def train_cmd(dataset: str, kind: str, name: str | None, no_redis: bool, as_json
     if dataset not in DATASETS:
         why = MISSING_DATASETS.get(dataset, f"choose one of {', '.join(sorted(DATASETS))}")
         raise click.BadParameter(f"no dataset {dataset!r}: {why}", param_hint="--dataset")
+    from models.mlflow_registry import ALIAS_RE
+
+    if alias is not None and not ALIAS_RE.match(alias):  # refused before training, not after registering
+        raise click.BadParameter(f"{alias!r}: use 1-64 of A-Z a-z 0-9 _ -", param_hint="--alias")
     registry = _registry(mlflow or alias is not None)
     try:
         card = train(dataset, kind, name, registry=registry)
