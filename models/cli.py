@@ -24,10 +24,19 @@ def _settings():
     return get_settings()
 
 
-def _registry():
-    from models.registry import Registry, models_dir
+def _registry(mlflow: bool = False):
+    """The on-disk registry, or MLflow's with ``--mlflow`` or MONITOR_MLFLOW_TRACKING_URI (models/mlflow_registry.py)."""
+    from models.mlflow_registry import registry_for
 
-    return Registry(models_dir(_settings()), settings=_settings())
+    return registry_for(_settings(), mlflow)
+
+
+def _is_mlflow(registry) -> bool:
+    return type(registry).__name__ == "MlflowRegistry"  # without importing mlflow for the on-disk registry
+
+
+MLFLOW_HELP = ("Use the MLflow registry (MONITOR_MLFLOW_TRACKING_URI, else the embedded store "
+               "sqlite:///<run_dir>/mlflow.db); implied when MONITOR_MLFLOW_TRACKING_URI is set.")
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -65,7 +74,10 @@ def models_group() -> None:
 @click.option("--no-redis", is_flag=True, help="Do not load the reference histogram into Redis (the artifact's "
               "sha256 still goes to the model ledger, MONITOR_MODELS_LEDGER: Redis unless a file is named).")
 @click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
-def train_cmd(dataset: str, kind: str, name: str | None, no_redis: bool, as_json: bool) -> None:
+@click.option("--mlflow", is_flag=True, help=MLFLOW_HELP)
+@click.option("--alias", help="MLflow: point models:/NAME@ALIAS (e.g. champion, challenger) at the new version.")
+def train_cmd(dataset: str, kind: str, name: str | None, no_redis: bool, as_json: bool, mlflow: bool,
+              alias: str | None) -> None:
     """Train a model, record its test metrics and register it (its reference goes to Redis)."""
     from datasets import DATASETS, MISSING_DATASETS
     from models.train import train
@@ -73,9 +85,15 @@ def train_cmd(dataset: str, kind: str, name: str | None, no_redis: bool, as_json
     if dataset not in DATASETS:
         why = MISSING_DATASETS.get(dataset, f"choose one of {', '.join(sorted(DATASETS))}")
         raise click.BadParameter(f"no dataset {dataset!r}: {why}", param_hint="--dataset")
-    registry = _registry()
+    from models.mlflow_registry import ALIAS_RE
+
+    if alias is not None and not ALIAS_RE.match(alias):  # refused before training, not after registering
+        raise click.BadParameter(f"{alias!r}: use 1-64 of A-Z a-z 0-9 _ -", param_hint="--alias")
+    registry = _registry(mlflow or alias is not None)
     try:
         card = train(dataset, kind, name, registry=registry)
+        if alias is not None:
+            registry.set_alias(card.name, alias, card.version)
     except MonitorError as exc:
         raise click.ClickException(str(exc)) from None
     loaded, reason = None, "--no-redis"
@@ -95,18 +113,25 @@ def train_cmd(dataset: str, kind: str, name: str | None, no_redis: bool, as_json
     console.print(_metrics_line("test", metrics.get("test"), split.get("test_months")))
     if metrics.get("oot"):
         console.print(_metrics_line("oot", metrics.get("oot"), split.get("oot_months")))
-    console.print(f"  registered in {registry.path(card.name, card.version)}  sha256 {card.sha256}")
+    if _is_mlflow(registry):
+        console.print(f"  registered in MLflow as {registry.path(card.name, card.version)}"
+                      + (f" (alias {alias})" if alias else "") + f"  sha256 {card.sha256}  ({registry.uri})")
+    else:
+        console.print(f"  registered in {registry.path(card.name, card.version)}  sha256 {card.sha256}")
     if loaded is not None:
         console.print(f"  reference: {loaded['n']} test-split scores loaded into Redis for {card.name}:{card.version}")
     else:
-        console.print(f"  reference NOT loaded into Redis ({reason}); load it later with: {_load_reference_hint(card)}")
+        hint = (f"monitor reference load --mlflow {registry.path(card.name, card.version)}" if _is_mlflow(registry)
+                else _load_reference_hint(card))
+        console.print(f"  reference NOT loaded into Redis ({reason}); load it later with: {hint}")
 
 
 @models_group.command("list")
 @click.option("--json", "as_json", is_flag=True)
-def list_cmd(as_json: bool) -> None:
+@click.option("--mlflow", is_flag=True, help=MLFLOW_HELP)
+def list_cmd(as_json: bool, mlflow: bool) -> None:
     """Every registered model version: name, version, dataset, kind, created, test AUC."""
-    registry = _registry()
+    registry = _registry(mlflow)
     try:
         cards = registry.cards()
     except MonitorError as exc:
@@ -133,10 +158,11 @@ def list_cmd(as_json: bool) -> None:
 @click.argument("name")
 @click.option("--version", "version", help="Default: the latest.")
 @click.option("--json", "as_json", is_flag=True, help="The whole card (with the reference histogram and raw test scores).")
-def show_cmd(name: str, version: str | None, as_json: bool) -> None:
+@click.option("--mlflow", is_flag=True, help=MLFLOW_HELP)
+def show_cmd(name: str, version: str | None, as_json: bool, mlflow: bool) -> None:
     """A model's card: dataset, split, test (and out-of-time) AUC, Gini, KS, features, sha256."""
     try:
-        card = _registry().card(name, version)
+        card = _registry(mlflow).card(name, version)
     except MonitorError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
@@ -163,11 +189,12 @@ def show_cmd(name: str, version: str | None, as_json: bool) -> None:
 
 @models_group.command("load-reference")
 @click.argument("name")
-@click.option("--version", "version", help="Default: the latest.")
-def load_reference_cmd(name: str, version: str | None) -> None:
+@click.option("--version", "version", help="Default: the latest (MLflow: a number or an alias).")
+@click.option("--mlflow", is_flag=True, help=MLFLOW_HELP)
+def load_reference_cmd(name: str, version: str | None, mlflow: bool) -> None:
     """Store a registered model's reference (test-split) histogram in Redis."""
     try:
-        card = _registry().card(name, version)
+        card = _registry(mlflow).card(name, version)
         meta = _load_reference(card)
     except MonitorError as exc:
         raise click.ClickException(str(exc)) from None
@@ -181,7 +208,9 @@ def load_reference_cmd(name: str, version: str | None) -> None:
 def migrate_cmd(name: str | None, version: str | None) -> None:
     """Re-save models registered as pickles (before skops) as skops files, in place, and record their
     sha256 in the ledger. Unpickling runs code: needs MONITOR_ALLOW_PICKLE_ARTIFACTS=true."""
-    registry = _registry()
+    from models.registry import Registry, models_dir
+
+    registry = Registry(models_dir(_settings()), settings=_settings())  # pickles exist only on disk, never in MLflow
     try:
         todo = [(n, v) for n, v in registry.legacy_versions()
                 if (name is None or n == name) and (version is None or v == str(version))]
@@ -193,3 +222,63 @@ def migrate_cmd(name: str | None, version: str | None) -> None:
             console.print(f"migrated {n}:{v} to skops  sha256 {card.sha256}")
     except MonitorError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@models_group.command("alias")
+@click.argument("name")
+@click.argument("alias")
+@click.option("--version", "version", help="Default: the latest.")
+def alias_cmd(name: str, alias: str, version: str | None) -> None:
+    """MLflow: point models:/NAME@ALIAS (champion, challenger...) at a registered version."""
+    registry = _registry(True)
+    try:
+        target = registry.resolve(name, version)
+        registry.set_alias(name, alias, target)
+    except MonitorError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"models:/{name}@{alias} -> version {target}")
+
+
+@models_group.command("sync-mlflow")
+@click.option("--model", help="Default: every monitored model registered in MLflow.")
+@click.option("--version", "version", help="Default: every monitored version of it.")
+@click.option("--follow", is_flag=True, help="Sync again every --interval seconds until Ctrl-C.")
+@click.option("--interval", type=float, default=60.0, show_default=True)
+def sync_mlflow_cmd(model: str | None, version: str | None, follow: bool, interval: float) -> None:
+    """Log each closed month's monitored metrics (AUC, Gini, KS, KS adherence, PSI, volume) of registered
+    versions to MLflow: a monitoring run per version, step = YYYYMM; a month is logged once."""
+    import time
+
+    from models.mlflow_sync import sync
+
+    registry = _registry(True)
+    try:
+        while True:
+            try:
+                results = sync(_settings(), registry, model, version)
+            except MonitorError as exc:
+                raise click.ClickException(str(exc)) from None
+            if not results:
+                console.print("no monitored model" + (f" {model}" if model else "") + " in Redis")
+            for name, ver, logged, note in results:
+                done = f"logged {', '.join(logged)}" if logged else "nothing new"
+                console.print(f"{name}:{ver}: {done}" + (f" ({note})" if note else ""))
+            if not follow:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:  # --follow ends with Ctrl-C
+        return
+
+
+def load_mlflow_reference(model_uri: str) -> None:
+    """`monitor reference load --mlflow models:/NAME@ALIAS`: the version's reference and feature profile
+    to Redis, for (NAME, its registry version)."""
+    try:
+        registry = _registry(True)
+        name, version = registry.resolve_uri(model_uri)
+        card = registry.card(name, version)
+        meta = _load_reference(card)
+    except MonitorError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"reference of {card.name}:{card.version}: {meta['n']} test-split scores loaded into Redis "
+                  f"(from {model_uri})" + (f", AUC {float(meta['auc']):.4f}" if meta.get("auc") is not None else ""))

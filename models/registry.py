@@ -320,13 +320,7 @@ class Registry:
         write its card (``fields`` + the registry's own: name, version, created, libraries, artifact).
 
         A model holding a type outside :data:`TRUSTED_TYPES` is refused here, not at its first load."""
-        import skops.io
-
-        data = skops.io.dumps(model)
-        refused = untrusted_types(data)
-        if refused:
-            raise ArtifactRefused(f"model {name}: holds untrusted type(s) {', '.join(refused)}; "
-                                  f"add them to models.registry.TRUSTED_TYPES only if loading them runs no code")
+        data = skops_bytes(f"model {name}", model)
         version, folder = self._allocate(name)
         try:
             _atomic_write(folder / MODEL_FILE, data)
@@ -436,24 +430,53 @@ class Registry:
 
     def _deserialize(self, label: str, card: ModelCard, data: bytes) -> Any:
         """skops with our trusted types only; a pickle only when allowed (it can run any code)."""
-        import skops.io
-
         if artifact_format(card) == "pickle":
             if not self.allow_pickle:
                 raise ArtifactRefused(f"{label}: its artifact is a pickle, which can run code when loaded; "
                                       f"refused (set MONITOR_ALLOW_PICKLE_ARTIFACTS=true only for artifacts "
                                       f"you made, and migrate them: monitor models migrate)")
             return pickle.loads(data)  # noqa: S301 - only with MONITOR_ALLOW_PICKLE_ARTIFACTS (refused above)
-        try:
-            refused = untrusted_types(data)
-        except Exception as exc:  # not a zip, no schema: a skops loader error of any kind
-            raise ArtifactRefused(f"{label}: its artifact is not a valid skops file ({type(exc).__name__})") from None
-        if refused:
-            raise ArtifactRefused(f"{label}: its artifact holds untrusted type(s) {', '.join(refused)}; not loaded")
-        try:
-            return skops.io.loads(data, trusted=list(TRUSTED_TYPES))
-        except Exception as exc:
-            raise ArtifactRefused(f"{label}: its skops artifact cannot be loaded ({type(exc).__name__})") from None
+        return load_skops(label, data)
+
+
+def skops_bytes(label: str, model: Any) -> bytes:
+    """``model`` as skops bytes; ArtifactRefused if it holds a type outside :data:`TRUSTED_TYPES` (refused
+    when it is saved, not at its first load). Every registry (this one, MLflow's) saves through here.
+
+    >>> load_skops("model m:1", skops_bytes("model m", {"a": [1, 2.0]}))
+    {'a': [1, 2.0]}
+    """
+    import skops.io
+
+    data = skops.io.dumps(model)
+    refused = untrusted_types(data)
+    if refused:
+        raise ArtifactRefused(f"{label}: holds untrusted type(s) {', '.join(refused)}; "
+                              f"add them to models.registry.TRUSTED_TYPES only if loading them runs no code")
+    return data
+
+
+def load_skops(label: str, data: bytes) -> Any:
+    """The object in skops bytes, built from trusted types only (never unpickled); ArtifactRefused otherwise.
+    Check the bytes' sha256 before calling this: it says what the bytes are, not whether they are ours.
+
+    >>> load_skops("model m:1", b"not a zip")
+    Traceback (most recent call last):
+    ...
+    models.registry.ArtifactRefused: model m:1: its artifact is not a valid skops file (BadZipFile)
+    """
+    import skops.io
+
+    try:
+        refused = untrusted_types(data)
+    except Exception as exc:  # not a zip, no schema: a skops loader error of any kind
+        raise ArtifactRefused(f"{label}: its artifact is not a valid skops file ({type(exc).__name__})") from None
+    if refused:
+        raise ArtifactRefused(f"{label}: its artifact holds untrusted type(s) {', '.join(refused)}; not loaded")
+    try:
+        return skops.io.loads(data, trusted=list(TRUSTED_TYPES))
+    except Exception as exc:
+        raise ArtifactRefused(f"{label}: its skops artifact cannot be loaded ({type(exc).__name__})") from None
 
 
 def artifact_format(card: ModelCard) -> str:

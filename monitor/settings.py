@@ -208,6 +208,22 @@ class Settings(BaseSettings):
         "on every load: `redis` (default; key {key_prefix}:artifact:{name}:{version}) or the path of a JSON "
         "file outside the registry, that the registry's writers cannot write. Env MONITOR_MODELS_LEDGER.",
     )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="An MLflow tracking store that holds the registered models instead of models_dir "
+        "(models/mlflow_registry.py): `monitor models`, `monitor produce --dataset` and the API's scoring then use "
+        "its registry; `monitor models sync-mlflow` writes the monitored months back. Default unset: the on-disk "
+        "registry, no MLflow needed. `--mlflow` on a command without it uses the embedded store "
+        "sqlite:///<run_dir>/mlflow.db. Env MONITOR_MLFLOW_TRACKING_URI.",
+    )
+    mlflow_artifact_root: Path | None = Field(
+        None, description="Where a local (sqlite:// or file path) MLflow store keeps the artifacts of the "
+        "experiment it creates; default: mlflow-artifacts next to the sqlite file. An http(s) server keeps its "
+        "own. Env MONITOR_MLFLOW_ARTIFACT_ROOT.",
+    )
+    mlflow_experiment: str = Field(
+        "credit-monitor", description="MLflow experiment of the training and monitoring runs. "
+        "Env MONITOR_MLFLOW_EXPERIMENT.",
+    )
     allow_pickle_artifacts: bool = Field(
         False, description="Load model artifacts that are pickles (registered before skops; a pickle can run "
         "any code when loaded). Default false: only skops files of trusted types load. Migrate old ones "

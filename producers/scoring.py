@@ -81,15 +81,14 @@ def scored_records(frame: pd.DataFrame, model_name: str, version: str | None = N
     ``frame`` needs ``REF_DATE`` and the model's feature columns; ``TARGET`` and ``record_id`` are
     optional (ids default to ``<source>-<row>``). The stream's ``report`` is the scoring report.
     """
-    from models.registry import load_model, models_dir
     from models.train import score_frame
-    from monitor.settings import get_settings
     from producers.files import records_from_frame
 
     if labels not in LABEL_MODES:
         raise MonitorError(f"labels must be one of {', '.join(LABEL_MODES)}, got {labels!r}")
-    root = registry_dir if registry_dir is not None else models_dir(get_settings())
-    model, card = load_model(model_name, version, root=root)
+    registry = _registry(registry_dir)
+    card = registry.card(model_name, version)
+    model = registry.load(card.name, card.version)
     try:
         scores, report = score_frame(model, frame)
     except MonitorError as exc:
@@ -100,11 +99,25 @@ def scored_records(frame: pd.DataFrame, model_name: str, version: str | None = N
     return RecordStream(records, len(frame), labels=labels, report=report, model=card.name, version=card.version)
 
 
-def has_registered_model(name: str, registry_dir: str | Path | None = None) -> bool:
-    from models.registry import Registry, models_dir
+def _registry(registry_dir: str | Path | None = None):
+    """The on-disk registry ``registry_dir``, else the settings' (MLflow's when MONITOR_MLFLOW_TRACKING_URI is set)."""
+    from models.registry import Registry
     from monitor.settings import get_settings
 
+    if registry_dir is not None:
+        return Registry(registry_dir)
+    from models.mlflow_registry import registry_for
+
+    return registry_for(get_settings())
+
+
+def registry_root() -> str:
+    """Where the settings' registry is (a folder, or an MLflow tracking URI), for messages."""
+    return str(_registry().root)
+
+
+def has_registered_model(name: str, registry_dir: str | Path | None = None) -> bool:
     try:
-        return bool(Registry(registry_dir if registry_dir is not None else models_dir(get_settings())).versions(name))
+        return bool(_registry(registry_dir).versions(name))
     except MonitorError:
         return False

@@ -59,11 +59,10 @@ def open_source(*, path: Path | None = None, synthetic: str | None = None, datas
     frame = read_frame(path)
     if scored_with is None and score_column not in frame.columns:
         if model is None or not has_registered_model(model):  # model is given without scored_with
-            from models.registry import models_dir
-            from monitor.settings import get_settings
+            from producers.scoring import registry_root
 
             raise MonitorError(f"{path}: no score column {score_column!r} and no registered model {model!r} in "
-                               f"{models_dir(get_settings())} to score it (train one with `monitor models train`, "
+                               f"{registry_root()} to score it (train one with `monitor models train`, "
                                f"or name the score column with --score-column)")
         scored_with = model
     if scored_with:

@@ -94,9 +94,9 @@ class ModelCache:
 
 
 def _registry(settings):
-    from models.registry import Registry, models_dir
+    from models.mlflow_registry import registry_for  # the on-disk registry unless MONITOR_MLFLOW_TRACKING_URI
 
-    return Registry(models_dir(settings), settings=settings)
+    return registry_for(settings)
 
 
 def _score(request: Request, registry, card, frame) -> tuple[np.ndarray, dict]:

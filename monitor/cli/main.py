@@ -118,15 +118,23 @@ def reference() -> None:
 
 
 @reference.command("load")
-@click.option("--model", required=True)
+@click.option("--model")
 @click.option("--version", "version", default="1", show_default=True)
-@click.option("--file", "path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--score-column", default="score", show_default=True)
-def reference_load(model: str, version: str, path: Path, score_column: str) -> None:
-    """Store the reference score histogram of a CSV, CSV.gz or JSON file in Redis."""
+@click.option("--mlflow", "model_uri", help="Instead of --model/--file: a version registered in MLflow, "
+              "models:/NAME@ALIAS or models:/NAME/VERSION (its reference and feature profile; models/mlflow_registry.py).")
+def reference_load(model: str | None, version: str, path: Path | None, score_column: str, model_uri: str | None) -> None:
+    """Store the reference score histogram of a CSV, CSV.gz or JSON file (or of an MLflow model version) in Redis."""
     from monitor.ops.reference import load_reference_file
 
     settings = get_settings()
+    if model_uri:
+        from models.cli import load_mlflow_reference
+
+        return load_mlflow_reference(model_uri)
+    if not (model and path):
+        raise click.UsageError("give --model and --file, or --mlflow models:/NAME@ALIAS")
     path = _user_file(path, settings)
     card = _run(load_reference_file(settings, model, version, path, score_column))
     console.print(f"reference of {model}:{version}: {card['n']} scores from {path}"
