@@ -69,6 +69,7 @@ class ScaleOptions:
     sentinels: int = 20
     workers: int = 1
     redis_url: str | None = None
+    cluster: bool = False
     bootstrap: str | None = None
     json_path: Path | None = None
 
@@ -281,7 +282,7 @@ def summary_lines(opts: ScaleOptions, result: dict) -> list[str]:
     lag_p99 = lag.get("p99_ms")
     return [
         f"scale: {opts.models} models x {opts.months} months of history ({opts.history} records each), "
-        f"{opts.workers} worker(s), live {opts.rate:,.0f} records/s for {opts.seconds:.0f} s in arrays of "
+        f"{'a 3-master Redis Cluster' if opts.cluster else 'one redis-server'}, {opts.workers} worker(s), live {opts.rate:,.0f} records/s for {opts.seconds:.0f} s in arrays of "
         f"{opts.per_message}",
         f"  history folded            {result['history_records']:>12,} records in {result['history_fold_s']:.1f} s",
         f"  Redis, references         {result['redis_bytes_references'] / 2**20:>12.1f} MiB  "
@@ -328,6 +329,8 @@ def parse_args(argv: list[str] | None = None) -> ScaleOptions:
     parser.add_argument("--workers", type=int, default=defaults.workers)
     parser.add_argument("--redis", dest="redis_url", default=None,
                         help="Redis URL, redis+cluster:// for a cluster (default: a throwaway redis-server)")
+    parser.add_argument("--cluster", action="store_true",
+                        help="on a throwaway local Redis Cluster of 3 masters (monitor/ops/redis_cluster.py)")
     parser.add_argument("--bootstrap", default=None, help="Kafka bootstrap (default: a throwaway local broker)")
     parser.add_argument("--json", dest="json_path", type=Path, default=None, help="also write the figures here")
     opts = ScaleOptions(**vars(parser.parse_args(argv)))
@@ -337,35 +340,49 @@ def parse_args(argv: list[str] | None = None) -> ScaleOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from monitor.ops import infra
+    from monitor.ops.redis_cluster import LocalCluster
 
     opts = parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="credit-monitor-scale-"))
-    name = f"scale-{uuid.uuid4().hex[:6]}"
-    settings = Settings(
-        kafka_bootstrap=opts.bootstrap or f"127.0.0.1:{infra.free_port()}",
-        redis_url=opts.redis_url or f"redis://127.0.0.1:{infra.free_port()}/0", run_dir=tmp,
-        records_topic=f"{name}-records", outcomes_topic=f"{name}-outcomes", alerts_topic=f"{name}-alerts",
-        dead_letter_topic=f"{name}-dead-letter", consumer_group=name, key_prefix=name)
-    services = [svc for svc in infra.services(settings)
-                if not ((svc.name == "broker" and opts.bootstrap) or (svc.name == "redis" and opts.redis_url))]
 
     def say(message: str) -> None:
         print(f"[scale] {message}", flush=True)
 
     say(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; logs in {tmp}")
+    cluster = LocalCluster(tmp / "redis-cluster", masters=3, replicas=0) if opts.cluster else None
     try:
-        for svc in services:
-            say(f"{svc.name}: {svc.start()}")
-        result = asyncio.run(run_scale(opts, settings, tmp, say))
+        if cluster is not None:
+            say(f"redis cluster: {cluster.start()}")
+        result = run_on_servers(opts, tmp, cluster.url if cluster is not None else opts.redis_url, say)
     finally:
-        for svc in reversed(services):
-            svc.stop()
+        if cluster is not None:
+            cluster.stop()
     print("\n".join(summary_lines(opts, result)))
     if opts.json_path is not None:
         opts.json_path.write_text(json.dumps({"options": {k: str(v) for k, v in asdict(opts).items()},
                                               "machine": {"cpus": os.cpu_count()}, **result}, indent=2, default=str))
     return 0
+
+
+def run_on_servers(opts: ScaleOptions, tmp: Path, redis_url: str | None, say: Callable[[str], None]) -> dict:
+    """Fresh topics, group and key prefix; the broker and a redis-server started unless given."""
+    from monitor.ops import infra
+
+    name = f"scale-{uuid.uuid4().hex[:6]}"
+    settings = Settings(
+        kafka_bootstrap=opts.bootstrap or f"127.0.0.1:{infra.free_port()}",
+        redis_url=redis_url or f"redis://127.0.0.1:{infra.free_port()}/0", run_dir=tmp,
+        records_topic=f"{name}-records", outcomes_topic=f"{name}-outcomes", alerts_topic=f"{name}-alerts",
+        dead_letter_topic=f"{name}-dead-letter", consumer_group=name, key_prefix=name)
+    services = [svc for svc in infra.services(settings)
+                if not ((svc.name == "broker" and opts.bootstrap) or (svc.name == "redis" and redis_url))]
+    try:
+        for svc in services:
+            say(f"{svc.name}: {svc.start()}")
+        return asyncio.run(run_scale(opts, settings, tmp, say))
+    finally:
+        for svc in reversed(services):
+            svc.stop()
 
 
 if __name__ == "__main__":
