@@ -137,17 +137,28 @@ async def seed_history(settings: Settings, models: list[str], months: int, per_m
     processor = BatchProcessor(store, refuse, await asyncio.to_thread(state_epoch, settings))
     spec = Scenario(name="scale-history", start_month=add_months(LIVE_MONTH, -months), months=months,
                     monthly_volume=per_month * len(models), seed=1, label_fraction=1.0)
-    topic, offset, batch = f"{settings.records_topic}-history", 0, []
+    topic, offset, chunk = f"{settings.records_topic}-history", 0, []
+
+    async def fold(records: list[dict]) -> None:
+        # A model's records together: one script call per model and batch, as a backfill by model would be
+        nonlocal offset
+        records.sort(key=lambda r: r["model"])
+        for start in range(0, len(records), 5000):
+            batch = []
+            for record in records[start:start + 5000]:
+                batch.append(RawMessage(topic, 0, offset, orjson.dumps(record)))
+                offset += 1
+            await processor.process(batch)
+
     try:
         for i, record in enumerate(generate(spec)):
             record["model"] = models[i % len(models)]
-            batch.append(RawMessage(topic, 0, offset, orjson.dumps(record)))
-            offset += 1
-            if len(batch) == 2000:
-                await processor.process(batch)
-                batch = []
-        if batch:
-            await processor.process(batch)
+            chunk.append(record)
+            if len(chunk) == 100 * len(models):
+                await fold(chunk)
+                chunk = []
+        if chunk:
+            await fold(chunk)
     finally:
         await store.close()
     return offset
