@@ -178,7 +178,7 @@ async def wait_first_pass(settings: Settings, models: list[str], month: str, wor
                 raise PhaseError("a worker exited during its first pass")
             if time.monotonic() - started > timeout_s:
                 raise PhaseError(f"first pass: {len(waiting)} models without metrics after {timeout_s:.0f} s")
-            done = await asyncio.gather(*(store.metrics_of(m, "1", [month]) for m in waiting[:200]))
+            done = [await store.metrics_of(m, "1", [month]) for m in waiting[:200]]  # one connection
             waiting = [m for m, got in zip(waiting[:200], done, strict=True) if not got.get(month)] + waiting[200:]
             if first is None and len(waiting) < len(models):
                 first = time.monotonic()
