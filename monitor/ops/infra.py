@@ -35,7 +35,17 @@ def kafka_address(settings: Settings) -> tuple[str, int]:
 
 
 def redis_address(settings: Settings) -> tuple[str, int]:
+    """Host and port of the Redis URL; of its first node for a cluster's ``redis+cluster://h1:p1,h2:p2``.
+
+    >>> redis_address(Settings(redis_url="redis+cluster://127.0.0.1:7001,127.0.0.1:7002"))
+    ('127.0.0.1', 7001)
+    >>> redis_address(Settings(redis_url="redis://:secret@cache.internal:6380/0"))
+    ('cache.internal', 6380)
+    """
     url = urlparse(settings.redis_url)
+    if "," in url.netloc:  # a cluster's node list
+        first = url.netloc.rpartition("@")[2].split(",")[0]
+        return _host_port(first, 6379)
     return url.hostname or "127.0.0.1", url.port or 6379
 
 
