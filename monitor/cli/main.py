@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from pathlib import Path
 
@@ -219,14 +218,10 @@ def alerts(follow: bool, from_beginning: bool, history: bool, as_json: bool, lim
 
     if follow:
         # Ctrl-C ends a subscription quietly, also while the modules still load (scipy: seconds on a busy
-        # machine): a KeyboardInterrupt raised inside an extension's initialisation surfaces as an ImportError
-        # with a traceback, so while importing a Ctrl-C is only noted.
-        interrupted: list[int] = []
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
-        try:
-            from monitor.alerts import follow as follow_mod
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        # machine)
+        from monitor.cli import load_noting_interrupts
+
+        follow_mod, interrupted = load_noting_interrupts("monitor.alerts.follow")
         if interrupted:
             return
         try:

@@ -152,25 +152,31 @@ async def test_worker_cli_and_api_on_a_cluster(cluster_settings, worker_process,
             assert (await c.get("/alerts", params={"status": "firing"})).json()
 
 
-async def test_master_failover_during_a_replay_loses_and_doubles_nothing(cluster_settings, worker_process,
-                                                                         redis_cluster):
-    s = cluster_settings
-    specs = [replace(SCENARIOS["baseline"], months=3, monthly_volume=3000, name=f"fo-{i}", model=f"fo-{i}",
-                     seed=40 + i) for i in range(3)]
+async def replay_a_quarter(s, worker_process, name: str, months: int, models: int, seed: int):
+    """Publish ``models`` models' months, start a worker and wait until a quarter is counted: the streams,
+    the worker, an open Store, the master port of the first model's slot and the records counted."""
+    specs = [replace(SCENARIOS["baseline"], months=months, monthly_volume=3000, name=f"{name}-{i}",
+                     model=f"{name}-{i}", seed=seed + i) for i in range(models)]
     streams = [(spec, list(generate(spec))) for spec in specs]
     total = sum(len(r) for _, r in streams)
     await publish([r for _, recs in streams for r in recs], s, per_message=10)
     worker = worker_process(s)
     store = Store.connect(s)
+    deadline = time.monotonic() + 90
+    while await store.worker_counter("records") < total // 4:
+        assert time.monotonic() < deadline and worker.poll() is None
+        await asyncio.sleep(0.1)
+    await store.redis.initialize()
+    master = store.redis.get_node_from_key(store.count_key(specs[0].model, "1", "2024-01")).port
+    return streams, worker, store, master, await store.worker_counter("records"), total
+
+
+async def test_master_failover_during_a_replay_loses_and_doubles_nothing(cluster_settings, worker_process,
+                                                                         redis_cluster):
+    streams, worker, store, master, at, total = await replay_a_quarter(cluster_settings, worker_process, "fo",
+                                                                       months=3, models=3, seed=40)
     try:
-        deadline = time.monotonic() + 90
-        while await store.worker_counter("records") < total // 4:
-            assert time.monotonic() < deadline and worker.poll() is None
-            await asyncio.sleep(0.1)
         # The master holding the first model's slot hands over to its replica mid-replay.
-        await store.redis.initialize()
-        master = store.redis.get_node_from_key(store.count_key(specs[0].model, "1", "2024-01")).port
-        at = await store.worker_counter("records")
         new_master = redis_cluster.failover(master)
         print(f"\nfailover of master {master} to {new_master} at {at:,} of {total:,} records")
         for spec, records in streams:
@@ -207,22 +213,9 @@ async def test_master_killed_during_a_replay_loses_and_doubles_nothing(cluster_s
     """kill -9 of the master holding a model's slot mid-replay: its replica is promoted (automatic
     failover). Writes it had not received are lost, which the worker sees as offsets behind what it
     wrote and rebuilds from the topic (a new epoch); either way every record is counted once."""
-    s = cluster_settings
-    specs = [replace(SCENARIOS["baseline"], months=2, monthly_volume=3000, name=f"kill-{i}", model=f"kill-{i}",
-                     seed=60 + i) for i in range(2)]
-    streams = [(spec, list(generate(spec))) for spec in specs]
-    total = sum(len(r) for _, r in streams)
-    await publish([r for _, recs in streams for r in recs], s, per_message=10)
-    worker = worker_process(s)
-    store = Store.connect(s)
+    streams, worker, store, master, at, total = await replay_a_quarter(cluster_settings, worker_process, "kill",
+                                                                       months=2, models=2, seed=60)
     try:
-        deadline = time.monotonic() + 90
-        while await store.worker_counter("records") < total // 4:
-            assert time.monotonic() < deadline and worker.poll() is None
-            await asyncio.sleep(0.1)
-        await store.redis.initialize()
-        master = store.redis.get_node_from_key(store.count_key(specs[0].model, "1", "2024-01")).port
-        at = await store.worker_counter("records")
         started = time.monotonic()
         new_master = redis_cluster.kill(master)
         print(f"\nmaster {master} killed at {at:,} of {total:,} records; replica {new_master} took over in "
