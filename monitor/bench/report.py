@@ -799,7 +799,7 @@ def profile_summary(collapsed: str, top: int = 15) -> dict:
     thread under ``threads``, and the top-level figures are the main thread's (the agents' loop).
 
     >>> text = chr(10).join(["main (a.py:1);EpollSelector.select (/usr/lib/python3.11/selectors.py:9) 3",
-    ...                      "main (a.py:1);run (/w/monitor/engine.py:5);ks (/w/monitor/stats/ks.py:2) 1"])
+    ...                      "main (a.py:1);run (/w/monitor/worker/engine.py:5);ks (/w/monitor/stats/ks.py:2) 1"])
     >>> s = profile_summary(text)
     >>> s["samples"], s["idle_share"], s["categories"]["metrics engine (monitor.worker.engine, stats, alerts, rules)"]
     (4, 0.75, 0.25)

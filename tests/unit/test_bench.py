@@ -361,10 +361,10 @@ def test_profile_summary_of_collapsed_stacks():
     text = "\n".join([
         f"<module> (w.py:1);BaseEventLoop._run_once ({stdlib}/asyncio/base_events.py:1);"
         f"EpollSelector.select ({stdlib}/selectors.py:468) 50",
-        f"<module> (w.py:1);process (/work/main/monitor/pipeline.py:90);decode_records (/work/main/monitor/schema.py:120);"
+        f"<module> (w.py:1);process (/work/main/monitor/worker/pipeline.py:90);decode_records (/work/main/monitor/schema.py:120);"
         f"validate_python ({site}/pydantic/type_adapter.py:400) 30",
-        "<module> (w.py:1);run_once (/work/main/monitor/engine.py:50);compute (/work/main/monitor/stats/summary.py:10) 15",
-        f"<module> (w.py:1);process (/work/main/monitor/pipeline.py:90);execute ({site}/redis/asyncio/client.py:600);"
+        "<module> (w.py:1);run_once (/work/main/monitor/worker/engine.py:50);compute (/work/main/monitor/stats/summary.py:10) 15",
+        f"<module> (w.py:1);process (/work/main/monitor/worker/pipeline.py:90);execute ({site}/redis/asyncio/client.py:600);"
         f"write ({stdlib}/asyncio/selector_events.py:1) 5",
         "garbage line",
     ])
@@ -405,7 +405,7 @@ def test_window_cpu_shares():
 def test_profile_summary_per_thread():
     text = "\n".join([
         "thread (1): MainThread;<module> (w.py:1);EpollSelector.select (/x/lib/python3.11/selectors.py:1) 2",
-        "thread (1): MainThread;<module> (w.py:1);fold (/w/monitor/pipeline.py:3) 8",
+        "thread (1): MainThread;<module> (w.py:1);fold (/w/monitor/worker/pipeline.py:3) 8",
         "thread (2): Thread-1;run (/x/lib/python3.11/site-packages/mode/threads.py:62);"
         "EpollSelector.select (/x/lib/python3.11/selectors.py:1) 9",
         "thread (2): Thread-1;run (/x/lib/python3.11/site-packages/aiokafka/consumer/fetcher.py:9) 1",
