@@ -258,6 +258,13 @@ def sync_mlflow_cmd(model: str | None, version: str | None, follow: bool, interv
                 results = sync(_settings(), registry, model, version)
             except MonitorError as exc:
                 raise click.ClickException(str(exc)) from None
+            except Exception as exc:
+                if not follow:
+                    raise
+                # Redis or the MLflow server away for a while: a follower tries again, it does not die
+                console.print(f"sync failed ({type(exc).__name__}: {exc}); again in {interval:g} s")
+                time.sleep(interval)
+                continue
             if not results:
                 console.print("no monitored model" + (f" {model}" if model else "") + " in Redis")
             for name, ver, logged, note in results:

@@ -24,6 +24,7 @@ mlflow is imported lazily (it takes seconds): `monitor --help` never imports it.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import tempfile
 from dataclasses import dataclass
@@ -44,7 +45,10 @@ from models.registry import (
 )
 from monitor.errors import MonitorError, NotFound
 
+log = logging.getLogger("models.mlflow_registry")
+
 SHA_TAG = "sha256"  # model version tag: the sha256 of model.skops, checked before every load
+COMPLETE_TAG = "monitor.complete"  # model version tag, set once its card is logged: only such versions are listed
 MONITORING_RUN_TAG = "monitoring_run_id"  # model version tag: the run that models/mlflow_sync.py logs to
 ALIAS_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MODEL_URI_RE = re.compile(r"^models:/(?P<name>[A-Za-z0-9_.-]{1,128})(?:/(?P<version>[0-9]+)|@(?P<alias>[^/]*))$")
@@ -184,9 +188,10 @@ class MlflowRegistry:
                 return sorted(names)
 
     def versions(self, name: str) -> list[str]:
-        """Registered versions of ``name``, in increasing order."""
+        """Registered versions of ``name`` whose card is logged, in increasing order (a version is
+        registered before its card: one still being logged, or left by a failed clean-up, is skipped)."""
         found = self.call("search_model_versions", f"name='{self.check_name(name)}'")
-        return sorted((str(v.version) for v in found), key=int)
+        return sorted((str(v.version) for v in found if (v.tags or {}).get(COMPLETE_TAG) == "1"), key=int)
 
     def resolve(self, name: str, version: str | None = None) -> str:
         """The version asked for: ``None``/``latest`` (the highest), a number, or an alias; else NotFound."""
@@ -261,6 +266,7 @@ class MlflowRegistry:
                                 "artifact": {"file": MODEL_FILE, "format": "skops", "sha256": sha, "bytes": len(data)}})
             (folder / CARD_FILE).write_text(json.dumps(card.model_dump(), indent=1))
             self.call("log_artifact", run_id, str(folder / CARD_FILE))
+            self.call("set_model_version_tag", name, card.version, COMPLETE_TAG, "1")
         return card
 
     def _abandon(self, run_id: str, name: str) -> None:
@@ -270,8 +276,8 @@ class MlflowRegistry:
                 if version.run_id == run_id:
                     self.call("delete_model_version", name, str(version.version))
             self.call("set_terminated", run_id, "FAILED")
-        except MonitorError:
-            pass  # the registry is what failed: the training's error says more than this one
+        except Exception:  # noqa: BLE001 - best effort: the training's error, re-raised, says more than this one
+            log.warning("cleaning up the failed training run %s of %s did not finish", run_id, name, exc_info=True)
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         """Point ``models:/<name>@<alias>`` at ``version``."""

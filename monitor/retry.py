@@ -57,6 +57,8 @@ def is_transient(exc: BaseException) -> bool:
     """
     if isinstance(exc, _TRANSIENT_REDIS_CLASSES):
         return True
+    if isinstance(exc, redis.exceptions.RedisClusterException):  # the base class, raised when no node answers
+        return str(exc).startswith("Redis Cluster cannot be connected")
     if isinstance(exc, redis.exceptions.ResponseError):
         return str(exc).split(" ", 1)[0] in TRANSIENT_REDIS_CODES
     if isinstance(exc, aiokafka.errors.KafkaError):

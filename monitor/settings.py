@@ -111,7 +111,10 @@ class Settings(BaseSettings):
     redis_username: str | None = Field(None, description="Redis ACL user. Env MONITOR_REDIS_USERNAME.")
     redis_ssl_ca_certs: Path | None = Field(None, description="CA bundle for rediss://. Env MONITOR_REDIS_SSL_CA_CERTS.")
     key_prefix: str = Field(
-        "cm", description="Prefix of every Redis key this monitor writes. Env MONITOR_KEY_PREFIX."
+        "cm", min_length=1, pattern=r"^[^{}]+$",
+        description="Prefix of every Redis key this monitor writes; no braces (a model's keys carry the hash "
+        "tag {model:version}, and the scripts build a model's other keys from the first braces of a key). "
+        "Env MONITOR_KEY_PREFIX.",
     )
 
     # --- Statistics ----------------------------------------------------------------------

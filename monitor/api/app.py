@@ -125,6 +125,12 @@ def install_error_handlers(app: FastAPI, settings: Settings) -> None:
         log.warning("Redis unreachable: %s", exc)
         return JSONResponse({"detail": f"Redis not reachable ({type(exc).__name__}); retry later"}, status_code=503)
 
+    @app.exception_handler(redis.exceptions.RedisClusterException)
+    async def cluster_down(request: Request, exc: Exception) -> JSONResponse:
+        from monitor.retry import is_transient
+
+        return await (redis_down if is_transient(exc) else unexpected)(request, exc)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         error_id = uuid.uuid4().hex[:16]

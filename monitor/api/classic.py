@@ -196,10 +196,11 @@ async def post_performance(
     records = await read_records(request, settings.api_max_records)  # a bad body is refused before Redis is read
     store = request.app.state.store
     registry = _registry(settings)
-    registered = registry.versions(model_from)
+    # The registry may be an MLflow server (HTTP calls, downloads): never on the event loop
+    registered = await asyncio.to_thread(registry.versions, model_from)
     monitored = await _monitored_versions(store, model_from)
     if not registered and not monitored:
-        known = sorted(set(registry.names()) | {m for m, _ in await reads.model_keys(store)})
+        known = sorted(set(await asyncio.to_thread(registry.names)) | {m for m, _ in await reads.model_keys(store)})
         raise NotFound(f"unknown model {model_from!r}: it is neither registered (MONITOR_MODELS_DIR) nor monitored"
                        + (f" (known: {', '.join(known)})" if known else " (no model is known yet: "
                           "train one with `monitor models train`)"))
@@ -207,7 +208,7 @@ async def post_performance(
     if unscored and not registered:
         raise NotFound(f"{len(unscored)} records have no score and {model_from!r} is not a registered model "
                        f"that could score them; send scores or register the model")
-    card = registry.card(model_from, version) if registered else None
+    card = await asyncio.to_thread(registry.card, model_from, version) if registered else None
 
     def compute() -> dict:
         frame = records_frame(records)
@@ -238,8 +239,8 @@ async def get_performance(request: Request) -> JSONBytes:
 async def adherence_reference(store, registry, body: AdherenceRequest) -> tuple:
     """What a file is compared with: ``(card, histogram, raw test scores or None, version, source)``, from
     the registry card when it has a reference, else from the reference loaded in Redis."""
-    registered = registry.versions(body.model)
-    card = registry.card(body.model, body.version) if registered else None
+    registered = await asyncio.to_thread(registry.versions, body.model)
+    card = await asyncio.to_thread(registry.card, body.model, body.version) if registered else None
     reference, source, version, reference_raw = None, None, None, None
     if card is not None and (card.get("reference") or {}).get("histogram"):
         from models.registry import reference_histogram, reference_scores

@@ -392,8 +392,22 @@ def run_on_servers(opts: ScaleOptions, tmp: Path, redis_url: str | None, say: Ca
             say(f"{svc.name}: {svc.start()}")
         return asyncio.run(run_scale(opts, settings, tmp, say))
     finally:
+        if opts.redis_url:  # the user's Redis: the run's keys (GBs at full size) go with the run
+            say(f"deleting the run's keys ({settings.key_prefix}:*)")
+            asyncio.run(wipe(settings))
         for svc in reversed(services):
             svc.stop()
+
+
+async def wipe(settings: Settings) -> None:
+    """Delete every key of the run's prefix (SCAN on every master of a cluster)."""
+    from monitor.state import Store
+
+    store = Store.connect(settings)
+    try:
+        await store.wipe()
+    finally:
+        await store.close()
 
 
 if __name__ == "__main__":

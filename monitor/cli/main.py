@@ -41,6 +41,12 @@ def _run(coro):
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
             redis.exceptions.NoPermissionError) as exc:
         raise click.ClickException(redis_error_message(get_settings(), exc)) from None
+    except redis.exceptions.RedisClusterException as exc:
+        from monitor.retry import is_transient
+
+        if not is_transient(exc):  # a cluster none of whose nodes answers: one line, as for one Redis
+            raise
+        raise click.ClickException(redis_error_message(get_settings(), exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -215,10 +215,23 @@ class Service:
 
 
 def services(settings: Settings) -> list[Service]:
+    """The local broker and redis-server of the settings; no redis-server for a cluster URL (one
+    standalone server on its first node's port would not be a cluster: ``monitor/ops/redis_cluster.py``
+    starts a local one).
+
+    >>> [s.name for s in services(Settings(redis_url="redis://127.0.0.1:6390/0"))]
+    ['broker', 'redis']
+    >>> [s.name for s in services(Settings(redis_url="redis+cluster://127.0.0.1:7000,127.0.0.1:7001"))]
+    ['broker']
+    """
+    from monitor.connect import is_cluster_url
+
     khost, kport = kafka_address(settings)
-    rhost, rport = redis_address(settings)
-    return [Service("broker", khost, kport, "MONITOR_KAFKA_BOOTSTRAP", settings.run_dir, settings.broker),
-            Service("redis", rhost, rport, "MONITOR_REDIS_URL", settings.run_dir)]
+    out = [Service("broker", khost, kport, "MONITOR_KAFKA_BOOTSTRAP", settings.run_dir, settings.broker)]
+    if not is_cluster_url(settings.redis_url):
+        rhost, rport = redis_address(settings)
+        out.append(Service("redis", rhost, rport, "MONITOR_REDIS_URL", settings.run_dir))
+    return out
 
 
 @contextmanager

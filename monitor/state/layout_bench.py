@@ -2,7 +2,7 @@
 
 ``python -m monitor.state.layout_bench [--redis-url URL]`` writes one month of histograms
 (pos / neg / unlabeled, about 10,000 distinct bins in total) and a reference in the store's
-layout (one dense big-endian int64 string per histogram, see monitor/store.py), then times
+layout (one dense big-endian int64 string per histogram, see monitor/state/store.py), then times
 the read (one pipelined round trip of GETs, redis-py + hiredis) + parsing +
 ``compute_metrics``; for comparison the same data as Redis hashes (HGETALL), and a raw-array
 baseline (sklearn roc_auc_score + scipy ks_2samp) in the same run. Without ``--redis-url`` it starts a throwaway ``redis-server`` on a

@@ -43,7 +43,8 @@ class Probe:
 
     On a Redis Cluster the server's figures are the masters' together: INFO summed over them
     (:func:`merge_info`: ``used_memory`` is the cluster's), CONFIG SET, SLOWLOG and CONFIG RESETSTAT
-    on each, the slow log and LATENCY LATEST gathered from all."""
+    on each, the slow log gathered from all; LATENCY (reset, latest) goes to one node only (redis-py's
+    latency commands take no node target), so the latency spikes of a cluster run are one master's."""
 
     def __init__(self, settings: Settings, **overrides: Any):
         from monitor.connect import is_cluster_url, redis_client

@@ -27,7 +27,7 @@ from monitor.stats import (
 )
 
 ALERT_HISTORY_CAP = 10_000
-log = logging.getLogger("monitor.store")
+log = logging.getLogger("monitor.state.store")
 
 
 @dataclass

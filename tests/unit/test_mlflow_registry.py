@@ -63,3 +63,22 @@ def test_a_training_that_fails_half_way_leaves_no_version_behind(tmp_path):
     assert run.info.status == "FAILED"
     card = registry.register("half", {"a": 1}, {"dataset": "none"})  # the next one is whole
     assert (card.version, registry.load("half", card.version)) == ("2", {"a": 1})
+
+
+def test_a_version_still_being_logged_is_not_listed(tmp_path):
+    """A version is registered before its card is logged: while another training logs it (or after a
+    clean-up that failed), listing, `latest` and the cards skip it instead of failing on its card."""
+    from mlflow import MlflowClient
+
+    from models.mlflow_registry import MlflowRegistry
+    from monitor.settings import Settings
+
+    settings = Settings(mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", run_dir=tmp_path)
+    registry = MlflowRegistry(settings)
+    card = registry.register("busy", {"a": 1}, {"dataset": "none"})
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    run = client.create_run(registry.experiment_id())
+    client.create_model_version("busy", source=run.info.artifact_uri, run_id=run.info.run_id)  # no card yet
+    assert registry.versions("busy") == [card.version]
+    assert registry.resolve("busy") == card.version
+    assert [c.version for c in registry.cards() if c.name == "busy"] == [card.version]

@@ -27,6 +27,10 @@ def no_sleeping(monkeypatch):
     # A Redis Cluster between a master's failure and its replica's promotion (issue 18):
     (redis.exceptions.SlotNotCoveredError('Slot "3174" is not covered by the cluster.'), True),
     (redis.exceptions.ClusterDownError("CLUSTERDOWN The cluster is down"), True),
+    # no node of the cluster answers while its slot map is read again (redis-py raises the base class)
+    (redis.exceptions.RedisClusterException("Redis Cluster cannot be connected. Please provide at least one "
+                                            "reachable node: Error 111 connecting to 127.0.0.1:7000."), True),
+    (redis.exceptions.RedisClusterException("No way to dispatch this command to Redis Cluster."), False),
     (redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), False),
     (redis.exceptions.NoPermissionError("this user has no permissions to run the 'evalsha' command"), False),
     (aiokafka.errors.KafkaConnectionError(), True),

@@ -1,4 +1,4 @@
--- A partition's stored offset no longer belongs to its log (monitor.sources): forget it, if it is
+-- A partition's stored offset no longer belongs to its log (monitor.worker.sources): forget it, if it is
 -- still the one checked, and queue the source_reset alert event, in one step.
 -- KEYS: offsets, fingerprints, outbox (the model's hash tag). ARGV: offset field, the stored offset
 -- checked, its fingerprint ("" = none), the event (JSON). Returns 1, or 0 when either moved.
