@@ -393,7 +393,7 @@ def run_on_servers(opts: ScaleOptions, tmp: Path, redis_url: str | None, say: Ca
         return asyncio.run(run_scale(opts, settings, tmp, say))
     finally:
         if opts.redis_url:  # the user's Redis: the run's keys (GBs at full size) go with the run
-            say(f"deleting the run's keys ({settings.key_prefix}:*)")
+            say(f"deleting the run's keys (prefix {settings.key_prefix!r})")
             asyncio.run(wipe(settings))
         for svc in reversed(services):
             svc.stop()
