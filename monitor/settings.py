@@ -143,8 +143,9 @@ class Settings(BaseSettings):
     )
     metrics_interval_s: float = Field(
         2.0, gt=0, description="Seconds between metric recomputations of changed months. A month that reaches a "
-        "checkpoint (judgeable volume, a doubling of it, a class at min_class_records) is recomputed at once; "
-        "the timer refreshes the others (a pass costs ~4 ms per changed model, and pauses as long after each model to "
+        "checkpoint (judgeable volume, a doubling of it, a class at min_class_records in a judgeable month) is "
+        "recomputed at once; the timer refreshes the others (a pass costs ~12 ms per changed model of 24 months, and "
+        "pauses as long after each model to "
         "let records in). Env MONITOR_METRICS_INTERVAL_S.",
     )
     loop_lag_report_s: float = Field(

@@ -3,7 +3,7 @@
 Runs on a timer (every changed model each ``MONITOR_METRICS_INTERVAL_S``) rather than per
 record, and at once for a model one of whose months reached a checkpoint, a point where its
 verdicts may change: its volume reached ``min_records`` (it can be judged from now on) or a
-doubling of it, or a class reached ``min_class_records``. The writer of the batch marks the
+doubling of it, or (in a month so judged) a class reached ``min_class_records``. The writer of the batch marks the
 model due in Redis (``<prefix>:due``) and wakes its own loop; other workers poll the mark every
 ``DUE_POLL_S``. Per model, one worker at a time holds a lease in Redis and does the work, so
 with several workers nothing is computed or judged twice. A month's ``rev`` counter says
@@ -74,7 +74,10 @@ def reaches_checkpoint(change: MonthChange, min_records: int, min_class_records:
 
     The month's volume reached ``min_records`` (judged from now on) or a doubling of it
     (``min_records * 2**k``: a few recomputations per month, each with twice the evidence),
-    or the bads or the goods reached ``min_class_records`` (AUC judged from now on).
+    or, in a month of ``min_records`` or more, the bads or the goods reached ``min_class_records``
+    (AUC judged from now on). Below ``min_records`` no verdict of the month can move (nothing is
+    judged), so a class reaching its minimum there waits for the timer pass: with many models
+    taking live traffic it would make them all due at once, ahead of those whose verdicts can change.
 
     >>> reaches_checkpoint(MonthChange("2024-02", 500, 0, 0, 1, 0, 0), 500, 30)
     True
@@ -82,13 +85,15 @@ def reaches_checkpoint(change: MonthChange, min_records: int, min_class_records:
     [500, 1000, 2000, 4000]
     >>> reaches_checkpoint(MonthChange("m", 800, 30, 400, 0, 2, 0), 500, 30)
     True
+    >>> reaches_checkpoint(MonthChange("m", 120, 4, 30, 1, 0, 1), 500, 30)
+    False
     """
     def doublings(n: int) -> int:  # -1 below min_records, then k for n in [min * 2**k, min * 2**(k+1))
         return (n // min_records).bit_length() - 1
 
     if doublings(change.n - change.added_n) < doublings(change.n):
         return True
-    return any(before < min_class_records <= after for before, after in (
+    return change.n >= min_records and any(before < min_class_records <= after for before, after in (
         (change.bad - change.added_bad, change.bad), (change.good - change.added_good, change.good)))
 
 
