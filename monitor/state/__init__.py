@@ -25,6 +25,7 @@ from monitor.state.keys import (
 )
 from monitor.state.store import (
                                 ALERT_HISTORY_CAP,
+                                BatchWrite,
                                 EpochMismatch,
                                 MonthChange,
                                 MonthIncrements,
@@ -38,6 +39,7 @@ from monitor.state.store import (
 
 __all__ = [
                                 "ALERT_HISTORY_CAP",
+                                "BatchWrite",
                                 "JOIN_BUCKETS",
                                 "JOIN_PERIOD_S",
                                 "LABELS",

@@ -5,11 +5,12 @@ scripts: :mod:`monitor.state.scripts`."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
+import redis
 import redis.asyncio as aioredis
 
 from monitor.months import event_time_watermark
@@ -89,6 +90,19 @@ class OffsetConflict(Exception):
         self.stored = stored
 
 
+@dataclass(frozen=True)
+class BatchWrite:
+    """One apply_batch call: a model's increments and the offsets they move (:meth:`Store.apply_batch`)."""
+
+    model: str
+    version: str
+    offsets: Mapping[str, tuple[int | None, int, str]]
+    months: Mapping[str, MonthIncrements]
+    latest_ref_date: str
+    epoch: str
+    fingerprints: Mapping[str, str]
+
+
 class EpochMismatch(Exception):
     """The model's state was written in another lifetime of the Redis state than the worker's."""
 
@@ -149,6 +163,7 @@ class Store(AlertOps, AdminOps):
         self.keys = Keys(settings.key_prefix)
         self.scripts = Scripts(redis)
         self._apply = self.scripts.apply_batch
+        self._listed: set[tuple[str, str]] = set()  # models this process added to cm:models
         self._adopt = self.scripts.adopt_epoch
         self._reset_source = self.scripts.reset_source
         # A histogram string's full length: the batch scripts create it at this size.
@@ -212,15 +227,52 @@ class Store(AlertOps, AdminOps):
 
         Raises OffsetConflict when a stored offset is not the expected one; nothing is written then.
         """
-        base = self.base(model, version)
+        write = BatchWrite(model, version, offsets, months, latest_ref_date, epoch, fingerprints or {})
+        keys, args = self._batch_request(write)
+        reply = self._batch_reply(write, await self._apply(keys=keys, args=args))
+        await self._list_models([write] if self._first_write(write, reply) else [])
+        return month_changes(reply[3:])
+
+    async def apply_batches(self, writes: Sequence[BatchWrite]) -> list[list[MonthChange] | Exception]:
+        """:meth:`apply_batch` of several models in one round trip (a pipeline, not a transaction: each
+        script call is atomic on its own). Per write, its months' counts, or what refused it (an
+        OffsetConflict, an EpochMismatch, a script's error) for the caller to take the one-by-one path,
+        which handles each. A lost connection raises (nothing, some or all applied: each call is
+        idempotent, by its offsets)."""
+        requests = [self._batch_request(write) for write in writes]
+        pipe = self.redis.pipeline(transaction=False)
+        for keys, args in requests:  # (a cluster pipeline refuses .evalsha(); the command itself it routes)
+            pipe.execute_command("EVALSHA", self._apply.sha, len(keys), *keys, *args)
+        replies = await pipe.execute(raise_on_error=False)
+        out: list[list[MonthChange] | Exception] = []
+        first: list[BatchWrite] = []
+        for write, (keys, args), reply in zip(writes, requests, replies, strict=True):
+            try:
+                if isinstance(reply, redis.exceptions.NoScriptError):  # Redis restarted: load it, once
+                    reply = await self._apply(keys=keys, args=args)
+                if isinstance(reply, Exception):
+                    raise reply
+                reply = self._batch_reply(write, reply)
+            except (OffsetConflict, EpochMismatch, redis.ResponseError) as refused:
+                out.append(refused)
+                continue
+            if self._first_write(write, reply):
+                first.append(write)
+            out.append(month_changes(reply[3:]))
+        await self._list_models(first)
+        return out
+
+    def _batch_request(self, write: BatchWrite) -> tuple[list[str], list]:
+        """The keys and arguments of apply_batch.lua for one write."""
+        model, version = write.model, write.version
         keys = [self.keys.of(model, version, name) for name in
                 ("offsets", "months", "watermark", "epoch", "watermarks", "pending:periods", "outcomes")]
-        args: list = [len(offsets), latest_ref_date, epoch, base, self.settings.label_ttl_days * 86400,
-                      self.hist_bytes, self.settings.max_unseen_categories]
-        for offset_field, (expected, new, latest) in offsets.items():
+        args: list = [len(write.offsets), write.latest_ref_date, write.epoch, self.base(model, version),
+                      self.settings.label_ttl_days * 86400, self.hist_bytes, self.settings.max_unseen_categories]
+        for offset_field, (expected, new, latest) in write.offsets.items():
             args += [offset_field, "" if expected is None else str(expected), str(new), latest]
-        args += [(fingerprints or {}).get(offset_field, "") for offset_field in offsets]
-        for month, inc in months.items():
+        args += [write.fingerprints.get(offset_field, "") for offset_field in write.offsets]
+        for month, inc in write.months.items():
             keys.append(self.count_key(model, version, month))
             keys += [self.hist_key(model, version, month, label) for label in LABELS]
             keys.append(self.features_key(model, version, month))
@@ -236,13 +288,29 @@ class Store(AlertOps, AdminOps):
                 for name, n in fields.items():
                     args += (name, n)
         keys.append(self.keys.of(model, version, "fingerprints"))
-        status, offset_field, stored, *changes = await self._apply(keys=keys, args=args)
+        return keys, args
+
+    @staticmethod
+    def _batch_reply(write: BatchWrite, reply: list) -> list:
+        """The script's reply, or the refusal it says (nothing was written then)."""
+        status, offset_field, stored = reply[:3]
         if status == -2:
-            raise EpochMismatch(model, version, stored.decode())
+            raise EpochMismatch(write.model, write.version, stored.decode())
         if status == -1:
-            raise OffsetConflict(model, version, offset_field.decode(), int(stored) if stored else None)
-        await self.redis.sadd(self.models_key(), f"{model}:{version}")
-        return month_changes(changes)
+            raise OffsetConflict(write.model, write.version, offset_field.decode(), int(stored) if stored else None)
+        return reply
+
+    def _first_write(self, write: BatchWrite, reply: list) -> bool:
+        """Whether the model must be (re)listed in ``cm:models``: its first records ever, or since a
+        wipe (the script says so), or the first write of this process (a crash may have come
+        between a first write and its listing)."""
+        return reply[1] == 1 or (write.model, write.version) not in self._listed
+
+    async def _list_models(self, writes: Sequence[BatchWrite]) -> None:
+        """Add the models to ``cm:models`` (another cluster slot than theirs: a command of its own)."""
+        if writes:
+            await self.redis.sadd(self.models_key(), *{f"{w.model}:{w.version}" for w in writes})
+            self._listed.update((w.model, w.version) for w in writes)
 
     async def stored_cardinality(self, models: Iterable[tuple[str, str]], months: Mapping[tuple[str, str], Iterable[str]],
                                  references: Iterable[tuple[str, str]]) -> StoredCardinality:

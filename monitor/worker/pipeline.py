@@ -30,6 +30,7 @@ from monitor.errors import InvalidRecord, MonitorError, StateLost
 from monitor.retry import retry_forever
 from monitor.state import (
     LABELS,
+    BatchWrite,
     EpochMismatch,
     MonthChange,
     MonthIncrements,
@@ -151,6 +152,27 @@ call stays in the tens of milliseconds, far under Redis's 5 s busy-reply-thresho
 
 Span = tuple[int, int]
 """A slice ``[lo, hi)`` of a :class:`PartitionRecords`, made of whole messages."""
+
+
+def applied_prefix(known: dict[str, int | None], by_field: dict[str, PartitionRecords]) -> dict[str, int]:
+    """Per partition, how many of its (sorted) records are applied already: offsets grow within a
+    partition, so those up to the last applied offset (``known``) are a prefix.
+
+    >>> part = PartitionRecords(); part.offsets = [3, 4, 4, 7]
+    >>> applied_prefix({"t:0": 4, "t:1": None}, {"t:0": part, "t:1": part})
+    {'t:0': 3, 't:1': 0}
+    """
+    return {f: (0 if (last := known[f]) is None else bisect_right(part.offsets, last)) for f, part in by_field.items()}
+
+
+@dataclass
+class PlannedWrite:
+    """A model's write of a batch as one call (:meth:`BatchProcessor._one_call`): what it applies and
+    skips."""
+
+    write: BatchWrite
+    records: int
+    total: int  # the group's records, applied or not
 
 
 def plan_calls(offsets_by_field: dict[str, list[int]], starts: dict[str, int],
@@ -315,13 +337,66 @@ class BatchProcessor:
                 by_field = groups.get(record[:2]) or groups.setdefault(record[:2], {})
                 part = by_field.get(field_name) or by_field.setdefault(field_name, PartitionRecords())
                 part.add(msg.offset, record)
-        for (model, version), by_field in groups.items():
+        for by_field in groups.values():
             for part in by_field.values():
                 part.sort()
-            result += await retry_forever(f"batch of {model}:{version}", self._apply_group, model, version, by_field,
-                                          seen)
+        result += await self._apply_groups(groups, seen)
         await retry_forever("worker counters", self._count, result)
         return result
+
+    async def _apply_groups(self, groups: dict[tuple[str, str], dict[str, PartitionRecords]],
+                            messages: dict[tuple[str, int], KafkaMessage]) -> BatchResult:
+        """Apply every model's records: the models whose write is one plain call (offsets known and
+        checked, records within one call) together in one round trip (a batch of records spread over
+        1,000 models is 1,000 calls: one by one, their round trips were most of the fold's time); the
+        others, and those the shared round trip refused (another worker moved an offset, an epoch
+        changed, ...), one by one by :meth:`_apply_group`, which handles each case."""
+        result = BatchResult()
+        planned = [(key, await self._one_call(key, by_field, messages)) for key, by_field in groups.items()]
+        together = [(key, call) for key, call in planned if call is not None]
+        alone = [key for key, call in planned if call is None]
+        replies = await retry_forever(f"batch of {len(together)} models", self.store.apply_batches,
+                                      [call.write for _, call in together]) if together else []
+        for (key, call), reply in zip(together, replies, strict=True):
+            if isinstance(reply, Exception):
+                alone.append(key)
+                continue
+            self._applied[key].update({f: new for f, (_, new, _) in call.write.offsets.items()})
+            result += BatchResult(records=call.records, duplicates_skipped=call.total - call.records)
+            if self.on_change is not None:
+                await self.on_change(*key, reply)
+        for model, version in alone:
+            result += await retry_forever(f"batch of {model}:{version}", self._apply_group, model, version,
+                                          groups[(model, version)], messages)
+        return result
+
+    async def _one_call(self, key: tuple[str, str], by_field: dict[str, PartitionRecords],
+                        messages: dict[tuple[str, int], KafkaMessage]) -> PlannedWrite | None:
+        """The model's write when it is one plain call: every partition's offset known and checked, its
+        new records within one call; else None (:meth:`_apply_group` then)."""
+        known = self._applied.get(key)
+        if known is None or by_field.keys() - known.keys():
+            return None
+        starts = applied_prefix(known, by_field)
+        if any(starts[f] and (*key, f, known[f]) not in self._verified for f in by_field):
+            return None
+        calls = plan_calls({f: part.offsets for f, part in by_field.items()}, starts)
+        if len(calls) != 1:
+            return None
+        write, n = await self._write(key, by_field, calls[0], known, messages)
+        return PlannedWrite(write, n, sum(len(part.offsets) for part in by_field.values()))
+
+    async def _write(self, key: tuple[str, str], by_field: dict[str, PartitionRecords], call: dict[str, Span],
+                     known: dict[str, int | None], messages: dict[tuple[str, int], KafkaMessage]) -> tuple[BatchWrite, int]:
+        """One script call's write (folded increments, offsets moved from ``known``, fingerprints) and
+        its number of records."""
+        profile = await self.profile(*key)
+        months, latest, n = fold([(by_field[f], lo, hi) for f, (lo, hi) in call.items()], self.resolution,
+                                 keep_unlabeled=self.store.settings.label_ttl_days > 0, profile=profile,
+                                 max_unseen=self.store.settings.max_unseen_categories)
+        moves = {f: (known[f], by_field[f].offsets[hi - 1], max(by_field[f].dates[lo:hi])) for f, (lo, hi) in call.items()}
+        prints = {f: fingerprint(messages[(f, new)].key, messages[(f, new)].value) for f, (_, new, _) in moves.items()}
+        return BatchWrite(*key, moves, months, latest, self.epoch, prints), n
 
     async def _gate(self, decoded: list[tuple[KafkaMessage, list[FastRecord], set]]) -> CardinalityGate:
         """The bounds on models and months for this batch: Redis is read only for the models and
@@ -368,8 +443,6 @@ class BatchProcessor:
         key = (model, version)
         total = sum(len(part.offsets) for part in by_field.values())
         applied = 0
-        profile = await self.profile(model, version)
-        keep_unlabeled = self.store.settings.label_ttl_days > 0
         for _ in range(MAX_CONFLICT_RETRIES):
             known = self._applied.setdefault(key, {})
             missing = by_field.keys() - known.keys()
@@ -379,8 +452,7 @@ class BatchProcessor:
                     await self._handle_other_epoch(model, version, found)
                     continue
                 known.update(offsets)
-            # Offsets grow within a partition: the records already applied are a prefix.
-            starts = {f: (0 if (last := known[f]) is None else bisect_right(part.offsets, last)) for f, part in by_field.items()}
+            starts = applied_prefix(known, by_field)
             # Records are about to be skipped as applied: only true if the stored offset is of this log.
             unchecked = {f: last for f in by_field  # starts[f] > 0: a stored offset, so last is not None
                          if starts[f] and (last := known[f]) is not None and (model, version, f, last) not in self._verified}
@@ -389,15 +461,10 @@ class BatchProcessor:
                 continue
             try:
                 for call in plan_calls({f: part.offsets for f, part in by_field.items()}, starts):
-                    months, latest, n = fold([(by_field[f], lo, hi) for f, (lo, hi) in call.items()], self.resolution,
-                                             keep_unlabeled=keep_unlabeled, profile=profile,
-                                             max_unseen=self.store.settings.max_unseen_categories)
-                    moves = {f: (known[f], by_field[f].offsets[hi - 1], max(by_field[f].dates[lo:hi]))
-                             for f, (lo, hi) in call.items()}
-                    prints = {f: fingerprint(messages[(f, new)].key, messages[(f, new)].value)
-                              for f, (_, new, _) in moves.items()}
-                    changes = await self.store.apply_batch(model, version, moves, months, latest, self.epoch, prints)
-                    known.update({f: new for f, (_, new, _) in moves.items()})
+                    write, n = await self._write(key, by_field, call, known, messages)
+                    changes = await self.store.apply_batch(*key, write.offsets, write.months, write.latest_ref_date,
+                                                           self.epoch, write.fingerprints)
+                    known.update({f: new for f, (_, new, _) in write.offsets.items()})
                     applied += n
                     if self.on_change is not None:
                         await self.on_change(model, version, changes)

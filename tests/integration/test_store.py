@@ -66,6 +66,48 @@ async def test_two_workers_with_stale_views_never_double_count(settings):
         await store.close()
 
 
+async def test_models_written_together_apply_or_are_refused_one_by_one(settings):
+    """A batch spread over models is one round trip (Store.apply_batches): a model whose offsets another
+    worker moved is refused there and takes the one-by-one path, the others are applied once."""
+    store = Store.connect(settings)
+    try:
+        a, b = BatchProcessor(store, DeadLetters(), "e1"), BatchProcessor(store, DeadLetters(), "e1")
+        models = ["m", "other", "third"]
+        await a.process([message(i, model=models[i % 3]) for i in range(30)])
+        await b.process([message(i, model="m") for i in range(30, 40)])  # a's view of m is stale now
+        result = await a.process([message(i, model=models[i % 3]) for i in range(35, 60)])
+        # m: 36 and 39 applied by b, 42-57 new (6); other: 37-58 (8); third: 35-59 (9)
+        assert (result.records, result.duplicates_skipped) == (23, 2)
+        counts = {m: (await store.counts(m, "1", "2024-05"))["n"] for m in models}
+        assert counts == {"m": 10 + 10 + 6, "other": 10 + 8, "third": 10 + 9}
+    finally:
+        await store.close()
+
+
+async def test_models_written_together_after_redis_forgot_the_script(settings):
+    store = Store.connect(settings)
+    try:
+        processor = BatchProcessor(store, DeadLetters(), "e1")
+        await processor.process([message(1), message(2, model="other")])
+        await store.redis.script_flush()  # as after a restart of Redis without its scripts
+        result = await processor.process([message(3), message(4, model="other")])
+        assert result.records == 2
+        assert [(await store.counts(m, "1", "2024-05"))["n"] for m in ("m", "other")] == [2, 2]
+    finally:
+        await store.close()
+
+
+async def test_a_model_written_again_after_a_wipe_is_listed_again(settings):
+    store = Store.connect(settings)
+    try:
+        await BatchProcessor(store, DeadLetters(), "e1").process([message(1), message(2, model="other")])
+        await store.wipe()
+        await BatchProcessor(store, DeadLetters(), "e1").process([message(3)])
+        assert await store.models() == [("m", "1")]
+    finally:
+        await store.close()
+
+
 async def test_offsets_are_per_partition_and_per_model(settings):
     store = Store.connect(settings)
     try:

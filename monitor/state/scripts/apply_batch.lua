@@ -13,7 +13,7 @@
 -- bin, which redis-py would encode one by one), n waiting, then (record_id, bin, join bucket) of the
 -- unlabelled records that wait for their outcome, then n feature fields of the profile's buckets and
 -- (field, count) pairs, then n fields of unseen category names and (field, count) pairs.
--- Returns {1, '', ''} then per month: month, n, bad, good after the batch and n, bad, good it added.
+-- Returns {1, first, ''} (first: 1 for the model's first records, or its first since a wipe) then per month: month, n, bad, good after the batch and n, bad, good it added.
 -- Keys built in the script (from key_base(KEYS[1]), inside the model's hash tag, so in its cluster
 -- slot): the join buffer's <base>:join:<period>:<bucket> / <base>:pending:<period>:<bucket> (their
 -- period is Redis TIME's, known only inside the script).
@@ -36,7 +36,7 @@ local ttl, size, max_unseen = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARG
 -- Per partition: its latest ref_date and when it last delivered (Redis clock), for the
 -- event-time watermark that closes months (monitor.months.event_time_watermark).
 local now = redis.call('TIME')[1]
-redis.call('HSETNX', KEYS[5], '~first', now)  -- when the model's first records came
+local first = redis.call('HSETNX', KEYS[5], '~first', now)  -- when the model's first records came (1: now)
 for i = 0, k - 1 do
   local partition = ARGV[8 + 4*i]
   redis.call('HSET', KEYS[1], partition, ARGV[10 + 4*i])
@@ -59,7 +59,7 @@ if ttl > 0 then
   join_now, join_now_period = join_clock()
   join_pending = pending_periods(KEYS[6], join_now, ttl)
 end
-local result = {1, '', ''}
+local result = {1, first, ''}
 while a <= #ARGV do
   local month = ARGV[a]
   local inc, totals = {{}, {}, {}}, {0, 0, 0}
