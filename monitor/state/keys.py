@@ -200,6 +200,18 @@ class Keys:
     def features(self, model: str, version: str, month: str) -> str:
         return f"{self.base(model, version)}:features:{month}"
 
+    def join(self, model: str, version: str, period: int, bucket: int) -> str:
+        """A join buffer bucket: the records written in ``period`` (:func:`join_period`) waiting for their outcome.
+
+        >>> Keys("cm").join("m", "1", 684, 17), Keys("cm").pending("m", "1", 684, 17)
+        ('cm:{m:1}:join:684:17', 'cm:{m:1}:pending:684:17')
+        """
+        return f"{self.base(model, version)}:join:{period}:{bucket}"
+
+    def pending(self, model: str, version: str, period: int, bucket: int) -> str:
+        """A pending bucket: the outcomes that came in ``period`` before their record."""
+        return f"{self.base(model, version)}:pending:{period}:{bucket}"
+
 
 def alert_field(rule: str, window: str, month: str) -> str:
     """The alert's field in the model's alerts hash (``cm:{m:v}:alerts``).

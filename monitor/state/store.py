@@ -17,6 +17,7 @@ from monitor.schema import split_model_key
 from monitor.settings import Settings
 from monitor.state.admin import AdminOps
 from monitor.state.alerts import AlertOps
+from monitor.state.joins import JOIN_ATTEMPTS, JoinKeysUnsettled, JoinOps, bucket_indexes
 from monitor.state.keys import LABELS, Keys, join_bucket
 from monitor.state.scripts import Scripts
 from monitor.stats import (
@@ -139,7 +140,7 @@ def state_epoch(settings: Settings, attempts: int = 60) -> str:
     raise AssertionError("unreachable")
 
 
-class Store(AlertOps, AdminOps):
+class Store(AlertOps, AdminOps, JoinOps):
     """Async access to the monitor's Redis state for one deployment (one key prefix)."""
 
     def __init__(self, redis: aioredis.Redis, settings: Settings):
@@ -153,6 +154,7 @@ class Store(AlertOps, AdminOps):
         self._reset_source = self.scripts.reset_source
         # A histogram string's full length: the batch scripts create it at this size.
         self.hist_bytes = (ScoreHistogram(settings.resolution).max_bin + 1) * 8
+        self.init_join_declarations()
 
     @classmethod
     def connect(cls, settings: Settings) -> Store:
@@ -211,12 +213,42 @@ class Store(AlertOps, AdminOps):
         belongs to the partition's log; a field without one drops the stored one.
 
         Raises OffsetConflict when a stored offset is not the expected one; nothing is written then.
+        The join buffer's keys are declared as this worker believes them (monitor.state.joins): when
+        Redis's clock or pending periods say otherwise the script writes nothing and the call is
+        made again (no extra round trip in the common case).
         """
-        base = self.base(model, version)
-        keys = [self.keys.of(model, version, name) for name in
-                ("offsets", "months", "watermark", "epoch", "watermarks", "pending:periods", "outcomes")]
-        args: list = [len(offsets), latest_ref_date, epoch, base, self.settings.label_ttl_days * 86400,
-                      self.hist_bytes, self.settings.max_unseen_categories]
+        ttl = self.settings.label_ttl_days * 86400
+        indexes = bucket_indexes(join_bucket(rid) for inc in months.values() for rid in inc.waiting[0]) if ttl > 0 else {}
+        body_keys, body_args = self._batch_body(model, version, offsets, months, fingerprints, indexes)
+        for _ in range(JOIN_ATTEMPTS):
+            period, pending = self.join_period_now(), self.declared_pending(model, version)
+            keys = [self.keys.of(model, version, name) for name in
+                    ("offsets", "months", "watermark", "epoch", "watermarks", "pending:periods", "outcomes",
+                     "fingerprints")]
+            keys += self.join_keys(model, version, [period], indexes) + self.pending_keys(model, version, pending, indexes)
+            args = [len(offsets), latest_ref_date, epoch, period, ttl, self.hist_bytes,
+                    self.settings.max_unseen_categories, len(indexes), " ".join(map(str, pending))]
+            status, info, stored, *changes = await self._apply(keys=keys + body_keys, args=args + body_args)
+            if status == -2:
+                raise EpochMismatch(model, version, stored.decode())
+            if status == -1:
+                raise OffsetConflict(model, version, info.decode(), int(stored) if stored else None)
+            if status == 1:
+                if indexes:
+                    self.remember_pending(model, version, info)
+                await self.redis.sadd(self.models_key(), f"{model}:{version}")
+                return month_changes(changes)
+            self.learn_join_status(model, version, status, info)
+        raise JoinKeysUnsettled(f"batch of {model}:{version}: the join buffer's keys kept changing "
+                                f"({JOIN_ATTEMPTS} calls refused)")
+
+    def _batch_body(self, model: str, version: str, offsets: Mapping[str, tuple[int | None, int, str]],
+                    months: Mapping[str, MonthIncrements], fingerprints: Mapping[str, str] | None,
+                    indexes: Mapping[int, int]) -> tuple[list[str], list]:
+        """The month keys and the ARGV after the join declaration of a batch call (apply_batch.lua):
+        the same whatever the declared period and pending periods."""
+        keys: list[str] = []
+        args: list = []
         for offset_field, (expected, new, latest) in offsets.items():
             args += [offset_field, "" if expected is None else str(expected), str(new), latest]
         args += [(fingerprints or {}).get(offset_field, "") for offset_field in offsets]
@@ -230,19 +262,12 @@ class Store(AlertOps, AdminOps):
                 args.append(" ".join(map(str, np.column_stack(inc.bins[label]).ravel().tolist())))
             args.append(len(ids))
             for rid, score_bin in zip(ids, waiting_bins.tolist(), strict=True):
-                args += (rid, score_bin, join_bucket(rid))
+                args += (rid, score_bin, indexes.get(join_bucket(rid), 0))
             for fields in (inc.features, inc.unseen_features):
                 args.append(len(fields))
                 for name, n in fields.items():
                     args += (name, n)
-        keys.append(self.keys.of(model, version, "fingerprints"))
-        status, offset_field, stored, *changes = await self._apply(keys=keys, args=args)
-        if status == -2:
-            raise EpochMismatch(model, version, stored.decode())
-        if status == -1:
-            raise OffsetConflict(model, version, offset_field.decode(), int(stored) if stored else None)
-        await self.redis.sadd(self.models_key(), f"{model}:{version}")
-        return month_changes(changes)
+        return keys, args
 
     async def stored_cardinality(self, models: Iterable[tuple[str, str]], months: Mapping[tuple[str, str], Iterable[str]],
                                  references: Iterable[tuple[str, str]]) -> StoredCardinality:
