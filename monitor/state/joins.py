@@ -90,12 +90,10 @@ class JoinOps:
 
     def join_keys(self, model: str, version: str, periods: Iterable[int], buckets: Iterable[int]) -> list[str]:
         """The join buckets of these periods (each period's buckets in turn)."""
-        buckets = list(buckets)
-        return [self.keys.join(model, version, p, b) for p in periods for b in buckets]
+        return self.keys.buckets(model, version, "join", periods, buckets)
 
     def pending_keys(self, model: str, version: str, periods: Iterable[int], buckets: Iterable[int]) -> list[str]:
-        buckets = list(buckets)
-        return [self.keys.pending(model, version, p, b) for p in periods for b in buckets]
+        return self.keys.buckets(model, version, "pending", periods, buckets)
 
     def learn_join_status(self, model: str, version: str, status: int, info: Any) -> None:
         """What a refused join call taught: Redis's clock, the live pending periods, missing months."""

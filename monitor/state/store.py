@@ -218,8 +218,11 @@ class Store(AlertOps, AdminOps, JoinOps):
         made again (no extra round trip in the common case).
         """
         ttl = self.settings.label_ttl_days * 86400
-        indexes = bucket_indexes(join_bucket(rid) for inc in months.values() for rid in inc.waiting[0]) if ttl > 0 else {}
-        body_keys, body_args = self._batch_body(model, version, offsets, months, fingerprints, indexes)
+        # Each waiting record's bucket, once: the distinct ones are declared, the records name them by index.
+        buckets = {month: [join_bucket(rid) for rid in inc.waiting[0]] if ttl > 0 else [] for month, inc in months.items()}
+        indexes = bucket_indexes(b for month_buckets in buckets.values() for b in month_buckets)
+        body_keys, body_args = self._batch_body(model, version, offsets, months, fingerprints,
+                                                {month: [indexes[b] for b in bs] for month, bs in buckets.items()})
         for _ in range(JOIN_ATTEMPTS):
             period, pending = self.join_period_now(), self.declared_pending(model, version)
             keys = [self.keys.of(model, version, name) for name in
@@ -244,9 +247,10 @@ class Store(AlertOps, AdminOps, JoinOps):
 
     def _batch_body(self, model: str, version: str, offsets: Mapping[str, tuple[int | None, int, str]],
                     months: Mapping[str, MonthIncrements], fingerprints: Mapping[str, str] | None,
-                    indexes: Mapping[int, int]) -> tuple[list[str], list]:
+                    bucket_indexes: Mapping[str, list[int]]) -> tuple[list[str], list]:
         """The month keys and the ARGV after the join declaration of a batch call (apply_batch.lua):
-        the same whatever the declared period and pending periods."""
+        the same whatever the declared period and pending periods. ``bucket_indexes``: per month, the
+        index of each waiting record's bucket among the declared ones."""
         keys: list[str] = []
         args: list = []
         for offset_field, (expected, new, latest) in offsets.items():
@@ -261,8 +265,9 @@ class Store(AlertOps, AdminOps, JoinOps):
             for label in LABELS:
                 args.append(" ".join(map(str, np.column_stack(inc.bins[label]).ravel().tolist())))
             args.append(len(ids))
-            for rid, score_bin in zip(ids, waiting_bins.tolist(), strict=True):
-                args += (rid, score_bin, indexes.get(join_bucket(rid), 0))
+            indexes = bucket_indexes[month] or [0] * len(ids)  # no join buffer (TTL 0): index unused
+            for rid, score_bin, index in zip(ids, waiting_bins.tolist(), indexes, strict=True):
+                args += (rid, score_bin, index)
             for fields in (inc.features, inc.unseen_features):
                 args.append(len(fields))
                 for name, n in fields.items():
