@@ -142,57 +142,63 @@ def outcome_message(offset: int, batch: list[dict], target: Callable[[int], int]
         [{"record_id": r["record_id"], "model": "m", "target": target(i)} for i, r in enumerate(batch)]))
 
 
-async def checked(monitor: Monitor, getkeys: redis.Redis, work: Awaitable) -> list[tuple[bytes, bytes]]:
-    """Run ``work``; the keys its script calls touched undeclared."""
-    monitor.lines()  # drop what came before
-    await work
-    lines = monitor.lines()
-    assert any(parse_line(line)[0] for line in lines), "no script ran"
-    return undeclared_keys(lines, getkeys)
+class Checks:
+    """Runs workloads one at a time; per workload, the keys its script calls touched undeclared and how
+    many script calls ran (a call refused by NOSCRIPT, which redis-py then loads, runs nothing)."""
+
+    def __init__(self, monitor: Monitor, getkeys: redis.Redis):
+        self.monitor, self.getkeys = monitor, getkeys
+        self.undeclared: dict[str, list[tuple[bytes, bytes]]] = {}
+        self.runs: dict[str, int] = {}
+
+    async def __call__(self, name: str, work: Awaitable) -> None:
+        self.monitor.lines()  # drop what came before
+        await work
+        lines = self.monitor.lines()
+        self.runs[name] = sum(1 for _, commands in script_calls(lines) if commands)
+        assert self.runs[name], f"{name}: no script ran"
+        self.undeclared[name] = undeclared_keys(lines, self.getkeys)
 
 
-async def workloads(store: Store, monitor: Monitor, getkeys: redis.Redis) -> dict[str, list]:
-    """Every kind of script call of the Store, each checked on its own; the undeclared keys by workload."""
-    found: dict[str, list] = {}
+async def workloads(store: Store, check: Checks) -> None:
+    """Every kind of script call of the Store, each checked on its own."""
     batches = BatchProcessor(store, DeadLetters(), "e1")
     outcomes = OutcomeProcessor(store, DeadLetters())
     offset = iter(range(1000))
 
     # Records first, unlabelled, over several months; then their outcomes (joined), then again (duplicates).
     first = records("a", ("2024-01", "2024-02", "2024-03"), 40)
-    found["records"] = await checked(monitor, getkeys, batches.process([record_message(next(offset), first)]))
-    found["outcomes joined"] = await checked(monitor, getkeys, outcomes.process([outcome_message(0, first)]))
-    found["duplicates"] = await checked(monitor, getkeys, outcomes.process([outcome_message(1, first[:30])]))
+    await check("records", batches.process([record_message(next(offset), first)]))
+    await check("outcomes joined", outcomes.process([outcome_message(0, first)]))
+    await check("duplicates", outcomes.process([outcome_message(1, first[:30])]))
 
     # Outcomes before their records (pending), then the records (joined by the batch), then again.
     early = records("b", ("2024-02", "2024-04"), 30)
-    found["outcomes pending"] = await checked(monitor, getkeys, outcomes.process([outcome_message(2, early)]))
+    await check("outcomes pending", outcomes.process([outcome_message(2, early)]))
     # By another worker (its own Store: it has not learnt the pending periods yet, the script tells it).
     other = Store.connect(store.settings)
     try:
-        found["records join pending"] = await checked(monitor, getkeys, BatchProcessor(other, DeadLetters(), "e1").process(
+        await check("records join pending", BatchProcessor(other, DeadLetters(), "e1").process(
             [record_message(next(offset), early + records("c", ("2024-05",), 10))]))
     finally:
         await other.close()
-    found["late duplicates"] = await checked(monitor, getkeys, outcomes.process([outcome_message(3, early[:10])]))
+    await check("late duplicates", outcomes.process([outcome_message(3, early[:10])]))
 
-    # A client clock a period behind Redis's: the calls still succeed, and declare Redis's period.
-    store.join_clock_offset = -JOIN_PERIOD_S
+    # A client clock a period behind (then ahead of) Redis's: the calls still succeed, declaring Redis's period.
     skewed = records("d", ("2024-06",), 20)
-    found["skewed pending"] = await checked(monitor, getkeys, outcomes.process([outcome_message(4, skewed[:10])]))
+    store.join_clock_offset = -JOIN_PERIOD_S
+    await check("skewed pending", outcomes.process([outcome_message(4, skewed[:10])]))
     assert abs(store.join_clock_offset) < 5, "the script's reply set the clock right"
     store.join_clock_offset = -JOIN_PERIOD_S
-    found["skewed records"] = await checked(monitor, getkeys, batches.process([record_message(next(offset), skewed)]))
+    await check("skewed records", batches.process([record_message(next(offset), skewed)]))
     store.join_clock_offset = JOIN_PERIOD_S
-    found["skewed outcomes"] = await checked(monitor, getkeys, outcomes.process([outcome_message(5, skewed)]))
+    await check("skewed outcomes", outcomes.process([outcome_message(5, skewed)]))
 
     # The other scripts.
-    found["adopt epoch"] = await checked(monitor, getkeys, store.adopt_model("m", "1", "e1", "e2"))
-    found["reset source"] = await checked(monitor, getkeys, store.reset_source("m", "1", "records:0", 0, None, b"{}"))
-    found["transition"] = await checked(monitor, getkeys, store.transition_alert(
-        "m", "1", "psi|month|2024-01", b"", b"{}", b"{}", 10))
-    found["lease"] = await checked(monitor, getkeys, store.take_lease("m", "1", "w1", 1000))
-    return found
+    await check("adopt epoch", store.adopt_model("m", "1", "e1", "e2"))
+    await check("reset source", store.reset_source("m", "1", "records:0", 0, None, b"{}"))
+    await check("transition", store.transition_alert("m", "1", "psi|month|2024-01", b"", b"{}", b"{}", 10))
+    await check("lease", store.take_lease("m", "1", "w1", 1000))
 
 
 def test_every_key_a_script_touches_is_declared_in_its_keys(settings):
@@ -203,20 +209,28 @@ def test_every_key_a_script_touches_is_declared_in_its_keys(settings):
 
     async def run():
         try:
-            found = await workloads(store, monitor, getkeys)
+            await workloads(store, check)
             counters = await outcome_counters(store, "m", "1")
             months = {m: await store.counts("m", "1", m) for m in ("2024-01", "2024-04", "2024-06")}
-            return found, counters, months
+            return counters, months
         finally:
             await store.close()
 
+    check = Checks(monitor, getkeys)
     try:
-        found, counters, months = asyncio.run(run())
+        counters, months = asyncio.run(run())
     finally:
         monitor.close()
         getkeys.close()
-    undeclared = {name: f"{len(set(keys))} keys, e.g. {sorted(set(keys))[:2]}" for name, keys in found.items() if keys}
+    undeclared = {name: f"{len(set(keys))} keys, e.g. {sorted(set(keys))[:2]}"
+                  for name, keys in check.undeclared.items() if keys}
     assert not undeclared, f"keys touched by scripts without being declared in KEYS: {undeclared}"
+    # One round trip where the Store knew what to declare (the common case); one more for each thing it
+    # learnt: Redis's period, the live pending periods (another worker's Store), a model's months.
+    runs = check.runs
+    assert runs["records"] == runs["outcomes pending"] == runs["duplicates"] == runs["late duplicates"] == 1, runs
+    assert runs["outcomes joined"] == runs["records join pending"] == runs["skewed pending"] == 2, runs
+    assert runs["skewed outcomes"] == 3, runs  # the period, then the month 2024-06
     # The workloads did what they say (the counts are read after adopt_epoch dropped them: none left).
     assert counters["joined"] == 120 + 10 and counters["pending"] == 60 + 10
     assert counters["pending_joined"] == 60 + 10 and counters["duplicates"] == 30 + 10 + 10
