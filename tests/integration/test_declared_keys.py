@@ -142,6 +142,15 @@ def outcome_message(offset: int, batch: list[dict], target: Callable[[int], int]
         [{"record_id": r["record_id"], "model": "m", "target": target(i)} for i, r in enumerate(batch)]))
 
 
+def writes(client: redis.Redis, command: bytes, known: dict[bytes, bool] = {}) -> bool:  # noqa: B006 - a cache
+    """Does this command write (its COMMAND INFO flags)?"""
+    name = command.lower()
+    if name not in known:
+        info = client.execute_command("COMMAND", "INFO", name)[0]
+        known[name] = b"write" in info[2]
+    return known[name]
+
+
 class Checks:
     """Runs workloads one at a time; per workload, the keys its script calls touched undeclared and how
     many script calls ran (a call refused by NOSCRIPT, which redis-py then loads, runs nothing)."""
@@ -150,13 +159,16 @@ class Checks:
         self.monitor, self.getkeys = monitor, getkeys
         self.undeclared: dict[str, list[tuple[bytes, bytes]]] = {}
         self.runs: dict[str, int] = {}
+        self.wrote: dict[str, list[bool]] = {}  # per script call that ran: did it write anything
         self.clock_offset_learnt: float | None = None
 
     async def __call__(self, name: str, work: Awaitable) -> None:
         self.monitor.lines()  # drop what came before
         await work
         lines = self.monitor.lines()
-        self.runs[name] = sum(1 for _, commands in script_calls(lines) if commands)
+        ran = [commands for _, commands in script_calls(lines) if commands]
+        self.runs[name] = len(ran)
+        self.wrote[name] = [any(writes(self.getkeys, args[0]) for args in commands) for commands in ran]
         assert self.runs[name], f"{name}: no script ran"
         self.undeclared[name] = undeclared_keys(lines, self.getkeys)
 
@@ -233,6 +245,11 @@ def test_every_key_a_script_touches_is_declared_in_its_keys(settings):
     assert runs["outcomes joined"] == runs["records join pending"] == runs["skewed pending"] == 2, runs
     assert runs["skewed outcomes"] == 3, runs  # the period, then the month 2024-06
     assert abs(check.clock_offset_learnt or 0) < 5, "the script's reply set the Store's clock right"
+    # A call refused for its declaration wrote nothing (the checks come before any write).
+    assert check.wrote["outcomes joined"] == check.wrote["records join pending"] == [False, True], check.wrote
+    assert check.wrote["skewed pending"] == [False, True] and check.wrote["skewed outcomes"] == [False, False, True]
+    # ... as does one refused for a stale offset (the other worker moved it), then for the period.
+    assert check.wrote["skewed records"] == [False, False, True], check.wrote
     # The workloads did what they say (the counts are read after adopt_epoch dropped them: none left).
     assert counters["joined"] == 120 + 10 and counters["pending"] == 60 + 10
     assert counters["pending_joined"] == 60 + 10 and counters["duplicates"] == 30 + 10 + 10
