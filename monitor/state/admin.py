@@ -1,4 +1,4 @@
-"""Operations of :class:`monitor.state.Store` around the data: outcome joins, health, the epoch,
+"""Operations of :class:`monitor.state.Store` around the data: outcome counters, health, the epoch,
 wiping or measuring a deployment's keys, the classic API's last results; and the synchronous
 administrative calls of the fault injection (``monitor faults``)."""
 
@@ -18,13 +18,7 @@ class AdminOps:
     scripts: Any
     hist_bytes: int
 
-    # ---- outcomes (monitor.worker.outcomes) --------------------------------------------------------
-    async def apply_outcomes(self, model: str, version: str, ttl: int, triples: list) -> list:
-        """One outcome script call (``triples``: flat record_id, target, join bucket); its flat reply."""
-        return await self.scripts.apply_outcomes(
-            keys=[self.keys.of(model, version, "outcomes"), self.keys.of(model, version, "pending:periods")],
-            args=[self.keys.base(model, version), ttl, self.hist_bytes, *triples])
-
+    # ---- outcomes (monitor.worker.outcomes; the join itself: monitor.state.joins) --------------------
     async def outcome_counters_raw(self, model: str, version: str) -> dict[str, int]:
         raw = await self.redis.hgetall(self.keys.of(model, version, "outcomes"))
         return {k.decode(): int(v) for k, v in raw.items()}

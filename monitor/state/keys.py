@@ -57,13 +57,20 @@ The delayed-label join buffer is bucketed: ``<bucket> = join_bucket(record_id)``
 hashes (the record id plus ~10 bytes per record once the buckets hold dozens: 38 bytes with
 25-character ids at 40,000 waiting records) instead of one key each (~120 bytes by ``MEMORY USAGE``,
 ~180 with the key and expiry dictionaries). The buckets rotate by *write* period, not by the record's
-month: ``<period> = floor(Redis TIME / JOIN_PERIOD_S)`` (30 days), and each bucket expires at a fixed
+month: ``<period> = floor(Redis TIME / JOIN_PERIOD_S)`` (30 days; Redis's clock decides, the caller's
+only guesses it), and each bucket expires at a fixed
 time, its period's end plus ``MONITOR_LABEL_TTL_DAYS``, set when it is written (a steady trickle of
 writes cannot keep it alive): an entry is kept at least the TTL and at most a period more. The record's
 month travels in the value, so an outcome probes at most ``ceil(TTL / JOIN_PERIOD_S) + 1`` buckets (5 at
 120 days) whatever the model's months. Capacity: ~500k records written in one period stay compact (128
 per bucket); more convert the fuller buckets to Redis's hashtable encoding (dearer per entry), still
 correct. A replay of history writes all its months in one period: that is when the limit is nearest.
+
+Every script declares in KEYS every key it touches (Redis's rule for scripts; a cluster client routes
+a call by them): the join and pending buckets and the months' keys of an outcome call are named here
+(:meth:`Keys.join`, :meth:`Keys.pending`) for the period, pending periods and months the caller
+believes current, and the script refuses the call before any write when Redis says otherwise
+(:mod:`monitor.state.joins`).
 
 ``<prefix>:notify:firing`` / ``<prefix>:notify:delivered:<sink>:<event_id>`` (monitor notify: the
 alerts firing now, hash alert_id -> event; a delivered event's mark, string with a TTL),
@@ -75,6 +82,7 @@ model's hash tag, like ``cm:due``, ``cm:alerts:history``, ``cm:worker``, ``cm:wo
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 
 LABELS = ("bad", "good", "unlabeled")
 """Histogram names by label: target 1, target 0, no target yet."""
@@ -82,6 +90,8 @@ LABELS = ("bad", "good", "unlabeled")
 # Redis keeps a hash of up to 128 entries (hash-max-listpack-entries) in a compact listpack: 4096
 # buckets keep up to ~500k records waiting from one write period compact.
 JOIN_BUCKETS = 4096
+
+BUCKET_NAMES = [str(bucket) for bucket in range(JOIN_BUCKETS)]  # formatted once: calls declare hundreds
 
 JOIN_PERIOD_S = 30 * 86400
 """Length of a join buffer's write period: a bucket holds the records (or early outcomes) written in
@@ -199,6 +209,34 @@ class Keys:
 
     def features(self, model: str, version: str, month: str) -> str:
         return f"{self.base(model, version)}:features:{month}"
+
+    def join(self, model: str, version: str, period: int, bucket: int) -> str:
+        """A join buffer bucket: the records written in ``period`` (:func:`join_period`) waiting for their outcome.
+
+        >>> Keys("cm").join("m", "1", 684, 17), Keys("cm").pending("m", "1", 684, 17)
+        ('cm:{m:1}:join:684:17', 'cm:{m:1}:pending:684:17')
+        """
+        return f"{self.base(model, version)}:join:{period}:{bucket}"
+
+    def pending(self, model: str, version: str, period: int, bucket: int) -> str:
+        """A pending bucket: the outcomes that came in ``period`` before their record."""
+        return f"{self.base(model, version)}:pending:{period}:{bucket}"
+
+    def buckets(self, model: str, version: str, kind: str, periods: Iterable[int], buckets: Iterable[int]) -> list[str]:
+        """The ``join`` or ``pending`` buckets of these periods, each period's buckets in turn (one
+        script call declares hundreds: the model's base is formatted once).
+
+        >>> Keys("cm").buckets("m", "1", "join", [5, 4], [17, 3])
+        ['cm:{m:1}:join:5:17', 'cm:{m:1}:join:5:3', 'cm:{m:1}:join:4:17', 'cm:{m:1}:join:4:3']
+        """
+        if kind not in ("join", "pending"):
+            raise ValueError(f"not a join buffer bucket kind: {kind}")
+        names = [BUCKET_NAMES[bucket] for bucket in buckets]
+        out: list[str] = []
+        for period in periods:
+            head = f"{self.base(model, version)}:{kind}:{period}:"
+            out += [head + name for name in names]
+        return out
 
 
 def alert_field(rule: str, window: str, month: str) -> str:

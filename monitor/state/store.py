@@ -18,6 +18,7 @@ from monitor.schema import split_model_key
 from monitor.settings import Settings
 from monitor.state.admin import AdminOps
 from monitor.state.alerts import AlertOps
+from monitor.state.joins import JOIN_ATTEMPTS, JoinKeysUnsettled, JoinOps, bucket_indexes
 from monitor.state.keys import LABELS, Keys, join_bucket
 from monitor.state.scripts import Scripts
 from monitor.stats import (
@@ -91,6 +92,15 @@ class OffsetConflict(Exception):
 
 
 @dataclass(frozen=True)
+class BatchRequest:
+    """What a batch call sends whatever its join declaration (:meth:`Store._batch_request`)."""
+
+    indexes: dict[int, int]  # join bucket -> its index among the declared buckets
+    body_keys: list[str]
+    body_args: list
+
+
+@dataclass(frozen=True)
 class BatchWrite:
     """One apply_batch call: a model's increments and the offsets they move (:meth:`Store.apply_batch`)."""
 
@@ -153,7 +163,7 @@ def state_epoch(settings: Settings, attempts: int = 60) -> str:
     raise AssertionError("unreachable")
 
 
-class Store(AlertOps, AdminOps):
+class Store(AlertOps, AdminOps, JoinOps):
     """Async access to the monitor's Redis state for one deployment (one key prefix)."""
 
     def __init__(self, redis: aioredis.Redis, settings: Settings):
@@ -168,6 +178,7 @@ class Store(AlertOps, AdminOps):
         self._reset_source = self.scripts.reset_source
         # A histogram string's full length: the batch scripts create it at this size.
         self.hist_bytes = (ScoreHistogram(settings.resolution).max_bin + 1) * 8
+        self.init_join_declarations()
 
     @classmethod
     def connect(cls, settings: Settings) -> Store:
@@ -226,49 +237,122 @@ class Store(AlertOps, AdminOps):
         belongs to the partition's log; a field without one drops the stored one.
 
         Raises OffsetConflict when a stored offset is not the expected one; nothing is written then.
+        The join buffer's keys are declared as this worker believes them (monitor.state.joins): when
+        Redis's clock or pending periods say otherwise the script writes nothing and the call is
+        made again (no extra round trip in the common case).
         """
         write = BatchWrite(model, version, offsets, months, latest_ref_date, epoch, fingerprints or {})
-        keys, args = self._batch_request(write)
-        reply = self._batch_reply(write, await self._apply(keys=keys, args=args))
-        await self._list_models([write] if self._first_write(write, reply) else [])
-        return month_changes(reply[3:])
+        request = self._batch_request(write)
+        for _ in range(JOIN_ATTEMPTS):
+            keys, args = self._batch_call(write, request)
+            reply = self._batch_reply(write, await self._apply(keys=keys, args=args))
+            if reply[0] == 1:
+                return (await self._batch_applied([(write, request, reply)]))[0]
+            self.learn_join_status(model, version, reply[0], reply[1])
+        raise JoinKeysUnsettled(f"batch of {model}:{version}: the join buffer's keys kept changing "
+                                f"({JOIN_ATTEMPTS} calls refused)")
 
     async def apply_batches(self, writes: Sequence[BatchWrite]) -> list[list[MonthChange] | Exception]:
         """:meth:`apply_batch` of several models in one round trip (a pipeline, not a transaction: each
         script call is atomic on its own). Per write, its months' counts, or what refused it (an
         OffsetConflict, an EpochMismatch, a script's error) for the caller to take the one-by-one path,
-        which handles each. A lost connection raises (nothing, some or all applied: each call is
-        idempotent, by its offsets)."""
+        which handles each. A write whose join declaration was refused (rare: see monitor.state.joins),
+        or whose script Redis forgot (a restart), is made again alone. A lost connection raises
+        (nothing, some or all applied: each call is idempotent, by its offsets)."""
         requests = [self._batch_request(write) for write in writes]
         pipe = self.redis.pipeline(transaction=False)
-        for keys, args in requests:  # (a cluster pipeline refuses .evalsha(); the command itself it routes)
+        for write, request in zip(writes, requests, strict=True):
+            keys, args = self._batch_call(write, request)
+            # (a cluster pipeline refuses .evalsha(); the command itself it routes by its keys)
             pipe.execute_command("EVALSHA", self._apply.sha, len(keys), *keys, *args)
         replies = await pipe.execute(raise_on_error=False)
-        out: list[list[MonthChange] | Exception] = []
-        first: list[BatchWrite] = []
-        for write, (keys, args), reply in zip(writes, requests, replies, strict=True):
+        out: list[list[MonthChange] | Exception | None] = []
+        applied = []
+        for write, request, reply in zip(writes, requests, replies, strict=True):
             try:
-                if isinstance(reply, redis.exceptions.NoScriptError):  # Redis restarted: load it, once
-                    reply = await self._apply(keys=keys, args=args)
                 if isinstance(reply, Exception):
                     raise reply
                 reply = self._batch_reply(write, reply)
+            except redis.exceptions.NoScriptError:
+                out.append(await self._alone(write))
+                continue
             except (OffsetConflict, EpochMismatch, redis.ResponseError) as refused:
                 out.append(refused)
                 continue
-            if self._first_write(write, reply):
-                first.append(write)
-            out.append(month_changes(reply[3:]))
-        await self._list_models(first)
-        return out
+            if reply[0] == 1:
+                applied.append((write, request, reply))
+                out.append(None)
+            else:
+                self.learn_join_status(write.model, write.version, reply[0], reply[1])
+                out.append(await self._alone(write))
+        done = iter(await self._batch_applied(applied))
+        return [next(done) if result is None else result for result in out]
 
-    def _batch_request(self, write: BatchWrite) -> tuple[list[str], list]:
-        """The keys and arguments of apply_batch.lua for one write."""
+    async def _alone(self, write: BatchWrite) -> list[MonthChange] | Exception:
+        """:meth:`apply_batch` of one write, its refusal returned rather than raised."""
+        try:
+            return await self.apply_batch(write.model, write.version, write.offsets, write.months,
+                                          write.latest_ref_date, write.epoch, write.fingerprints)
+        except (OffsetConflict, EpochMismatch, redis.ResponseError) as refused:
+            return refused
+
+    def _batch_request(self, write: BatchWrite) -> BatchRequest:
+        """What a batch call sends whatever its join declaration: each waiting record's bucket, once
+        (the distinct ones are declared, the records name them by index), the month keys and ARGV."""
+        ttl = self.settings.label_ttl_days * 86400
+        buckets = {month: [join_bucket(rid) for rid in inc.waiting[0]] if ttl > 0 else []
+                   for month, inc in write.months.items()}
+        indexes = bucket_indexes(b for month_buckets in buckets.values() for b in month_buckets)
+        body_keys, body_args = self._batch_body(write, {month: [indexes[b] for b in bs] for month, bs in buckets.items()})
+        return BatchRequest(indexes, body_keys, body_args)
+
+    def _batch_call(self, write: BatchWrite, request: BatchRequest) -> tuple[list[str], list]:
+        """The KEYS and ARGV of apply_batch.lua, the join buffer's keys declared as this worker
+        believes them (the period of its clock, the pending periods it learnt)."""
         model, version = write.model, write.version
+        period, pending = self.join_period_now(), self.declared_pending(model, version)
         keys = [self.keys.of(model, version, name) for name in
-                ("offsets", "months", "watermark", "epoch", "watermarks", "pending:periods", "outcomes")]
-        args: list = [len(write.offsets), write.latest_ref_date, write.epoch, self.base(model, version),
-                      self.settings.label_ttl_days * 86400, self.hist_bytes, self.settings.max_unseen_categories]
+                ("offsets", "months", "watermark", "epoch", "watermarks", "pending:periods", "outcomes",
+                 "fingerprints")]
+        keys += (self.join_keys(model, version, [period], request.indexes)
+                 + self.pending_keys(model, version, pending, request.indexes))
+        args = [len(write.offsets), write.latest_ref_date, write.epoch, period, self.settings.label_ttl_days * 86400,
+                self.hist_bytes, self.settings.max_unseen_categories, len(request.indexes), " ".join(map(str, pending))]
+        return keys + request.body_keys, args + request.body_args
+
+    @staticmethod
+    def _batch_reply(write: BatchWrite, reply: list) -> list:
+        """The script's reply, or the refusal it says (nothing was written then)."""
+        status, info, stored = reply[:3]
+        if status == -2:
+            raise EpochMismatch(write.model, write.version, stored.decode())
+        if status == -1:
+            raise OffsetConflict(write.model, write.version, info.decode(), int(stored) if stored else None)
+        return reply
+
+    async def _batch_applied(self, applied: list[tuple[BatchWrite, BatchRequest, list]]) -> list[list[MonthChange]]:
+        """After applied batch calls: the pending periods they saw remembered; the models listed in
+        ``cm:models`` on their first write (the script says so: first ever, or since a wipe) or this
+        process's first (a crash may have come between a first write and its listing; the set is in
+        another cluster slot than the model's keys, so a command of its own); their months' counts."""
+        first = set()
+        for write, request, (_, live, first_write, *_) in applied:
+            if request.indexes:
+                self.remember_pending(write.model, write.version, live)
+            if first_write == 1 or (write.model, write.version) not in self._listed:
+                first.add((write.model, write.version))
+        if first:
+            await self.redis.sadd(self.models_key(), *(f"{model}:{version}" for model, version in first))
+            self._listed |= first
+        return [month_changes(reply[3:]) for _, _, reply in applied]
+
+    def _batch_body(self, write: BatchWrite, bucket_indexes: Mapping[str, list[int]]) -> tuple[list[str], list]:
+        """The month keys and the ARGV after the join declaration of a batch call (apply_batch.lua):
+        the same whatever the declared period and pending periods. ``bucket_indexes``: per month, the
+        index of each waiting record's bucket among the declared ones."""
+        model, version = write.model, write.version
+        keys: list[str] = []
+        args: list = []
         for offset_field, (expected, new, latest) in write.offsets.items():
             args += [offset_field, "" if expected is None else str(expected), str(new), latest]
         args += [write.fingerprints.get(offset_field, "") for offset_field in write.offsets]
@@ -281,36 +365,14 @@ class Store(AlertOps, AdminOps):
             for label in LABELS:
                 args.append(" ".join(map(str, np.column_stack(inc.bins[label]).ravel().tolist())))
             args.append(len(ids))
-            for rid, score_bin in zip(ids, waiting_bins.tolist(), strict=True):
-                args += (rid, score_bin, join_bucket(rid))
+            indexes = bucket_indexes[month] or [0] * len(ids)  # no join buffer (TTL 0): index unused
+            for rid, score_bin, index in zip(ids, waiting_bins.tolist(), indexes, strict=True):
+                args += (rid, score_bin, index)
             for fields in (inc.features, inc.unseen_features):
                 args.append(len(fields))
                 for name, n in fields.items():
                     args += (name, n)
-        keys.append(self.keys.of(model, version, "fingerprints"))
         return keys, args
-
-    @staticmethod
-    def _batch_reply(write: BatchWrite, reply: list) -> list:
-        """The script's reply, or the refusal it says (nothing was written then)."""
-        status, offset_field, stored = reply[:3]
-        if status == -2:
-            raise EpochMismatch(write.model, write.version, stored.decode())
-        if status == -1:
-            raise OffsetConflict(write.model, write.version, offset_field.decode(), int(stored) if stored else None)
-        return reply
-
-    def _first_write(self, write: BatchWrite, reply: list) -> bool:
-        """Whether the model must be (re)listed in ``cm:models``: its first records ever, or since a
-        wipe (the script says so), or the first write of this process (a crash may have come
-        between a first write and its listing)."""
-        return reply[1] == 1 or (write.model, write.version) not in self._listed
-
-    async def _list_models(self, writes: Sequence[BatchWrite]) -> None:
-        """Add the models to ``cm:models`` (another cluster slot than theirs: a command of its own)."""
-        if writes:
-            await self.redis.sadd(self.models_key(), *{f"{w.model}:{w.version}" for w in writes})
-            self._listed.update((w.model, w.version) for w in writes)
 
     async def stored_cardinality(self, models: Iterable[tuple[str, str]], months: Mapping[tuple[str, str], Iterable[str]],
                                  references: Iterable[tuple[str, str]]) -> StoredCardinality:

@@ -12,7 +12,9 @@ outcome that arrives before its record waits in ``<base>:pending:<period>:<bucke
 target, same expiry; ``<base>:pending:periods`` counts them per period, so that the batch script
 probes only the periods that hold some) and is applied when the record comes. A second outcome for a
 record changes nothing (counted as a duplicate); outcomes whose record never came are orphans. A batch
-is applied in script calls of at most ``OUTCOMES_PER_CALL`` outcomes, each O(1) per outcome.
+is applied in script calls of at most ``OUTCOMES_PER_CALL`` outcomes, each O(1) per outcome. The
+scripts build no key name: the store declares the buckets, pending periods and months it believes
+current and calls again when the script says otherwise (:mod:`monitor.state.joins`).
 
 >>> decode_outcomes(b'{"record_id": "r1", "model": "m", "target": 1}')[0].target
 1

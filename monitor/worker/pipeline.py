@@ -6,6 +6,7 @@ worker, tests and benchmarks. Invalid messages go to the dead-letter callback wi
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -144,6 +145,24 @@ class PartitionRecords:
         self.scores.append(record[5])
         self.record_ids.append(record[6])
         self.features.append(record[7])
+
+
+RECORDS_PER_TURN = 1_000
+"""Records a batch decodes, or folds into writes of many models, between two turns of the event loop
+(~10-30 ms of CPU): a batch spread over 1,000 models is ~1,000 writes, and done in one go it held the
+loop for most of a second (the loop lag, docs/benchmarks.md "Scale")."""
+
+class LoopTurns:
+    """Gives the event loop a turn every ``every`` records of work (``await turns.add(n)``)."""
+
+    def __init__(self, every: int = RECORDS_PER_TURN):
+        self.every, self.since = every, 0
+
+    async def add(self, records: int) -> None:
+        self.since += records
+        if self.since >= self.every:
+            self.since = 0
+            await asyncio.sleep(0)
 
 
 MAX_RECORDS_PER_CALL = 20_000
@@ -310,6 +329,7 @@ class BatchProcessor:
         seen: dict[tuple[str, int], KafkaMessage] = {}  # (offset field, offset) -> message
         decoded = []
         today = self.today()
+        turns = LoopTurns()  # a batch of 25k records decodes and groups in ~0.2 s: not in one go
         for msg in messages:
             field_name = offset_field(msg)
             if (field_name, msg.offset) in seen:  # delivered twice within one batch
@@ -324,6 +344,7 @@ class BatchProcessor:
                 result.dead_lettered += 1
                 continue
             decoded.append((msg, records, key_months(records)))
+            await turns.add(len(records))
         gate = await retry_forever("stored models and months", self._gate, decoded)
         for msg, records, shape in decoded:
             try:
@@ -337,6 +358,7 @@ class BatchProcessor:
                 by_field = groups.get(record[:2]) or groups.setdefault(record[:2], {})
                 part = by_field.get(field_name) or by_field.setdefault(field_name, PartitionRecords())
                 part.add(msg.offset, record)
+            await turns.add(len(records))
         for by_field in groups.values():
             for part in by_field.values():
                 part.sort()
@@ -352,22 +374,41 @@ class BatchProcessor:
         others, and those the shared round trip refused (another worker moved an offset, an epoch
         changed, ...), one by one by :meth:`_apply_group`, which handles each case."""
         result = BatchResult()
-        planned = [(key, await self._one_call(key, by_field, messages)) for key, by_field in groups.items()]
-        together = [(key, call) for key, call in planned if call is not None]
-        alone = [key for key, call in planned if call is None]
+        alone: list[tuple[str, str]] = []
+        together: list[tuple[tuple[str, str], PlannedWrite]] = []
+        for key, by_field in groups.items():
+            call = await self._one_call(key, by_field, messages)
+            if call is None:
+                alone.append(key)
+                continue
+            together.append((key, call))
+            if sum(c.records for _, c in together) >= RECORDS_PER_TURN:  # the round trip is the loop's turn
+                result += await self._write_together(together, alone)
+                together = []
+        result += await self._write_together(together, alone)
+        for model, version in alone:
+            result += await retry_forever(f"batch of {model}:{version}", self._apply_group, model, version,
+                                          groups[(model, version)], messages)
+        return result
+
+    async def _write_together(self, together: list[tuple[tuple[str, str], PlannedWrite]],
+                              alone: list[tuple[str, str]]) -> BatchResult:
+        """Write these models' calls in one round trip; those refused are added to ``alone``."""
+        result = BatchResult()
+        if not together:
+            return result
         replies = await retry_forever(f"batch of {len(together)} models", self.store.apply_batches,
-                                      [call.write for _, call in together]) if together else []
+                                      [call.write for _, call in together])
         for (key, call), reply in zip(together, replies, strict=True):
             if isinstance(reply, Exception):
+                if isinstance(reply, OffsetConflict):
+                    self._forget_moved_offsets(key, reply)
                 alone.append(key)
                 continue
             self._applied[key].update({f: new for f, (_, new, _) in call.write.offsets.items()})
             result += BatchResult(records=call.records, duplicates_skipped=call.total - call.records)
             if self.on_change is not None:
                 await self.on_change(*key, reply)
-        for model, version in alone:
-            result += await retry_forever(f"batch of {model}:{version}", self._apply_group, model, version,
-                                          groups[(model, version)], messages)
         return result
 
     async def _one_call(self, key: tuple[str, str], by_field: dict[str, PartitionRecords],
@@ -472,16 +513,19 @@ class BatchProcessor:
                 await self._handle_other_epoch(model, version, mismatch.found)
                 continue
             except OffsetConflict as conflict:
-                expected = known[conflict.offset_field]
-                if expected is not None and (conflict.stored is None or conflict.stored < expected):
-                    # Offsets only grow: one behind what we wrote means Redis lost recent writes.
-                    raise StateLost(f"{model}:{version} {conflict.offset_field}: Redis holds offset "
-                                    f"{conflict.stored} but this worker applied {expected}", rebuild=True) from None
-                # Another worker applied some of these offsets: reread them and filter again.
-                self._applied.pop(key, None)
+                self._forget_moved_offsets(key, conflict)
                 continue
             return BatchResult(records=applied, duplicates_skipped=total - applied)
         raise MonitorError(f"{model}:{version}: offsets kept moving after {MAX_CONFLICT_RETRIES} retries")
+
+    def _forget_moved_offsets(self, key: tuple[str, str], conflict: OffsetConflict) -> None:
+        """Another worker applied some of these offsets: forget them, to reread them and filter again;
+        unless Redis holds less than this worker wrote (offsets only grow: it lost recent writes)."""
+        expected = self._applied.get(key, {}).get(conflict.offset_field)
+        if expected is not None and (conflict.stored is None or conflict.stored < expected):
+            raise StateLost(f"{key[0]}:{key[1]} {conflict.offset_field}: Redis holds offset "
+                            f"{conflict.stored} but this worker applied {expected}", rebuild=True) from None
+        self._applied.pop(key, None)
 
     async def _reset_lost_sources(self, model: str, version: str, stored: dict[str, int],
                                   by_field: dict[str, PartitionRecords],

@@ -21,7 +21,8 @@ class Recorder:
 
     async def __call__(self, keys, args):
         self.calls.append((self.name, list(keys)))
-        return {"apply_batch": [1, b"", b""], "transition": 1, "reset_source": 1}.get(self.name, 1)
+        return {"apply_batch": [1, b"", b""], "apply_outcomes": [1, b"", 0, 0, 0], "transition": 1,
+                "reset_source": 1}.get(self.name, 1)
 
 
 class NullPipeline:

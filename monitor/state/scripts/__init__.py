@@ -1,14 +1,15 @@
 """The Lua scripts of the state layer, one ``.lua`` file each, read once and registered once per client.
 
-``apply_batch`` and ``apply_outcomes`` share three preludes: ``key_base.lua``, ``add_bins.lua`` and
-``join.lua`` (the latter after a generated line with the join buffer's constants, so that Lua and
+``apply_batch`` and ``apply_outcomes`` share two preludes: ``add_bins.lua`` and ``join.lua`` (the latter after a generated line with the join buffer's constants, so that Lua and
 Python agree).
 
 Every script starts with the shebang ``#!lua`` (Redis 7): with it Redis refuses a script that touches
 keys of two cluster slots (a flag-less EVAL may touch any key of its node), and every key a script
-touches is declared in KEYS or built from a declared key's hash tag (``key_base``), so a cluster
-client, which routes a call by its KEYS, sends it to the node holding all its keys
-(``tests/unit/test_script_keys.py``).
+touches is declared in KEYS (no script builds a key name), so a cluster client, which routes a call
+by its KEYS, sends it to the node holding all its keys (``tests/unit/test_script_keys.py``, and on a real
+Redis by what it ran: ``tests/integration/test_declared_keys.py``). The join buffer's keys depend on
+Redis's clock and stored pending periods: the caller declares them optimistically and the script says,
+before any write, when they are not the right ones (:mod:`monitor.state.joins`).
 
 >>> sorted(SCRIPTS) == sorted(p.stem for p in HERE.glob("*.lua") if p.stem not in PRELUDES)
 True
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-PRELUDES = ("key_base", "add_bins", "join")
+PRELUDES = ("add_bins", "join")
 SHEBANG = "#!lua\n"  # Redis 7 script flags (none): cross-slot access refused, see above
 SCRIPTS = {  # script -> the preludes it starts with
     "apply_batch": PRELUDES,
