@@ -51,6 +51,7 @@ SCRAPE_SECONDS = "credit_monitor_scrape_duration_seconds"
 LOOP_LAG = "credit_monitor_worker_loop_lag_seconds"  # histogram: _bucket, _sum, _count
 LOOP_LAG_MAX = "credit_monitor_worker_loop_lag_max_seconds"
 LOOP_LAG_P99 = "credit_monitor_worker_loop_lag_p99_seconds"
+GC_PAUSE_MAX = "credit_monitor_worker_gc_pause_max_seconds"
 
 GAUGES = {RECORDS, RECORDS_BY_LABEL, MONTH_ALERTS_FIRING, METRICS_COMPUTED, ALERTS_FIRING, ALERT_SEVERITY,
           REFERENCE_RECORDS, CONSUMER_LAG, HIGH_WATERMARK, COMMITTED_OFFSET, LAG_UP, SCRAPE_SECONDS, *WINDOW_METRICS,
@@ -145,7 +146,7 @@ def loop_lag_families(reports: dict[str, dict]) -> list:
 
     >>> from monitor.worker.looplag import LoopLagProbe
     >>> probe = LoopLagProbe(); probe.record(0.002); probe.record(0.08)
-    >>> hist, top, p99 = loop_lag_families({"h:1": probe.snapshot()})
+    >>> hist, top, p99, gc_top = loop_lag_families({"h:1": probe.snapshot()})
     >>> [(s.name, s.labels.get("le"), s.value) for s in hist.samples][-4:]
     [('credit_monitor_worker_loop_lag_seconds_bucket', '5.0', 2.0), ('credit_monitor_worker_loop_lag_seconds_bucket', '+Inf', 2.0), ('credit_monitor_worker_loop_lag_seconds_count', None, 2.0), ('credit_monitor_worker_loop_lag_seconds_sum', None, 0.082)]
     >>> top.samples[0].value, p99.samples[0].labels
@@ -157,13 +158,17 @@ def loop_lag_families(reports: dict[str, dict]) -> list:
                             labels=["worker"])
     p99 = GaugeMetricFamily(LOOP_LAG_P99, "p99 of the worker's event-loop lag over its last minute of samples.",
                             labels=["worker"])
+    gc_top = GaugeMetricFamily(GC_PAUSE_MAX, "Longest pause of Python's garbage collector in the worker process "
+                               "since it started (it stops the event loop too).", labels=["worker"])
     for worker, report in reports.items():
         buckets = [(str(le), float(n)) for le, n in zip(report["le"], report["buckets"], strict=True)]
         buckets.append(("+Inf", float(report["count"])))
         hist.add_metric([worker], buckets, report["sum"])
         top.add_metric([worker], report["max"])
         p99.add_metric([worker], report["p99"])
-    return [hist, top, p99]
+        if "gc_max" in report:
+            gc_top.add_metric([worker], report["gc_max"])
+    return [hist, top, p99, gc_top]
 
 
 def lag_families(partitions, error: str | None, group: str) -> list:

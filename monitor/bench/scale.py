@@ -247,7 +247,9 @@ async def loop_lag(settings: Settings) -> dict:
         return {"workers": 0}
     return {"workers": len(snapshots), "p99_ms": max(s.get("p99", 0.0) for s in snapshots.values()) * 1000,
             "max_ms": max(s.get("max", 0.0) for s in snapshots.values()) * 1000,
-            "samples": sum(s.get("count", 0) for s in snapshots.values())}
+            "samples": sum(s.get("count", 0) for s in snapshots.values()),
+            "gc_max_ms": max(s.get("gc_max", 0.0) for s in snapshots.values()) * 1000,
+            "gc_full_collections": sum(s.get("gc_full_collections", 0) for s in snapshots.values())}
 
 
 async def run_scale(opts: ScaleOptions, settings: Settings, tmp: Path, say: Callable[[str], None]) -> dict:
@@ -312,6 +314,8 @@ def summary_lines(opts: ScaleOptions, result: dict) -> list[str]:
         f"  worker loop lag p99 / max {_fmt(lag_p99)} / {_fmt(lag.get('max_ms'))} ms over {lag.get('samples', 0)} "
         f"samples  target p99 <= {LOOP_LAG_P99_TARGET_MS:.0f} ms: "
         f"{report.fmt_met(None if lag_p99 is None else lag_p99 <= LOOP_LAG_P99_TARGET_MS)}",
+        f"  worker GC pause max       {_fmt(lag.get('gc_max_ms'))} ms ({lag.get('gc_full_collections', 0)} full "
+        f"collections)",
     ]
 
 

@@ -549,6 +549,12 @@ class Store(AlertOps, AdminOps, JoinOps):
             return None, meta
         return ScoreHistogram.from_dense_bytes(dense, float(meta.get("resolution", self.settings.resolution))), meta
 
+    async def reference_meta(self, model: str, version: str) -> dict[str, str]:
+        """The reference's card alone (``ref:meta``): it changes whenever the reference is saved again
+        (``loaded_at``), so a reader may keep the decoded reference and profile while it does not."""
+        meta = await self.redis.hgetall(self.keys.of(model, version, "ref:meta"))
+        return {k.decode(): v.decode() for k, v in meta.items()}
+
     async def feature_profile(self, model: str, version: str) -> FeatureProfile | None:
         raw = await self.redis.get(self.keys.of(model, version, "ref:features"))
         return FeatureProfile.from_dict(orjson.loads(raw)) if raw else None

@@ -26,7 +26,7 @@ from monitor.settings import Settings
 from monitor.state import Store
 from monitor.worker.deadletter import DeadLetterQueue
 from monitor.worker.engine import MetricsUpdater
-from monitor.worker.looplag import LoopLagProbe, favour_the_loop
+from monitor.worker.looplag import GcPauses, LoopLagProbe, favour_the_loop
 from monitor.worker.memory import release_free_memory
 from monitor.worker.outcomes import OutcomeProcessor
 from monitor.worker.pipeline import BatchProcessor
@@ -153,7 +153,9 @@ def register_metrics(app: MonitorApp, settings: Settings, worker: Worker, dead_l
 def register_housekeeping(app: MonitorApp, settings: Settings, worker: Worker, dead_letter: DeadLetterQueue) -> None:
     """The event-loop lag probe and its reports; handing freed memory back to the OS."""
     # The event loop's lag, measured all the time and reported to Redis for GET /metrics (issue 18).
-    loop_lag = LoopLagProbe()
+    gc_pauses = GcPauses()
+    gc_pauses.install()
+    loop_lag = LoopLagProbe(gc_pauses=gc_pauses)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     favour_the_loop()  # the metrics are computed in a thread: the loop gets the GIL back within 1 ms
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import collections
+import gc
 import sys
 import time
 
@@ -58,10 +59,46 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[int(rank) - 1]
 
 
-class LoopLagProbe:
-    """Measures the lag of the running event loop (:meth:`run`) and keeps its distribution."""
+class GcPauses:
+    """The pauses of Python's cyclic garbage collector, which stops every thread, the event loop's too:
+    the longest, and how many full (oldest generation) collections there were. Installed in
+    ``gc.callbacks`` by :meth:`install` (the worker does: a loop lag whose max is a full collection's
+    pause says what to change, the objects the process keeps, not the code that ran then).
 
-    def __init__(self, interval_s: float = LAG_PROBE_INTERVAL_S):
+    >>> pauses = GcPauses(); pauses.install(); _ = gc.collect(); pauses.uninstall()
+    >>> pauses.full_collections >= 1 and pauses.max > 0
+    True
+    """
+
+    def __init__(self) -> None:
+        self.max = 0.0
+        self.full_max = 0.0
+        self.full_collections = 0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._started
+        self.max = max(self.max, pause)
+        if info.get("generation") == 2:
+            self.full_collections += 1
+            self.full_max = max(self.full_max, pause)
+
+    def install(self) -> None:
+        gc.callbacks.append(self)
+
+    def uninstall(self) -> None:
+        gc.callbacks.remove(self)
+
+
+class LoopLagProbe:
+    """Measures the lag of the running event loop (:meth:`run`) and keeps its distribution, with the
+    garbage collector's pauses (:class:`GcPauses`) when given them."""
+
+    def __init__(self, interval_s: float = LAG_PROBE_INTERVAL_S, gc_pauses: GcPauses | None = None):
+        self.gc_pauses = gc_pauses
         self.interval_s = interval_s
         self.bucket_counts = [0] * len(LAG_BUCKETS_S)  # per bucket, not cumulative (snapshot() sums them)
         self.count = 0
@@ -97,4 +134,6 @@ class LoopLagProbe:
         recent = list(self.recent)
         return {"buckets": cumulative, "le": list(LAG_BUCKETS_S), "count": self.count, "sum": self.total,
                 "max": self.max, "p50": percentile(recent, 50), "p99": percentile(recent, 99),
-                "recent_max": max(recent, default=0.0), "at": time.time()}
+                "recent_max": max(recent, default=0.0), "at": time.time(),
+                **({"gc_max": self.gc_pauses.max, "gc_full_max": self.gc_pauses.full_max,
+                    "gc_full_collections": self.gc_pauses.full_collections} if self.gc_pauses else {})}

@@ -58,6 +58,47 @@ def test_each_window_equals_the_metrics_of_its_months(servers):
     assert last["month"]["n"] < last["rolling"]["n"] < last["cumulative"]["n"]
 
 
+def test_a_reference_saved_again_is_the_one_the_next_pass_computes_against(servers):
+    """The updater keeps the decoded reference while its card is unchanged; a reference saved again
+    (a new card) is read at the next pass, and every window is computed against it."""
+    import numpy as np
+
+    from monitor.ops.reference import save_reference
+
+    settings = unique_settings(servers)
+
+    rng = np.random.default_rng(3)
+    records = [{"record_id": f"r{i}", "model": "reref", "ref_date": f"2024-0{1 + i % 2}-15",
+                "score": float(s), "target": int(s > 0.4)} for i, s in enumerate(rng.beta(2, 5, 1200))]
+
+    async def go():
+        await save_reference(settings, "reref", "1", rng.beta(2, 5, 3000))
+        store = Store.connect(settings)
+        try:
+            processor = BatchProcessor(store, None, await asyncio.to_thread(state_epoch, settings))
+            await processor.process([RawMessage(settings.records_topic, 0, i, orjson.dumps(r))
+                                     for i, r in enumerate(records)])
+            updater = MetricsUpdater(store, settings)
+            await updater.run_once(None)
+            before = await store.metrics("reref", "1")
+            shifted = rng.beta(5, 2, 5000)  # far from the records' scores
+            await save_reference(settings, "reref", "1", shifted)
+            await updater.run_once(None)
+            months = await store.months("reref", "1")
+            hists = await store.histograms("reref", "1", months)
+            reference, _ = await store.reference("reref", "1")
+            return before, await store.metrics("reref", "1"), hists, reference
+        finally:
+            await store.close()
+
+    before, after, hists, reference = asyncio.run(go())
+    for month, hist in hists.items():
+        expected = compute_metrics(hist, reference).to_dict()
+        assert after[month]["windows"]["month"] == pytest.approx(expected), month
+        assert after[month]["reference_n"] == 5000
+        assert after[month]["windows"]["month"]["psi"] > before[month]["windows"]["month"]["psi"]
+
+
 def test_a_timer_pass_pauses_after_each_model_as_long_as_the_model_took(servers, monkeypatch):
     settings = unique_settings(servers)
     pauses: list[float] = []
