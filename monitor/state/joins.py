@@ -29,6 +29,11 @@ declare (the period, the pending periods, the months), so two or three suffice e
 
 WRONG_PERIOD, UNDECLARED_PENDING, UNDECLARED_MONTHS = -3, -4, -5
 
+DECLARED_OUTCOME_MONTHS = 12
+"""Months an outcome call declares at most (those most recently needed, or more when one call needs
+more): outcomes join the records of the last few months, and a model of 1,000 months would otherwise
+declare all it ever joined (4 keys each) on every call. A month not declared costs one more call."""
+
 
 class JoinKeysUnsettled(MonitorError):
     """A join script refused the declared keys :data:`JOIN_ATTEMPTS` times in a row (Redis's clock
@@ -101,9 +106,10 @@ class JoinOps:
             self.join_clock_offset = int(info) + 0.5 - time.time()  # TIME's second, its middle
         elif status == UNDECLARED_PENDING:
             self.remember_pending(model, version, info)
-        elif status == UNDECLARED_MONTHS:
-            known = self._outcome_months.setdefault((model, version), [])
-            known += [m for m in words(info) if m not in known]
+        elif status == UNDECLARED_MONTHS:  # every month the call needs, then the others learnt before
+            needed = words(info)
+            known = needed + [m for m in self._outcome_months.get((model, version), []) if m not in needed]
+            self._outcome_months[(model, version)] = known[:max(DECLARED_OUTCOME_MONTHS, len(needed))]
         else:
             raise ValueError(f"unknown join script status {status}")
 

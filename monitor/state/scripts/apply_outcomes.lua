@@ -11,7 +11,7 @@
 -- Returns {1, the live pending periods, joined, pending, duplicates, then per month changed: month,
 -- n, bad, good after and n, bad, good added (n: 0)}; or, with nothing written: {-3, Redis's unix
 -- time, ''} (the declared period is not Redis's), {-4, the live pending periods, ''} (one is not
--- declared), {-5, the months of the joined records whose keys are not declared, ''}.
+-- declared), {-5, every month of the joined records (the keys of some are not declared), ''}.
 local ttl, size, buckets = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local bins = size / 8
 local clock, status = join_check(tonumber(ARGV[1]), ARGV[5], KEYS[2], ttl)
@@ -31,7 +31,7 @@ local function pending_index(p, bucket)  -- of a declared pending period's bucke
 end
 -- First pass, read only: where each outcome's record waits (its join key's index and value), and whether
 -- the keys of every month a record belongs to are declared.
-local found, missing, asked = {}, {}, {}
+local found, needed, asked, missing = {}, {}, {}, false
 for a = 7, #ARGV, 3 do
   local rid, bucket = ARGV[a], tonumber(ARGV[a + 2])
   for d = 0, span - 1 do
@@ -41,16 +41,17 @@ for a = 7, #ARGV, 3 do
       found[a] = {join, kept}
       if kept ~= 'j' then
         local month = join_month_bin(kept, bins)
-        if month_at[month] == nil and not asked[month] then
+        if not asked[month] then
           asked[month] = true
-          missing[#missing + 1] = month
+          needed[#needed + 1] = month
+          missing = missing or month_at[month] == nil
         end
       end
       break
     end
   end
 end
-if #missing > 0 then return {-5, table.concat(missing, ' '), ''} end
+if missing then return {-5, table.concat(needed, ' '), ''} end
 -- Checks done: from here on it writes (a script is not rolled back, so no return below).
 forget_periods(KEYS[2], clock.dead)
 local joined, pending, duplicates = 0, 0, 0
