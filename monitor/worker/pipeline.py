@@ -147,10 +147,11 @@ class PartitionRecords:
         self.features.append(record[7])
 
 
-RECORDS_PER_TURN = 1_000
+RECORDS_PER_TURN = 250
 """Records a batch decodes, or folds into writes of many models, between two turns of the event loop
-(~10-30 ms of CPU): a batch spread over 1,000 models is ~1,000 writes, and done in one go it held the
-loop for most of a second (the loop lag, docs/benchmarks.md "Scale")."""
+(~10 ms of CPU): a batch spread over 1,000 models is ~1,000 writes, and done in one go it held the loop
+for most of a second; at 1,000 records a turn, with the metrics thread taking its share of the GIL, the
+loop lag p99 was 100-145 ms, at 250 29 ms (docs/benchmarks.md "Scale"), for ~15 % of the fold's rate."""
 
 class LoopTurns:
     """Gives the event loop a turn every ``every`` records of work (``await turns.add(n)``)."""
