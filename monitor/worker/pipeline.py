@@ -153,6 +153,7 @@ RECORDS_PER_TURN = 250
 for most of a second; at 1,000 records a turn, with the metrics thread taking its share of the GIL, the
 loop lag p99 was 100-145 ms, at 250 29 ms (docs/benchmarks.md "Scale"), for ~15 % of the fold's rate."""
 
+
 class LoopTurns:
     """Gives the event loop a turn every ``every`` records of work (``await turns.add(n)``)."""
 
@@ -377,15 +378,17 @@ class BatchProcessor:
         result = BatchResult()
         alone: list[tuple[str, str]] = []
         together: list[tuple[tuple[str, str], PlannedWrite]] = []
+        records = 0
         for key, by_field in groups.items():
             call = await self._one_call(key, by_field, messages)
             if call is None:
                 alone.append(key)
                 continue
             together.append((key, call))
-            if sum(c.records for _, c in together) >= RECORDS_PER_TURN:  # the round trip is the loop's turn
+            records += call.records
+            if records >= RECORDS_PER_TURN:  # the round trip is the loop's turn
                 result += await self._write_together(together, alone)
-                together = []
+                together, records = [], 0
         result += await self._write_together(together, alone)
         for model, version in alone:
             result += await retry_forever(f"batch of {model}:{version}", self._apply_group, model, version,

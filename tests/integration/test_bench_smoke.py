@@ -85,3 +85,13 @@ def test_scale_bench_runs_at_a_tiny_size(tmp_path):
     lag = doc["loop_lag"]
     assert lag["workers"] == 1 and lag["samples"] > 0 and lag["max_ms"] >= lag["p99_ms"] >= 0
     assert "publish-to-alert p50/p99" in proc.stdout and "worker loop lag p99 / max" in proc.stdout
+
+
+def test_mixed_fold_bench_runs_and_prints_its_figures(servers, capsys):
+    from monitor.bench.mixed import main
+
+    assert main(["--models", "20", "--batches", "1", "--per-message", "5", "--redis", servers.redis_url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "20 models mixed, 1 batches of 500 messages x 5 records"
+    assert lines[1].split()[1:4] == ["2,500", "records", "in"]  # every record of the timed batch folded
+    assert float(lines[1].split()[-2].replace(",", "")) > 0 and lines[2].split()[:2] == ["loop", "lag"]
