@@ -26,7 +26,7 @@ from monitor.settings import Settings
 from monitor.state import Store
 from monitor.worker.deadletter import DeadLetterQueue
 from monitor.worker.engine import MetricsUpdater
-from monitor.worker.looplag import GcPauses, LoopLagProbe, SurvivorFreezer, favour_the_loop
+from monitor.worker.looplag import GC_FREEZE_EVERY_S, GcPauses, LoopLagProbe, SurvivorFreezer, favour_the_loop
 from monitor.worker.memory import release_free_memory
 from monitor.worker.outcomes import OutcomeProcessor
 from monitor.worker.pipeline import BatchProcessor
@@ -128,8 +128,6 @@ def register_metrics(app: MonitorApp, settings: Settings, worker: Worker, dead_l
         await delivery  # on the broker before the outbox lets it go
         log.info("alert %s %s %s (%s)", event["status"], event["severity"], event["alert_id"], event["month"])
 
-    freezer = SurvivorFreezer()
-
     @app.task
     async def recompute_metrics():
         worker.ensure_started(dead_letter)
@@ -143,10 +141,7 @@ def register_metrics(app: MonitorApp, settings: Settings, worker: Worker, dead_l
                         await worker.restart_to_rebuild(
                             StateLost(f"the state epoch {worker.epoch} is gone", rebuild=False))
                 worker.updater.topic_partitions = app.consumer.topic_partitions(settings.records_topic) or 0
-                passes = worker.updater.full_passes
                 wait = await worker.updater.step(publish_alert)
-                if worker.updater.full_passes != passes:
-                    freezer.after_pass()  # what survived a pass is long-lived: out of the collector's walks
             except Exception as exc:  # a task that raises is gone for good: log it, keep computing
                 if is_transient(exc):
                     log.warning("metrics pass skipped: Redis unavailable (%s)", exc)
@@ -167,6 +162,12 @@ def register_housekeeping(app: MonitorApp, settings: Settings, worker: Worker, d
     @app.task
     async def measure_loop_lag():
         await loop_lag.run()
+
+    freezer = SurvivorFreezer()
+
+    @app.timer(GC_FREEZE_EVERY_S)
+    async def freeze_survivors():
+        freezer.tick()  # what the worker keeps, out of the full collections' walks
 
     @app.timer(settings.loop_lag_report_s)
     async def report_loop_lag():

@@ -162,7 +162,6 @@ class MetricsUpdater:
         self.wakeup = asyncio.Event()  # set when a model of this process was marked due
         self.pause_ratio = PASS_PAUSE_RATIO
         self._next_pass = 0.0  # time.monotonic() of the next full pass
-        self.full_passes = 0  # timer passes done
 
     async def on_change(self, model: str, version: str, changes: list[MonthChange]) -> None:
         """Told of every write to a model's counts: a month at a checkpoint makes the model due now."""
@@ -177,7 +176,6 @@ class MetricsUpdater:
         if time.monotonic() >= self._next_pass:
             self._next_pass = time.monotonic() + self.settings.metrics_interval_s
             await self.run_once(send)
-            self.full_passes += 1
         else:
             await self.run_due(send)
         return max(0.0, min(DUE_POLL_S, self._next_pass - time.monotonic()))

@@ -93,8 +93,10 @@ class GcPauses:
         gc.callbacks.remove(self)
 
 
+GC_FREEZE_EVERY_S = 10.0
+"""How often the worker freezes what survived (:class:`SurvivorFreezer`)."""
 GC_UNFREEZE_S = 3600.0
-"""How long objects stay frozen (:class:`SurvivorFreezer`) before a full collection may see them again."""
+"""How long objects stay frozen before a full collection may see them again."""
 
 
 class SurvivorFreezer:
@@ -102,15 +104,15 @@ class SurvivorFreezer:
 
     A full collection walks every object the process holds, and stops the event loop meanwhile: with
     1,000 models' months cached (histograms, each window's metrics) that was 150-350 ms several times a
-    minute, most of the loop lag (docs/benchmarks.md, "Scale"). After each timer pass, what survived it
-    is frozen (``gc.freeze``: the collections skip it; objects still go the moment nothing refers to
-    them). A reference cycle that dies while frozen is only reclaimed when unfrozen: every
-    ``unfreeze_s`` the frozen objects are handed back (``gc.unfreeze``), and the next full collection,
-    one long pause an hour, reclaims those cycles.
+    minute, most of the loop lag (docs/benchmarks.md, "Scale"). Every ``GC_FREEZE_EVERY_S`` the young
+    generations are collected (a few ms) and what survived is frozen (``gc.freeze``: the collections
+    skip it; an object still goes the moment nothing refers to it). A reference cycle that dies while
+    frozen is only reclaimed when unfrozen: every ``unfreeze_s`` the frozen objects are handed back
+    (``gc.unfreeze``), and the next full collection, one long pause an hour, reclaims those cycles.
 
     >>> clock = iter([0.0, 10.0, 4000.0]).__next__
     >>> freezer = SurvivorFreezer(unfreeze_s=3600, clock=clock)
-    >>> freezer.after_pass(), gc.get_freeze_count() > 0, freezer.after_pass(), freezer.after_pass()
+    >>> freezer.tick(), gc.get_freeze_count() > 0, freezer.tick(), freezer.tick()
     ('frozen', True, 'frozen', 'unfrozen')
     >>> gc.get_freeze_count()
     0
@@ -121,7 +123,7 @@ class SurvivorFreezer:
         self.clock = clock
         self.since: float | None = None
 
-    def after_pass(self) -> str:
+    def tick(self) -> str:
         now = self.clock()
         if self.since is None:
             self.since = now
@@ -129,6 +131,7 @@ class SurvivorFreezer:
             gc.unfreeze()
             self.since = now
             return "unfrozen"
+        gc.collect(1)  # the young garbage first: a cycle frozen dead would wait for the unfreeze
         gc.freeze()
         return "frozen"
 
