@@ -21,8 +21,9 @@ def check(report: faults.FaultReport) -> None:
     assert report.faults, "no fault was injected"
 
 
-def test_five_kill_9_during_a_200k_replay_with_10k_malformed(tmp_path):
-    report = faults.run("kills", records=200_000, kills=5, malformed=10_000, work_dir=tmp_path)
+def test_five_kill_9_during_a_replay_with_malformed_records(tmp_path):
+    # CI size (the full 200k with 10k malformed is run by hand: docs/benchmarks.md, fault runs)
+    report = faults.run("kills", records=80_000, kills=5, malformed=4_000, work_dir=tmp_path)
     check(report)
     assert len(report.faults) == 5
 
