@@ -144,9 +144,9 @@ class Settings(BaseSettings):
     metrics_interval_s: float = Field(
         2.0, gt=0, description="Seconds between metric recomputations of changed months. A month that reaches a "
         "checkpoint (judgeable volume, a doubling of it, a class at min_class_records in a judgeable month) is "
-        "recomputed at once; the timer refreshes the others (a pass costs ~12 ms per changed model of 24 months, and "
-        "pauses as long after each model to "
-        "let records in). Env MONITOR_METRICS_INTERVAL_S.",
+        "recomputed at once; the timer refreshes the others (a pass costs ~12 ms of work per changed model of 24 "
+        "months and pauses as long after each model to let records in: ~25-29 ms per model in all). "
+        "Env MONITOR_METRICS_INTERVAL_S.",
     )
     loop_lag_report_s: float = Field(
         5.0, gt=0, description="Seconds between the worker's reports of its event-loop lag (monitor/worker/looplag.py) "

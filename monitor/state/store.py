@@ -245,7 +245,11 @@ class Store(AlertOps, AdminOps, JoinOps):
         request = self._batch_request(write)
         for _ in range(JOIN_ATTEMPTS):
             keys, args = self._batch_call(write, request)
-            reply = self._batch_reply(write, await self._apply(keys=keys, args=args))
+            try:
+                reply = self._batch_reply(write, await self._apply(keys=keys, args=args))
+            except OffsetConflict:
+                await self._batch_applied([], [write])  # it has state: listed, whoever wrote it
+                raise
             if reply[0] == 1:
                 return (await self._batch_applied([(write, request, reply)]))[0]
             self.learn_join_status(model, version, reply[0], reply[1])
@@ -267,26 +271,32 @@ class Store(AlertOps, AdminOps, JoinOps):
             pipe.execute_command("EVALSHA", self._apply.sha, len(keys), *keys, *args)
         replies = await pipe.execute(raise_on_error=False)
         out: list[list[MonthChange] | Exception | None] = []
-        applied = []
-        for write, request, reply in zip(writes, requests, replies, strict=True):
-            try:
-                if isinstance(reply, Exception):
-                    raise reply
-                reply = self._batch_reply(write, reply)
-            except redis.exceptions.NoScriptError:
-                out.append(await self._alone(write))
-                continue
-            except (OffsetConflict, EpochMismatch, redis.ResponseError) as refused:
-                out.append(refused)
-                continue
-            if reply[0] == 1:
-                applied.append((write, request, reply))
-                out.append(None)
-            else:
-                self.learn_join_status(write.model, write.version, reply[0], reply[1])
-                out.append(await self._alone(write))
-        done = iter(await self._batch_applied(applied))
+        applied: list[tuple[BatchWrite, BatchRequest, list]] = []
+        try:
+            for write, request, reply in zip(writes, requests, replies, strict=True):
+                out.append(await self._batch_outcome(write, request, reply, applied))
+        finally:  # also when one raised (a lost connection): the writes applied are listed all the same
+            moved = [w for w, r in zip(writes, out, strict=False) if isinstance(r, OffsetConflict)]
+            done = iter(await self._batch_applied(applied, moved))
         return [next(done) if result is None else result for result in out]
+
+    async def _batch_outcome(self, write: BatchWrite, request: BatchRequest, reply,
+                             applied: list) -> list[MonthChange] | Exception | None:
+        """One reply of :meth:`apply_batches`: None when applied (added to ``applied``), the refusal,
+        or the result of the write made again alone (NOSCRIPT, a join declaration refused)."""
+        try:
+            if isinstance(reply, Exception):
+                raise reply
+            reply = self._batch_reply(write, reply)
+        except redis.exceptions.NoScriptError:
+            return await self._alone(write)
+        except (OffsetConflict, EpochMismatch, redis.ResponseError) as refused:
+            return refused
+        if reply[0] == 1:
+            applied.append((write, request, reply))
+            return None
+        self.learn_join_status(write.model, write.version, reply[0], reply[1])
+        return await self._alone(write)
 
     async def _alone(self, write: BatchWrite) -> list[MonthChange] | Exception:
         """:meth:`apply_batch` of one write, its refusal returned rather than raised."""
@@ -330,12 +340,15 @@ class Store(AlertOps, AdminOps, JoinOps):
             raise OffsetConflict(write.model, write.version, info.decode(), int(stored) if stored else None)
         return reply
 
-    async def _batch_applied(self, applied: list[tuple[BatchWrite, BatchRequest, list]]) -> list[list[MonthChange]]:
+    async def _batch_applied(self, applied: list[tuple[BatchWrite, BatchRequest, list]],
+                             moved: Sequence[BatchWrite] = ()) -> list[list[MonthChange]]:
         """After applied batch calls: the pending periods they saw remembered; the models listed in
         ``cm:models`` on their first write (the script says so: first ever, or since a wipe) or this
         process's first (a crash may have come between a first write and its listing; the set is in
-        another cluster slot than the model's keys, so a command of its own); their months' counts."""
-        first = set()
+        another cluster slot than the model's keys, so a command of its own), and those ``moved``
+        (refused for an offset already stored: they have state, perhaps written by a call whose listing
+        was lost with the connection); their months' counts."""
+        first = {(w.model, w.version) for w in moved} - self._listed
         for write, request, (_, live, first_write, *_) in applied:
             if request.indexes:
                 self.remember_pending(write.model, write.version, live)

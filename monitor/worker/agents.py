@@ -151,7 +151,8 @@ def register_metrics(app: MonitorApp, settings: Settings, worker: Worker, dead_l
 
 
 def register_housekeeping(app: MonitorApp, settings: Settings, worker: Worker, dead_letter: DeadLetterQueue) -> None:
-    """The event-loop lag probe and its reports; handing freed memory back to the OS."""
+    """The event-loop lag probe (with the GC pauses) and its reports; the GC freezer; handing freed memory
+    back to the OS."""
     # The event loop's lag, measured all the time and reported to Redis for GET /metrics (issue 18).
     gc_pauses = GcPauses()
     gc_pauses.install()

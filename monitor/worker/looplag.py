@@ -5,7 +5,9 @@ event loop; any piece of code that holds it for long delays all the others. A pr
 ``LAG_PROBE_INTERVAL_S`` and records the overshoot of each sleep in a cumulative histogram (the
 Prometheus buckets ``LAG_BUCKETS_S``), with the maximum and the percentiles of the recent samples.
 The worker writes a :meth:`LoopLagProbe.snapshot` to Redis (``<prefix>:worker:loop_lag``, one field
-per worker process) and ``GET /metrics`` exports it as ``credit_monitor_worker_loop_lag_seconds``.
+per worker process) and ``GET /metrics`` exports it as ``credit_monitor_worker_loop_lag_seconds``, with the
+garbage collector's longest pause (:class:`GcPauses`), which stops the loop too; :class:`SurvivorFreezer`
+keeps what the worker holds out of the collector's full walks.
 
 >>> probe = LoopLagProbe()
 >>> for lag in (0.001, 0.002, 0.07):
@@ -108,7 +110,7 @@ class SurvivorFreezer:
     generations are collected (a few ms) and what survived is frozen (``gc.freeze``: the collections
     skip it; an object still goes the moment nothing refers to it). A reference cycle that dies while
     frozen is only reclaimed when unfrozen: every ``unfreeze_s`` the frozen objects are handed back
-    (``gc.unfreeze``), and the next full collection, one long pause an hour, reclaims those cycles.
+    (``gc.unfreeze``) and a full collection, one long pause an hour, reclaims those cycles.
 
     >>> clock = iter([0.0, 10.0, 4000.0]).__next__
     >>> freezer = SurvivorFreezer(unfreeze_s=3600, clock=clock)
@@ -129,6 +131,7 @@ class SurvivorFreezer:
             self.since = now
         if now - self.since >= self.unfreeze_s:
             gc.unfreeze()
+            gc.collect()  # the planned pause of the hour: the dead cycles go now, not maybe later
             self.since = now
             return "unfrozen"
         gc.collect(1)  # the young garbage first: a cycle frozen dead would wait for the unfreeze

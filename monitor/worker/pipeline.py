@@ -380,7 +380,7 @@ class BatchProcessor:
         together: list[tuple[tuple[str, str], PlannedWrite]] = []
         records = 0
         for key, by_field in groups.items():
-            call = await self._one_call(key, by_field, messages)
+            call = await retry_forever(f"batch of {key[0]}:{key[1]}", self._one_call, key, by_field, messages)
             if call is None:
                 alone.append(key)
                 continue
@@ -409,10 +409,11 @@ class BatchProcessor:
                     self._forget_moved_offsets(key, reply)
                 alone.append(key)
                 continue
-            self._applied[key].update({f: new for f, (_, new, _) in call.write.offsets.items()})
+            if (known := self._applied.get(key)) is not None:  # None: forgotten meanwhile (a rebalance)
+                known.update({f: new for f, (_, new, _) in call.write.offsets.items()})
             result += BatchResult(records=call.records, duplicates_skipped=call.total - call.records)
-            if self.on_change is not None:
-                await self.on_change(*key, reply)
+            if self.on_change is not None:  # written: a Redis blip here must not make the batch run again
+                await retry_forever(f"checkpoint of {key[0]}:{key[1]}", self.on_change, *key, reply)
         return result
 
     async def _one_call(self, key: tuple[str, str], by_field: dict[str, PartitionRecords],

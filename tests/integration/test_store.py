@@ -6,12 +6,13 @@ import asyncio
 
 import orjson
 import pytest
+import redis
 
 from monitor.alerts.lifecycle import AlertEvaluator, judge_psi
 from monitor.errors import StateLost
 from monitor.worker.pipeline import BatchProcessor, RawMessage
 from monitor.alerts.rules import RuleSet
-from monitor.state import Store
+from monitor.state import OffsetConflict, Store
 from monitor.stats import ScoreHistogram
 
 pytestmark = pytest.mark.integration
@@ -21,6 +22,18 @@ def message(offset: int, partition: int = 0, **fields) -> RawMessage:
     record = {"record_id": f"r{offset}", "model": "m", "ref_date": "2024-05-10", "score": 0.1 + (offset % 9) / 10,
               "target": offset % 2, **fields}
     return RawMessage("records", partition, offset, orjson.dumps(record))
+
+
+def by_model(messages: list[RawMessage]) -> dict:
+    """The messages' records as the batch groups them for one model: offset field -> PartitionRecords."""
+    from monitor.worker.fastpath import decode_tiered
+    from monitor.worker.pipeline import PartitionRecords
+
+    parts: dict = {}
+    for msg in messages:
+        for record in decode_tiered(msg.value)[0]:
+            parts.setdefault(f"{msg.topic}:{msg.partition}", PartitionRecords()).add(msg.offset, record)
+    return parts
 
 
 class DeadLetters(list):
@@ -93,6 +106,66 @@ async def test_models_written_together_after_redis_forgot_the_script(settings):
         result = await processor.process([message(3), message(4, model="other")])
         assert result.records == 2
         assert [(await store.counts(m, "1", "2024-05"))["n"] for m in ("m", "other")] == [2, 2]
+    finally:
+        await store.close()
+
+
+async def test_a_rebalance_during_the_shared_round_trip_loses_nothing(settings):
+    """forget_offsets (partitions revoked) may run while the models' writes are in flight."""
+    store = Store.connect(settings)
+    try:
+        processor = BatchProcessor(store, DeadLetters(), "e1")
+        await processor.process([message(1), message(2, model="other")])
+        apply = store.apply_batches
+
+        async def revoked_meanwhile(writes):
+            processor.forget_offsets()
+            return await apply(writes)
+
+        store.apply_batches = revoked_meanwhile
+        result = await processor.process([message(3), message(4, model="other")])
+        assert result.records == 2
+        assert [(await store.counts(m, "1", "2024-05"))["n"] for m in ("m", "other")] == [2, 2]
+    finally:
+        await store.close()
+
+
+async def test_a_redis_blip_after_the_writes_does_not_run_the_batch_again(settings):
+    """The checkpoint mark after a write is retried alone: the batch is not run again (its dead letters
+    would be sent twice, its records counted as duplicates)."""
+    store = Store.connect(settings)
+    try:
+        blips = []
+
+        async def on_change(model, version, changes):
+            if blips == ["armed"]:
+                blips.append(model)
+                raise redis.ConnectionError("blip")
+
+        dead = DeadLetters()
+        processor = BatchProcessor(store, dead, "e1", on_change=on_change)
+        await processor.process([message(1), message(2, model="other")])
+        blips.append("armed")  # the next batch's models are written together: the blip comes after
+        result = await processor.process([message(3), message(4, model="other"), RawMessage("records", 0, 5, b"{")])
+        assert (result.records, result.dead_lettered, len(dead)) == (2, 1, 1)
+        assert len(blips) == 2
+    finally:
+        await store.close()
+
+
+async def test_a_write_retried_after_its_listing_was_lost_lists_the_model(settings):
+    """A round trip applied, then the connection lost before cm:models was added to: the retry is refused
+    (the offset is stored) and lists the model all the same."""
+    store = Store.connect(settings)
+    try:
+        processor = BatchProcessor(store, DeadLetters(), "e1")
+        await processor.process([message(1)])
+        write = (await processor._one_call(("m", "1"), by_model([message(2)]), {("records:0", 2): message(2)})).write
+        assert not isinstance((await store.apply_batches([write]))[0], Exception)
+        await store.redis.srem(store.models_key(), "m:1")
+        store._listed.clear()  # as a new process retrying it
+        assert isinstance((await store.apply_batches([write]))[0], OffsetConflict)
+        assert await store.models() == [("m", "1")]
     finally:
         await store.close()
 
