@@ -63,7 +63,31 @@ def is_transient(exc: BaseException) -> bool:
         return str(exc).split(" ", 1)[0] in TRANSIENT_REDIS_CODES
     if isinstance(exc, aiokafka.errors.KafkaError):
         return bool(exc.retriable) or isinstance(exc, aiokafka.errors.KafkaTimeoutError)
-    return False
+    return writes_to_a_closed_redis_transport(exc)
+
+
+def writes_to_a_closed_redis_transport(exc: BaseException) -> bool:
+    """A command written on a connection closed under it: redis-py's asyncio client then leaks the
+    transport's AttributeError / TypeError instead of a ConnectionError (redis/redis-py#4287; its cluster
+    client closes every connection when one fails, so a command in flight on another gets it). The
+    innermost frame tells: a write in redis-py's connection or asyncio's transport.
+
+    >>> def torn_down():
+    ...     writer = None
+    ...     writer.writelines([b"PING"])
+    >>> try:
+    ...     torn_down()
+    ... except AttributeError as exc:
+    ...     writes_to_a_closed_redis_transport(exc)
+    False
+    """
+    if not isinstance(exc, (AttributeError, TypeError)) or exc.__traceback__ is None:
+        return False
+    frame = exc.__traceback__
+    while frame.tb_next is not None:
+        frame = frame.tb_next
+    path = frame.tb_frame.f_code.co_filename.replace("\\", "/")
+    return path.endswith(("redis/asyncio/connection.py", "asyncio/streams.py", "asyncio/selector_events.py"))
 
 
 async def retry_forever(what: str, call: Callable[..., Awaitable[T]], *args) -> T:

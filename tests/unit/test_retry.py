@@ -83,3 +83,21 @@ async def test_exceptions_the_caller_handles_pass_through_at_once():
     with pytest.raises(StateLost):
         await retry.apply_or_stop("batch", call, attempts=5, passes=(StateLost,), give_up=give_up)
     assert call.calls == 1
+
+
+def test_a_write_on_a_connection_closed_under_it_is_transient():
+    """redis-py leaks the transport's AttributeError when a command is written on a connection another
+    command's failure closed (redis/redis-py#4287): the worker must wait and retry, not stop."""
+    from monitor.retry import is_transient
+
+    namespace: dict = {}
+    exec(compile("def send_packed_command():\n    writer = None\n    writer.writelines([b'PING'])\n",
+                 "/site-packages/redis/asyncio/connection.py", "exec"), namespace)
+    try:
+        namespace["send_packed_command"]()
+    except AttributeError as exc:
+        assert is_transient(exc)
+    try:
+        None.writelines([])  # the same error in our own code is a bug, not a blip
+    except AttributeError as exc:
+        assert not is_transient(exc)
