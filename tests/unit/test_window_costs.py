@@ -50,6 +50,9 @@ class MemoryStore:
     async def histograms(self, model, version, months):
         return {m: self.hists[m].copy() for m in months}
 
+    async def reference_meta(self, model, version):
+        return {}
+
     async def reference(self, model, version):
         return None, {}
 
