@@ -424,7 +424,7 @@ class BatchProcessor:
         if known is None or by_field.keys() - known.keys():
             return None
         starts = applied_prefix(known, by_field)
-        if any(starts[f] and (*key, f, known[f]) not in self._verified for f in by_field):
+        if self._unverified(key, known, starts):
             return None
         calls = plan_calls({f: part.offsets for f, part in by_field.items()}, starts)
         if len(calls) != 1:
@@ -500,8 +500,7 @@ class BatchProcessor:
                 known.update(offsets)
             starts = applied_prefix(known, by_field)
             # Records are about to be skipped as applied: only true if the stored offset is of this log.
-            unchecked = {f: last for f in by_field  # starts[f] > 0: a stored offset, so last is not None
-                         if starts[f] and (last := known[f]) is not None and (model, version, f, last) not in self._verified}
+            unchecked = self._unverified(key, known, starts)
             if unchecked and await self._reset_lost_sources(model, version, unchecked, by_field, messages):
                 self._applied.pop(key, None)
                 continue
@@ -522,6 +521,12 @@ class BatchProcessor:
                 continue
             return BatchResult(records=applied, duplicates_skipped=total - applied)
         raise MonitorError(f"{model}:{version}: offsets kept moving after {MAX_CONFLICT_RETRIES} retries")
+
+    def _unverified(self, key: tuple[str, str], known: dict[str, int | None], starts: dict[str, int]) -> dict[str, int]:
+        """The partitions whose records are about to be skipped as applied (``starts``) on a stored offset
+        not yet checked to belong to the partition's log: field -> stored offset."""
+        return {f: last for f, start in starts.items()  # start > 0: a stored offset, so last is not None
+                if start and (last := known[f]) is not None and (*key, f, last) not in self._verified}
 
     def _forget_moved_offsets(self, key: tuple[str, str], conflict: OffsetConflict) -> None:
         """Another worker applied some of these offsets: forget them, to reread them and filter again;
