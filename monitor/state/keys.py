@@ -68,7 +68,7 @@ correct. A replay of history writes all its months in one period: that is when t
 
 Every script declares in KEYS every key it touches (Redis's rule for scripts; a cluster client routes
 a call by them): the join and pending buckets and the months' keys of an outcome call are named here
-(:meth:`Keys.join`, :meth:`Keys.pending`) for the period, pending periods and months the caller
+(:meth:`Keys.buckets`) for the period, pending periods and months the caller
 believes current, and the script refuses the call before any write when Redis says otherwise
 (:mod:`monitor.state.joins`).
 
@@ -210,24 +210,14 @@ class Keys:
     def features(self, model: str, version: str, month: str) -> str:
         return f"{self.base(model, version)}:features:{month}"
 
-    def join(self, model: str, version: str, period: int, bucket: int) -> str:
-        """A join buffer bucket: the records written in ``period`` (:func:`join_period`) waiting for their outcome.
-
-        >>> Keys("cm").join("m", "1", 684, 17), Keys("cm").pending("m", "1", 684, 17)
-        ('cm:{m:1}:join:684:17', 'cm:{m:1}:pending:684:17')
-        """
-        return f"{self.base(model, version)}:join:{period}:{bucket}"
-
-    def pending(self, model: str, version: str, period: int, bucket: int) -> str:
-        """A pending bucket: the outcomes that came in ``period`` before their record."""
-        return f"{self.base(model, version)}:pending:{period}:{bucket}"
-
     def buckets(self, model: str, version: str, kind: str, periods: Iterable[int], buckets: Iterable[int]) -> list[str]:
         """The ``join`` or ``pending`` buckets of these periods, each period's buckets in turn (one
         script call declares hundreds: the model's base is formatted once).
 
         >>> Keys("cm").buckets("m", "1", "join", [5, 4], [17, 3])
         ['cm:{m:1}:join:5:17', 'cm:{m:1}:join:5:3', 'cm:{m:1}:join:4:17', 'cm:{m:1}:join:4:3']
+        >>> Keys("cm").buckets("m", "1", "pending", [684], [17])
+        ['cm:{m:1}:pending:684:17']
         """
         if kind not in ("join", "pending"):
             raise ValueError(f"not a join buffer bucket kind: {kind}")
